@@ -1,0 +1,3 @@
+"""trioshop: a shopping-cart server built on Trio structured concurrency."""
+
+__version__ = "0.1.0"

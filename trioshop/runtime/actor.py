@@ -1,0 +1,89 @@
+"""What an actor is: its behaviour protocol, its handle, and the context it runs with."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from trioshop.runtime.host import ActorHost
+
+# A message in a mailbox: the payload and, for a request, the one-shot reply channel.
+Envelope = tuple[Any, "trio.MemorySendChannel[Reply] | None"]
+# What travels back on a reply channel: (True, value) or (False, refusal to raise in the caller).
+Reply = tuple[bool, Any]
+
+
+class Refusal(Exception):
+    """Raised by a behaviour to refuse one request: the caller gets it, the actor lives on.
+
+    Subclass it for domain answers such as "cart is empty"; any other exception raised by
+    ``handle`` is a crash and ends the actor.
+    """
+
+
+@runtime_checkable
+class Behaviour(Protocol):
+    """The code of an actor: called once per message, one message at a time.
+
+    ``handle`` returns the reply for a request (ignored for a plain send) or raises
+    :class:`Refusal`. To end after this message, call ``ctx.stop()``. State lives on the
+    behaviour object; nothing else can reach it, so it needs no locks.
+    """
+
+    async def handle(self, ctx: ActorContext, message: Any) -> Any: ...
+
+
+@attrs.define(eq=False, slots=True)
+class Actor:
+    """The handle of one live (or ended) actor: its pid, name, and the send end of its mailbox.
+
+    Handles are cheap to keep; sending through the handle of an ended actor raises
+    :class:`~trioshop.runtime.errors.ActorEnded`.
+    """
+
+    pid: int
+    name: str | None
+    mailbox: trio.MemorySendChannel[Envelope]
+    inbox: trio.MemoryReceiveChannel[Envelope] = attrs.field(repr=False)
+    started_at: float
+    last_message_at: float
+    stopping: bool = False
+    ended: bool = False
+    crashed: bool = False
+
+    @property
+    def mailbox_depth(self) -> int:
+        """How many messages wait in the mailbox right now."""
+        return self.inbox.statistics().current_buffer_used
+
+
+@attrs.define(eq=False, slots=True)
+class ActorContext:
+    """Given to a behaviour with every message: who it is, its host and its own nursery.
+
+    ``nursery`` is the actor's child nursery: helper tasks started there end with the actor,
+    and a helper's crash is the actor's crash.
+    """
+
+    host: ActorHost
+    actor: Actor
+    nursery: trio.Nursery
+
+    @property
+    def pid(self) -> int:
+        return self.actor.pid
+
+    @property
+    def name(self) -> str | None:
+        return self.actor.name
+
+    def stop(self) -> None:
+        """End the actor once the current message is handled.
+
+        The name is released at once, so the next lookup-or-spawn for it starts a new actor;
+        messages still queued behind this one fail with ``ActorEnded``.
+        """
+        self.host._mark_stopping(self.actor)

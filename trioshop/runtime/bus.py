@@ -1,0 +1,142 @@
+"""The event bus: publish once, fan out to every subscriber's own bounded channel."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from trioshop.logs import log_event
+
+logger = logging.getLogger("trioshop.bus")
+
+
+@attrs.frozen
+class Event:
+    """One published event: where it belongs (``system``, ``kind``, ``path``) and its data."""
+
+    id: int
+    system: str
+    kind: str
+    path: str
+    data: Any
+    published_at: float
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """One subscriber's bounded channel of events; iterate it with ``async for``.
+
+    Close it (or leave its ``with`` block) to unsubscribe: the bus stops delivering to it at
+    once and iteration ends after the events already buffered.
+    """
+
+    name: str
+    topic: tuple[str, str]
+    _send: trio.MemorySendChannel[Event] = attrs.field(repr=False)
+    _receive: trio.MemoryReceiveChannel[Event] = attrs.field(repr=False)
+    _bus: EventBus = attrs.field(repr=False)
+    delivered: int = 0
+    overflowed: int = 0
+
+    async def receive(self) -> Event:
+        """The next event; raises :class:`trio.EndOfChannel` once closed and drained."""
+        return await self._receive.receive()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._receive.__aiter__()
+
+    @property
+    def backlog(self) -> int:
+        return self._receive.statistics().current_buffer_used
+
+    def close(self) -> None:
+        self._bus._unsubscribe(self)
+        self._send.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@attrs.define
+class EventBus:
+    """Fans every published event out to the subscribers of its ``(system, kind)``.
+
+    ``publish`` never blocks and never fails because of a subscriber: a full subscriber
+    channel drops that event for that subscriber only, counted in ``overflowed`` and logged.
+    """
+
+    capacity: int = 1024
+    published: int = 0
+    _topics: dict[tuple[str, str], list[Subscription]] = attrs.field(factory=dict)
+    _ids: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
+
+    def subscribe(
+        self, system: str, kind: str, *, name: str, capacity: int | None = None
+    ) -> Subscription:
+        """A new subscription to ``(system, kind)`` with its own channel of *capacity* events."""
+        send, receive = trio.open_memory_channel[Event](capacity or self.capacity)
+        subscription = Subscription(name, (system, kind), send, receive, self)
+        self._topics.setdefault((system, kind), []).append(subscription)
+        return subscription
+
+    def subscriptions(self) -> list[Subscription]:
+        return [s for subscribers in self._topics.values() for s in subscribers]
+
+    def publish(self, system: str, kind: str, path: str, data: Any) -> Event:
+        """Deliver an event to every current subscriber of ``(system, kind)`` and return it."""
+        event = Event(next(self._ids), system, kind, path, data, time.time())
+        self.published += 1
+        for subscription in list(self._topics.get((system, kind), ())):
+            try:
+                subscription._send.send_nowait(event)
+            except trio.WouldBlock:
+                subscription.overflowed += 1
+                log_event(
+                    logger,
+                    "event dropped: subscriber channel full",
+                    logging.WARNING,
+                    subscriber=subscription.name,
+                    system=system,
+                    kind=kind,
+                    path=path,
+                    overflowed=subscription.overflowed,
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._unsubscribe(subscription)
+            else:
+                subscription.delivered += 1
+        return event
+
+    @property
+    def overflowed(self) -> int:
+        return sum(s.overflowed for s in self.subscriptions())
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._topics.get(subscription.topic, [])
+        if subscription in subscribers:
+            subscribers.remove(subscription)
+
+    def close(self) -> None:
+        """Close every subscription: subscribers see the end of their stream after the backlog."""
+        for subscription in self.subscriptions():
+            subscription.close()
+
+
+@contextmanager
+def open_event_bus(capacity: int = 1024) -> Iterator[EventBus]:
+    """An :class:`EventBus` whose subscriptions are all closed when the block exits."""
+    bus = EventBus(capacity)
+    try:
+        yield bus
+    finally:
+        bus.close()

@@ -1,0 +1,323 @@
+"""The actor host: one root nursery, every actor in a child nursery of it, reached by mailbox."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from trioshop.logs import log_event
+from trioshop.runtime._nursery import open_service_nursery
+from trioshop.runtime.actor import Actor, ActorContext, Behaviour, Envelope, Refusal, Reply
+from trioshop.runtime.errors import (
+    ActorCrashed,
+    ActorEnded,
+    ActorTimeout,
+    HostClosed,
+    MailboxFull,
+    TooManyActors,
+)
+
+logger = logging.getLogger("trioshop.runtime")
+
+
+@attrs.frozen
+class ActorInfo:
+    """A snapshot of one live actor, for introspection."""
+
+    pid: int
+    name: str | None
+    mailbox_depth: int
+    age: float
+    last_message_age: float
+
+
+@attrs.define
+class HostCounters:
+    """Totals since the host opened."""
+
+    spawned: int = 0
+    ended: int = 0
+    crashed: int = 0
+    timeouts: int = 0
+    passivated: int = 0
+
+
+@attrs.define
+class ActorHost:
+    """Runs actors in child nurseries of one root nursery; create it with :func:`open_actor_host`.
+
+    Spawning is synchronous (no checkpoint), which is what makes :meth:`get_or_spawn` atomic:
+    the actor is registered and its mailbox exists before anyone else can run, and messages
+    sent before its task first runs wait in the mailbox. Actors start in the host's own
+    context, never in the caller's, so a request's context variables do not leak into them.
+    """
+
+    _nursery: trio.Nursery
+    mailbox_capacity: int = 256
+    max_actors: int = 100_000
+    shutdown_timeout: float = 5.0
+    counters: HostCounters = attrs.field(factory=HostCounters)
+    _actors: dict[int, Actor] = attrs.field(factory=dict)
+    _names: dict[str, Actor] = attrs.field(factory=dict)
+    _next_pid: int = 1
+    _closed: bool = False
+    _context: contextvars.Context = attrs.field(factory=contextvars.copy_context)
+
+    # -- spawning and lookup ------------------------------------------------------------
+
+    def spawn(
+        self,
+        behaviour: Behaviour,
+        *,
+        name: str | None = None,
+        mailbox: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> Actor:
+        """Start *behaviour* as a new actor and return its handle at once.
+
+        With *idle_timeout*, the actor ends (reason ``idle``) after that many seconds without
+        a message. Raises :class:`ValueError` if *name* is taken, :class:`TooManyActors` at the
+        live-actor limit, :class:`HostClosed` after shutdown began.
+        """
+        if self._closed:
+            raise HostClosed("the actor host is shut down; no new actors can start")
+        if name is not None and name in self._names:
+            raise ValueError(f"an actor named {name!r} is already running; use get_or_spawn")
+        if len(self._actors) >= self.max_actors:
+            raise TooManyActors(
+                f"{len(self._actors)} actors are live, the limit is {self.max_actors}; retry later"
+            )
+        send, receive = trio.open_memory_channel[Envelope](mailbox or self.mailbox_capacity)
+        now = trio.current_time()
+        actor = Actor(self._next_pid, name, send, receive, now, now)
+        self._next_pid += 1
+        self._actors[actor.pid] = actor
+        if name is not None:
+            self._names[name] = actor
+        self.counters.spawned += 1
+        self._context.run(
+            self._nursery.start_soon, self._run_actor, actor, behaviour, idle_timeout
+        )
+        return actor
+
+    def lookup(self, name: str) -> Actor | None:
+        """The live actor registered as *name*, or ``None``."""
+        return self._names.get(name)
+
+    def get_or_spawn(
+        self,
+        name: str,
+        factory: Callable[[], Behaviour],
+        *,
+        mailbox: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> Actor:
+        """The actor registered as *name*, spawning ``factory()`` under that name if there is none.
+
+        Atomic: there is no checkpoint between the lookup and the registration, so concurrent
+        callers always get the same actor.
+        """
+        actor = self._names.get(name)
+        if actor is None:
+            actor = self.spawn(factory(), name=name, mailbox=mailbox, idle_timeout=idle_timeout)
+        return actor
+
+    # -- messaging ----------------------------------------------------------------------
+
+    def send(self, actor: Actor, message: Any) -> None:
+        """Put *message* in *actor*'s mailbox without blocking.
+
+        Raises :class:`MailboxFull` when the mailbox is at capacity and :class:`ActorEnded`
+        when the actor has ended or is ending.
+        """
+        self._deliver(actor, (message, None))
+
+    def _deliver(self, actor: Actor, envelope: Envelope) -> None:
+        if actor.stopping:
+            raise ActorEnded(f"actor {actor.name or actor.pid} has ended")
+        try:
+            actor.mailbox.send_nowait(envelope)
+        except trio.WouldBlock:
+            raise MailboxFull(
+                f"the mailbox of actor {actor.name or actor.pid} is full "
+                f"({actor.mailbox.statistics().max_buffer_size} messages); retry later"
+            ) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ActorEnded(f"actor {actor.name or actor.pid} has ended") from None
+
+    # The deadline is part of the protocol (it becomes ActorTimeout), so it is a parameter.
+    async def request(self, actor: Actor, message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
+        """Send *message* and wait up to *timeout* seconds for the actor's reply.
+
+        The reply travels on a one-shot channel (capacity 1) made for this call, so a late
+        reply is dropped without blocking the actor. Raises what :meth:`send` raises,
+        :class:`ActorTimeout` after *timeout*, :class:`ActorCrashed` or :class:`ActorEnded`
+        as soon as the actor crashes or ends without replying, and the actor's
+        :class:`~trioshop.runtime.actor.Refusal` if it refused the request.
+        """
+        reply_send, reply_receive = trio.open_memory_channel[Reply](1)
+        with reply_receive:
+            try:
+                self._deliver(actor, (message, reply_send))
+            except BaseException:
+                reply_send.close()
+                raise
+            with trio.move_on_after(timeout):
+                try:
+                    ok, value = await reply_receive.receive()
+                except trio.EndOfChannel:
+                    error = ActorCrashed if actor.crashed else ActorEnded
+                    raise error(
+                        f"actor {actor.name or actor.pid} ended before replying"
+                    ) from None
+                if ok:
+                    return value
+                raise value
+            self.counters.timeouts += 1
+            raise ActorTimeout(
+                f"actor {actor.name or actor.pid} did not reply within {timeout:g} s"
+            )
+
+    # -- introspection ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def live(self) -> list[ActorInfo]:
+        """A snapshot of every live actor, oldest first."""
+        now = trio.current_time()
+        return [
+            ActorInfo(a.pid, a.name, a.mailbox_depth, now - a.started_at, now - a.last_message_at)
+            for a in self._actors.values()
+        ]
+
+    # -- the actor task -----------------------------------------------------------------
+
+    def _mark_stopping(self, actor: Actor) -> None:
+        actor.stopping = True
+        if actor.name is not None and self._names.get(actor.name) is actor:
+            del self._names[actor.name]
+
+    async def _run_actor(
+        self, actor: Actor, behaviour: Behaviour, idle_timeout: float | None
+    ) -> None:
+        reason = "stopped"
+        ctx: ActorContext | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                ctx = ActorContext(self, actor, nursery)
+                reason = await self._serve(ctx, behaviour, idle_timeout)
+                nursery.cancel_scope.cancel()
+        except* trio.Cancelled:
+            reason = "cancelled"
+            raise
+        except* Exception as group:
+            reason = "crashed"
+            actor.crashed = True
+            self.counters.crashed += 1
+            crash = group.exceptions[0] if len(group.exceptions) == 1 else group
+            log_event(
+                logger,
+                "actor crashed",
+                logging.ERROR,
+                pid=actor.pid,
+                actor=actor.name,
+                error=repr(crash),
+                exc_info=crash,
+            )
+        finally:
+            self._release(actor)
+            if reason == "idle":
+                self.counters.passivated += 1
+            on_stop = getattr(behaviour, "on_stop", None)
+            if on_stop is not None and ctx is not None:
+                # Cleanup must run even while the host is cancelling us, but never forever.
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + self.shutdown_timeout
+                    await on_stop(ctx, reason)
+
+    async def _serve(
+        self, ctx: ActorContext, behaviour: Behaviour, idle_timeout: float | None
+    ) -> str:
+        actor, inbox = ctx.actor, ctx.actor.inbox
+        while not actor.stopping:
+            if idle_timeout is None:
+                message, reply = await inbox.receive()
+            else:
+                with trio.move_on_after(idle_timeout) as waiting:
+                    message, reply = await inbox.receive()
+                if waiting.cancelled_caught:
+                    # Deregister before the next checkpoint: no message can slip in unseen.
+                    if actor.mailbox_depth == 0:
+                        self._mark_stopping(actor)
+                        return "idle"
+                    continue
+            actor.last_message_at = trio.current_time()
+            try:
+                result: Reply = (True, await behaviour.handle(ctx, message))
+            except trio.Cancelled:
+                if reply is not None:
+                    reply.close()
+                raise
+            except Refusal as refusal:
+                result = (False, refusal)
+            except Exception:
+                # Mark the crash before the caller can wake up, then free the caller at once.
+                actor.crashed = True
+                if reply is not None:
+                    reply.close()
+                raise
+            if reply is not None:
+                # A caller that gave up waiting has closed its end: the late reply is dropped.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    reply.send_nowait(result)
+                reply.close()
+        return "stopped"
+
+    def _release(self, actor: Actor) -> None:
+        """Deregister *actor* and fail every request still queued for it, without a checkpoint."""
+        self._mark_stopping(actor)
+        actor.ended = True
+        self._actors.pop(actor.pid, None)
+        self.counters.ended += 1
+        while True:
+            try:
+                _, reply = actor.inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if reply is not None:
+                reply.close()
+        actor.inbox.close()
+
+
+@asynccontextmanager
+async def open_actor_host(
+    *,
+    mailbox_capacity: int = 256,
+    max_actors: int = 100_000,
+    shutdown_timeout: float = 5.0,
+) -> AsyncIterator[ActorHost]:
+    """Open the root nursery and yield an :class:`ActorHost` that spawns actors into it.
+
+    Ready on entry. On exit the host refuses new actors, cancels every live one and waits
+    for them; each actor's ``on_stop`` cleanup gets at most *shutdown_timeout* seconds.
+    An actor's crash never propagates here: it is logged and ends that actor only.
+    """
+    async with open_service_nursery() as nursery:
+        host = ActorHost(
+            nursery,
+            mailbox_capacity=mailbox_capacity,
+            max_actors=max_actors,
+            shutdown_timeout=shutdown_timeout,
+        )
+        try:
+            yield host
+        finally:
+            host._closed = True

@@ -1,0 +1,162 @@
+"""The supervisor: runs long-lived services and restarts the ones that fail, with backoff."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from trioshop.logs import log_event
+from trioshop.registry.entries import RestartPolicy
+from trioshop.runtime._nursery import open_service_nursery
+
+logger = logging.getLogger("trioshop.supervisor")
+
+# A service: ``async def run(*args, task_status)`` calling ``task_status.started()`` when ready.
+ServiceTarget = Callable[..., Awaitable[Any]]
+
+
+class ServiceStatus(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+    FAILED = "failed"  # gave up after max_attempts failures
+
+
+@attrs.define
+class ServiceState:
+    """What the supervisor knows of one service; read by health checks and the admin view."""
+
+    name: str
+    status: ServiceStatus = ServiceStatus.STARTING
+    restarts: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    started_at: float | None = None
+
+
+class _Readiness:
+    """The ``task_status`` a service gets: records readiness, tells the supervisor once."""
+
+    def __init__(self, state: ServiceState, on_first_ready: Callable[[], None]) -> None:
+        self._state = state
+        self._on_first_ready = on_first_ready
+
+    def started(self, value: object = None) -> None:
+        self._state.status = ServiceStatus.RUNNING
+        self._on_first_ready()
+
+
+@attrs.define
+class Supervisor:
+    """Keeps services running in its nursery; create it with :func:`open_supervisor`.
+
+    A service that raises is restarted after ``policy.delay(n)`` seconds for its n-th
+    consecutive failure; a run that lasted ``stable_threshold`` resets n. After
+    ``max_attempts`` consecutive failures the service is left ``FAILED``. A service that
+    returns is ``STOPPED`` and not restarted. Cancellation is shutdown, never a failure.
+    """
+
+    _nursery: trio.Nursery
+    _rng: random.Random = attrs.field(factory=random.Random)
+    states: dict[str, ServiceState] = attrs.field(factory=dict)
+
+    async def start(
+        self, name: str, target: ServiceTarget, policy: RestartPolicy, *args: Any
+    ) -> ServiceState:
+        """Supervise ``target(*args, task_status=...)`` under *name*.
+
+        Returns once the service reported ready, or once its first attempt failed (it is then
+        retried in the background), so a broken service never blocks startup.
+        """
+        if name in self.states:
+            raise ValueError(f"a service named {name!r} is already supervised")
+        state = ServiceState(name)
+        self.states[name] = state
+        await self._nursery.start(self._supervise, state, target, policy, args)
+        return state
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the services the supervisor gave up on."""
+        return [s.name for s in self.states.values() if s.status is ServiceStatus.FAILED]
+
+    async def _supervise(
+        self,
+        state: ServiceState,
+        target: ServiceTarget,
+        policy: RestartPolicy,
+        args: tuple[Any, ...],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        reported = False
+
+        def report_ready() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started()
+
+        while True:
+            state.status = ServiceStatus.STARTING
+            state.started_at = trio.current_time()
+            try:
+                await target(*args, task_status=_Readiness(state, report_ready))
+            except trio.Cancelled:
+                state.status = ServiceStatus.STOPPED
+                raise
+            except Exception as exc:
+                ran_for = trio.current_time() - state.started_at
+                if ran_for >= policy.stable_threshold:
+                    state.consecutive_failures = 0
+                state.failures += 1
+                state.consecutive_failures += 1
+                state.last_error = repr(exc)
+                log_event(
+                    logger,
+                    "service crashed",
+                    logging.ERROR,
+                    service=state.name,
+                    attempt=state.consecutive_failures,
+                    max_attempts=policy.max_attempts,
+                    error=repr(exc),
+                    exc_info=exc,
+                )
+            else:
+                state.status = ServiceStatus.STOPPED
+                log_event(logger, "service stopped", service=state.name)
+                report_ready()
+                return
+            report_ready()
+            if state.consecutive_failures >= policy.max_attempts:
+                state.status = ServiceStatus.FAILED
+                log_event(
+                    logger,
+                    "service failed: giving up",
+                    logging.ERROR,
+                    service=state.name,
+                    failures=state.consecutive_failures,
+                    last_error=state.last_error,
+                )
+                return
+            delay = policy.delay(state.consecutive_failures, self._rng.uniform(-1.0, 1.0))
+            state.status = ServiceStatus.BACKOFF
+            log_event(logger, "service restarting", service=state.name, delay=round(delay, 3))
+            await trio.sleep(delay)
+            state.restarts += 1
+
+
+@asynccontextmanager
+async def open_supervisor(rng: random.Random | None = None) -> AsyncIterator[Supervisor]:
+    """A :class:`Supervisor` with its own nursery; leaving the block cancels every service."""
+    async with open_service_nursery() as nursery:
+        yield Supervisor(nursery, rng or random.Random())
