@@ -169,3 +169,4 @@ class ServiceDefinition(Entry):
 
     process: str = attrs.field(kw_only=True, validator=[v.instance_of(str), _is_reference])
     restart: RestartPolicy = attrs.field(kw_only=True, validator=v.instance_of(RestartPolicy))
+    subscribe: tuple[str, str] | None = attrs.field(kw_only=True, default=None)

@@ -144,8 +144,18 @@ def _process_actor(id: str, source: str, meta: Mapping[str, Any], raw: Mapping[s
 def _process_service(
     id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]
 ) -> Entry:
-    _allow_only(raw, {"process", "lifecycle"})
+    _allow_only(raw, {"process", "lifecycle", "subscribe"})
     process = _field(raw, "process", str, "'package.module:callable'")
+    subscribe = None
+    if "subscribe" in raw:
+        topic = _field(raw, "subscribe", str, "'system/kind' such as 'shop/order.checkout'")
+        system, sep, kind = topic.partition("/")
+        if not (sep and system and kind):
+            raise _EntryProblem(
+                f"field 'subscribe' must be 'system/kind' such as 'shop/order.checkout', "
+                f"got {topic!r}"
+            )
+        subscribe = (system, kind)
     restart = _mapping(_mapping(raw, "lifecycle"), "restart")
     policy = RestartPolicy(
         max_attempts=_field(restart, "max_attempts", int, "a positive integer"),
@@ -159,7 +169,9 @@ def _process_service(
         else 0.1,
         stable_threshold=_duration(restart, "stable_threshold", 5.0),
     )
-    return ServiceDefinition(id, source, meta, process=process, restart=policy)
+    return ServiceDefinition(
+        id, source, meta, process=process, restart=policy, subscribe=subscribe
+    )
 
 
 _BUILDERS: dict[str, Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Entry]] = {

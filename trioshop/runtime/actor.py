@@ -31,6 +31,11 @@ class Behaviour(Protocol):
     ``handle`` returns the reply for a request (ignored for a plain send) or raises
     :class:`Refusal`. To end after this message, call ``ctx.stop()``. State lives on the
     behaviour object; nothing else can reach it, so it needs no locks.
+
+    Optional hooks: ``async on_start(ctx)`` runs before the first message (an exception
+    there is a crash); ``async on_stop(ctx, reason)`` runs after the actor ended, however it
+    ended (``stopped``, ``idle``, ``crashed``, ``cancelled``), shielded, within the host's
+    shutdown timeout.
     """
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any: ...

@@ -152,8 +152,7 @@ class ActorHost:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorEnded(f"actor {actor.name or actor.pid} has ended") from None
 
-    # The deadline is part of the protocol (it becomes ActorTimeout), so it is a parameter.
-    async def request(self, actor: Actor, message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
+    async def request(self, actor: Actor, message: Any, *, timeout: float) -> Any:
         """Send *message* and wait up to *timeout* seconds for the actor's reply.
 
         The reply travels on a one-shot channel (capacity 1) made for this call, so a late
@@ -213,6 +212,9 @@ class ActorHost:
         try:
             async with trio.open_nursery() as nursery:
                 ctx = ActorContext(self, actor, nursery)
+                on_start = getattr(behaviour, "on_start", None)
+                if on_start is not None:
+                    await on_start(ctx)
                 reason = await self._serve(ctx, behaviour, idle_timeout)
                 nursery.cancel_scope.cancel()
         except* trio.Cancelled:

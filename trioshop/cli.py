@@ -1,0 +1,153 @@
+"""The ``trioshop`` command: ``run`` serves the shop with hypercorn, ``check`` checks a registry."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from trioshop import logs
+from trioshop.config import Settings
+from trioshop.http import create_app
+from trioshop.logs import log_event
+from trioshop.registry import (
+    ActorDefinition,
+    Registry,
+    RegistryError,
+    ServiceDefinition,
+    load_registry,
+    resolve_callable,
+)
+
+logger = logging.getLogger("trioshop.server")
+
+
+def _runnable_problems(registry: Registry) -> list[str]:
+    """What would stop the shop from starting on *registry*, each naming file and entry."""
+    problems = []
+    for what in ("http_service", "router"):
+        try:
+            getattr(registry, what)
+        except LookupError as exc:
+            problems.append(f"{registry.folder}: {exc}")
+    try:
+        entries: list[ActorDefinition | ServiceDefinition] = [registry.actor("cart")]
+    except LookupError as exc:
+        problems.append(f"{registry.folder}: {exc}")
+        entries = []
+    entries.extend(registry.services)
+    for entry in entries:
+        reference = entry.handler if isinstance(entry, ActorDefinition) else entry.process
+        try:
+            resolve_callable(reference)
+        except (LookupError, TypeError) as exc:
+            problems.append(f"{entry.source}: entry '{entry.id}' ({entry.KIND}): {exc}")
+    return problems
+
+
+def _load(folder: str) -> Registry | None:
+    try:
+        registry = load_registry(folder)
+    except RegistryError as exc:
+        problems = exc.problems
+    else:
+        problems = _runnable_problems(registry)
+        if not problems:
+            return registry
+    print(f"trioshop: invalid registry {folder}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return None
+
+
+async def _watch_signals(
+    shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Set *shutdown* on the first SIGINT or SIGTERM; ready once the handlers are installed.
+
+    It returns after the first signal, restoring the default handlers: a second Ctrl-C
+    during a slow graceful shutdown interrupts at once.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
+            shutdown.set()
+            return
+
+
+async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.accesslog = None  # trioshop writes its own access log line per request
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = settings.shutdown_timeout
+    app = create_app(registry, settings)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_signals, shutdown)
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        log_event(logger, "listening", urls=",".join(binds))
+        # serve() returns after draining requests and running the lifespan shutdown.
+    log_event(logger, "stopped")
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level.upper())
+    registry = _load(args.registry)
+    if registry is None:
+        return 2
+    settings = Settings(
+        read_timeout=args.read_timeout,
+        checkout_timeout=args.checkout_timeout,
+        max_live_carts=args.max_live_carts,
+    )
+    bind = args.bind or registry.http_service.bind
+    trio.run(_serve, registry, settings, bind)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    registry = _load(args.registry)
+    if registry is None:
+        return 1
+    print(
+        f"registry {args.registry} is valid: {len(registry)} entries, "
+        f"{len(registry.products)} products, {len(registry.services)} services"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trioshop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve the shop over HTTP")
+    run.add_argument("--registry", default="registry", help="registry folder (default: registry)")
+    run.add_argument("--bind", help="HOST:PORT to listen on (default: the registry's http.service)")
+    run.add_argument("--read-timeout", type=float, default=3.0, help="cart reply deadline, s")
+    run.add_argument("--checkout-timeout", type=float, default=5.0, help="checkout deadline, s")
+    run.add_argument("--max-live-carts", type=int, default=100_000, help="live cart limit")
+    run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate a registry folder and exit")
+    check.add_argument("--registry", default="registry", help="registry folder (default: registry)")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Runtime settings of a shop server: timeouts, limits and sizes, validated on creation."""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+_positive = [v.instance_of(float), v.gt(0.0)]
+
+
+def _seconds(default: float) -> float:
+    return attrs.field(default=default, converter=float, validator=_positive)
+
+
+@attrs.frozen
+class Settings:
+    """Everything about a server run that is not in the registry.
+
+    Every wait in the server has its named timeout here: a request handler never waits on a
+    cart longer than ``read_timeout`` (``checkout_timeout`` for checkout).
+    """
+
+    read_timeout: float = _seconds(3.0)
+    checkout_timeout: float = _seconds(5.0)
+    shutdown_timeout: float = _seconds(5.0)
+    max_live_carts: int = attrs.field(default=100_000, validator=[v.instance_of(int), v.gt(0)])
+    mailbox_capacity: int | None = attrs.field(
+        default=None, validator=v.optional([v.instance_of(int), v.gt(0)])
+    )
+    bus_capacity: int = attrs.field(default=1024, validator=[v.instance_of(int), v.gt(0)])
+    max_body_bytes: int = attrs.field(default=64 * 1024, validator=[v.instance_of(int), v.gt(0)])
+    retry_after_seconds: int = attrs.field(default=1, validator=[v.instance_of(int), v.gt(0)])
+    cart_idle_timeout: float | None = attrs.field(
+        default=None, converter=attrs.converters.optional(float),
+        validator=v.optional(_positive),
+    )

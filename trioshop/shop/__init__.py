@@ -1,0 +1,1 @@
+"""The shop domain: catalog, cart actor, the shop facade and the order services."""

@@ -1,0 +1,28 @@
+"""The notifier service: emails the customer a confirmation for every checked-out order."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from trioshop.logs import log_event
+from trioshop.shop.services import ServiceContext, consume_orders
+
+logger = logging.getLogger("trioshop.notifier")
+
+
+async def notify(ctx: ServiceContext, order: dict[str, Any]) -> None:
+    """Log the EMAIL block for one order: recipient, subject and total."""
+    user_id = order["user_id"]
+    log_event(
+        logger, "EMAIL sending order confirmation", to=user_id, order_id=order["order_id"],
+        subject="Your order is confirmed", total=order["total"], items_count=len(order["items"]),
+    )
+    log_event(logger, f"EMAIL sent to {user_id}", order_id=order["order_id"])
+
+
+async def run(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
+    """The registry's ``notifier`` service: notify the customer of every order on the bus."""
+    await consume_orders(ctx, notify, task_status=task_status)
