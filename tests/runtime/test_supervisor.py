@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -32,7 +33,7 @@ class FlakyService:
 
 
 def gaps(starts: list[float]) -> list[float]:
-    return [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)]
+    return [round(b - a, 6) for a, b in itertools.pairwise(starts)]
 
 
 async def test_backoff_doubles_and_is_capped(autojump_clock: trio.testing.MockClock) -> None:

@@ -1,0 +1,106 @@
+"""Run ``trioshop run`` as a real subprocess on a free port and read its log lines."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+LISTENING = re.compile(r"event=listening urls=(http://\S+)")
+STARTUP_TIMEOUT = 30.0
+
+
+class ServerProcess:
+    """A trioshop server subprocess; ``lines`` collects everything it printed."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.process: subprocess.Popen[str] | None = None
+        self.base_url = ""
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trioshop", "run", "--bind", "127.0.0.1:0", *self.args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.base_url = self.wait_for_line(LISTENING).group(1)
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(
+        self, pattern: re.Pattern[str], timeout: float = STARTUP_TIMEOUT
+    ) -> re.Match[str]:
+        """Block until the server prints a line matching *pattern* (or fail at *timeout*)."""
+        for line in self.lines:
+            if match := pattern.search(line):
+                return match
+        while True:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no server line matches {pattern.pattern!r}") from None
+            if line is None:
+                raise AssertionError(
+                    f"server exited before printing {pattern.pattern!r}:\n" + "\n".join(self.lines)
+                )
+            self.lines.append(line)
+            if match := pattern.search(line):
+                return match
+
+    def output(self) -> str:
+        """Everything printed so far (drains what the reader thread has collected)."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)
+                break
+            self.lines.append(line)
+        return "\n".join(self.lines)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """Send SIGTERM and wait for the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.wait_for_line(re.compile(r"event=stopped"), timeout=5) if code == 0 else None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as in a crash."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@contextmanager
+def running_server(*args: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(*args)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()

@@ -1,0 +1,122 @@
+"""In-process API tests of the failure paths: deadlines, full mailboxes, limits, crashes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from tests.conftest import open_shop_client
+from trioshop.config import Settings
+from trioshop.registry import Registry
+from trioshop.runtime import ActorContext, EventBus
+from trioshop.shop.cart import AddItem, Cart, ViewCart
+
+
+class UnresponsiveCart(Cart):
+    """Acknowledges adds, then never answers anything else."""
+
+    async def handle(self, ctx: ActorContext, message: Any) -> Any:
+        if isinstance(message, AddItem):
+            return await super().handle(ctx, message)
+        await trio.sleep_forever()
+
+
+class CrashingCart(Cart):
+    """Acknowledges adds, crashes when viewed."""
+
+    async def handle(self, ctx: ActorContext, message: Any) -> Any:
+        if isinstance(message, ViewCart):
+            raise RuntimeError("cart bug")
+        return await super().handle(ctx, message)
+
+
+def unresponsive(user_id: str, bus: EventBus) -> Cart:
+    return UnresponsiveCart(user_id, bus)
+
+
+def crashing(user_id: str, bus: EventBus) -> Cart:
+    return CrashingCart(user_id, bus)
+
+
+async def test_view_times_out_with_504(
+    registry: Registry, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A cart that does not answer a view gives 504 'Cart process did not respond' after 3 s."""
+    async with open_shop_client(registry, cart_factory=unresponsive) as client:
+        assert (await client.add("alice", "KB-002"))[0] == 200
+        start = trio.current_time()
+        status, body, _ = await client.request("GET", "/api/cart/alice")
+        assert (status, body) == (504, {"error": "Cart process did not respond"})
+        assert trio.current_time() - start == 3.0
+
+
+async def test_checkout_times_out_with_504(
+    registry: Registry, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A cart that does not answer checkout gives 504 'Checkout timed out' after 5 s."""
+    async with open_shop_client(registry, cart_factory=unresponsive) as client:
+        await client.add("alice", "KB-002")
+        start = trio.current_time()
+        status, body, _ = await client.request("POST", "/api/cart/alice/checkout")
+        assert (status, body) == (504, {"error": "Checkout timed out"})
+        assert trio.current_time() - start == 5.0
+
+
+async def test_timeouts_are_configurable(
+    registry: Registry, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Settings.read_timeout sets the view deadline."""
+    settings = Settings(read_timeout=0.5)
+    async with open_shop_client(registry, settings, cart_factory=unresponsive) as client:
+        await client.add("alice", "KB-002")
+        start = trio.current_time()
+        status, _, _ = await client.request("GET", "/api/cart/alice")
+        assert status == 504
+        assert trio.current_time() - start == 0.5
+
+
+async def test_full_mailbox_is_503_with_retry_after(
+    registry: Registry, autojump_clock: trio.testing.MockClock
+) -> None:
+    """When a cart's mailbox is full, further requests get 503 with Retry-After at once."""
+    settings = Settings(mailbox_capacity=2)
+    async with open_shop_client(registry, settings, cart_factory=unresponsive) as client:
+        await client.add("alice", "KB-002")
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):  # one being handled (stuck), two queued
+                nursery.start_soon(client.request, "GET", "/api/cart/alice")
+            await trio.testing.wait_all_tasks_blocked()
+            status, body, headers = await client.request("GET", "/api/cart/alice")
+            assert status == 503
+            assert headers["Retry-After"] == "1"
+            assert "busy" in body["error"]
+
+
+async def test_live_cart_limit_is_503(registry: Registry) -> None:
+    """Past max_live_carts a new user's add gets 503 with Retry-After; existing carts work."""
+    async with open_shop_client(registry, Settings(max_live_carts=2)) as client:
+        assert (await client.add("a", "KB-002"))[0] == 200
+        assert (await client.add("b", "KB-002"))[0] == 200
+        status, body, headers = await client.add("c", "KB-002")
+        assert status == 503
+        assert headers["Retry-After"] == "1"
+        assert "Too many active carts" in body["error"]
+        assert (await client.add("a", "KB-002"))[0] == 200
+
+
+async def test_crashed_cart_is_503_and_isolated(registry: Registry) -> None:
+    """A cart that crashes answers 503 for that request; other carts and the server go on."""
+    async with open_shop_client(registry, cart_factory=crashing) as client:
+        await client.add("alice", "KB-002")
+        await client.add("bob", "KB-002")
+        status, body, _ = await client.request("GET", "/api/cart/alice")
+        assert status == 503
+        assert "error" in body
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.shop.host.lookup("cart:alice") is None
+        assert client.shop.host.lookup("cart:bob") is not None
+        assert (await client.add("alice", "MOUSE-003"))[0] == 200
+        status, _, _ = await client.request("GET", "/healthz")
+        assert status == 200
