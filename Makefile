@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check trioshop tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 clean:
