@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]').search
 
 
 def _quote(value: object) -> str:
+    if type(value) is int or type(value) is float:
+        return str(value)
     text = str(value)
-    if text == "" or any(c in text for c in ' "=\n\t'):
+    if not text or _NEEDS_QUOTES(text):
         escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return f'"{escaped}"'
     return text
@@ -21,26 +24,34 @@ def _quote(value: object) -> str:
 class KeyValueFormatter(logging.Formatter):
     """Render a record as ``ts=... level=... logger=... event=... k=v ...`` on one line.
 
-    Fields come from ``extra=``; a traceback, if any, follows as an escaped ``exc`` field so
-    the event stays on one line.
+    Fields are those given to :func:`log_event`; a traceback, if any, follows as an escaped
+    ``exc`` field so the event stays on one line. Records from other libraries render with
+    their message as the event.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # strftime once per second, not once per line
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [
-            f"ts={ts}.{int(record.msecs):03d}Z",
-            f"level={record.levelname.lower()}",
-            f"logger={record.name}",
-            f"event={_quote(record.getMessage())}",
-        ]
-        parts.extend(
-            f"{key}={_quote(value)}"
-            for key, value in record.__dict__.items()
-            if key not in _RESERVED and not key.startswith("_")
+        line = (
+            f"ts={self._timestamp(record)} level={record.levelname.lower()} "
+            f"logger={record.name} event={_quote(record.getMessage())}"
         )
+        fields: dict[str, Any] | None = record.__dict__.get("fields")
+        if fields:
+            line += " " + " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
         if record.exc_info:
-            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+            line += f" exc={_quote(self.formatException(record.exc_info))}"
+        return line
 
 
 def configure(level: int | str = logging.INFO) -> None:
@@ -50,6 +61,11 @@ def configure(level: int | str = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Caller, thread and process lookups cost more than formatting and are never printed.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def log_event(
@@ -62,6 +78,4 @@ def log_event(
 ) -> None:
     """Log *event* with *fields* as structured ``key=value`` pairs (and *exc_info*'s traceback)."""
     if logger.isEnabledFor(level):
-        # LogRecord owns names such as 'name'; such a field keeps its meaning under 'name_'.
-        extra = {(f"{k}_" if k in _RESERVED else k): v for k, v in fields.items()}
-        logger.log(level, event, extra=extra, exc_info=exc_info)
+        logger.log(level, event, extra={"fields": fields}, exc_info=exc_info)

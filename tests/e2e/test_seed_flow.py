@@ -7,12 +7,13 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.server import running_server
+from tests.conftest import REGISTRY_DIR
+from trioshop.testing.server import running_server
 
 
 def test_seed_flow_over_real_http() -> None:
     """Browse, Alice and Bob shop and check out; services log both orders; SIGTERM exits 0."""
-    with running_server() as server:
+    with running_server("--registry", str(REGISTRY_DIR)) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             orders = seed_flow(http)
         for order in orders:

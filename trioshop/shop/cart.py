@@ -74,7 +74,7 @@ class ItemNotInCart(Refusal, LookupError):
 # -- values -----------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.frozen
 class CartLine:
     """One SKU in a cart, at the price it had when first added."""
 
@@ -173,8 +173,8 @@ class Cart:
         line = self._lines.get(add.sku)
         if line is None:
             self._lines[add.sku] = CartLine(add.sku, add.title, add.price_cents, add.quantity)
-        else:
-            line.quantity += add.quantity
+        else:  # the line keeps its place and the price it was first added at
+            self._lines[add.sku] = attrs.evolve(line, quantity=line.quantity + add.quantity)
         log_event(
             logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=add.sku,
             quantity=add.quantity,
@@ -182,7 +182,7 @@ class Cart:
         return CartLine(add.sku, add.title, add.price_cents, add.quantity)
 
     def _snapshot(self) -> tuple[tuple[CartLine, ...], int]:
-        lines = tuple(attrs.evolve(line) for line in self._lines.values())
+        lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
         return lines, sum(line.price_cents * line.quantity for line in lines)
 
     def _view(self) -> CartView:

@@ -1,4 +1,4 @@
-"""Run ``trioshop run`` as a real subprocess on a free port and read its log lines."""
+"""Run ``trioshop run`` as a real subprocess on a free port and follow its log lines."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).parents[2]
 LISTENING = re.compile(r"event=listening urls=(http://\S+)")
 STARTUP_TIMEOUT = 30.0
 
@@ -21,8 +19,9 @@ STARTUP_TIMEOUT = 30.0
 class ServerProcess:
     """A trioshop server subprocess; ``lines`` collects everything it printed."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cwd: str | None = None) -> None:
         self.args = args
+        self.cwd = cwd
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process: subprocess.Popen[str] | None = None
@@ -32,11 +31,11 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "trioshop", "run", "--bind", "127.0.0.1:0", *self.args],
-            cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            cwd=self.cwd,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.base_url = self.wait_for_line(LISTENING).group(1)
@@ -51,8 +50,8 @@ class ServerProcess:
         self, pattern: re.Pattern[str], timeout: float = STARTUP_TIMEOUT
     ) -> re.Match[str]:
         """Block until the server prints a line matching *pattern* (or fail at *timeout*)."""
-        for line in self.lines:
-            if match := pattern.search(line):
+        for seen in self.lines:
+            if match := pattern.search(seen):
                 return match
         while True:
             try:
@@ -85,7 +84,8 @@ class ServerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=timeout)
-        self.wait_for_line(re.compile(r"event=stopped"), timeout=5) if code == 0 else None
+        if code == 0:
+            self.wait_for_line(re.compile(r"event=stopped"), timeout=5)
         return code
 
     def kill(self) -> None:
@@ -96,8 +96,9 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(*args: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(*args)
+def running_server(*args: str, cwd: str | None = None) -> Iterator[ServerProcess]:
+    """A started :class:`ServerProcess`, killed on exit if still running."""
+    server = ServerProcess(*args, cwd=cwd)
     server.start()
     try:
         yield server

@@ -1,0 +1,1 @@
+"""Helpers for driving a real trioshop server from tests and benchmarks."""
