@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         checkout_timeout=args.checkout_timeout,
         max_live_carts=args.max_live_carts,
+        cart_idle_timeout=args.cart_idle or None,
+        data_dir=None if args.memory else args.data_dir,
+        sqlite_synchronous=args.sqlite_synchronous,
     )
     bind = args.bind or registry.http_service.bind
     trio.run(_serve, registry, settings, bind)
@@ -144,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--read-timeout", type=float, default=3.0, help="cart reply deadline, s")
     run.add_argument("--checkout-timeout", type=float, default=5.0, help="checkout deadline, s")
     run.add_argument("--max-live-carts", type=int, default=100_000, help="live cart limit")
+    run.add_argument(
+        "--data-dir", default="data", help="folder of the SQLite database (default: ./data)"
+    )
+    run.add_argument(
+        "--memory", action="store_true",
+        help="keep everything in memory: nothing survives a restart (benchmarks, demos)",
+    )
+    run.add_argument(
+        "--cart-idle", type=float, default=1800.0,
+        help="seconds without a message before a cart is passivated (0: never; default 1800)",
+    )
+    run.add_argument(
+        "--sqlite-synchronous", default="FULL", choices=["NORMAL", "FULL"],
+        help="FULL (default) survives power loss; NORMAL survives process crashes only",
+    )
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
     run.set_defaults(handler=_run)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from attrs import validators as v
 
@@ -10,6 +12,15 @@ _positive = [v.instance_of(float), v.gt(0.0)]
 
 def _seconds(default: float) -> float:
     return attrs.field(default=default, converter=float, validator=_positive)
+
+
+def _positive_or_none(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None and (not isinstance(value, float) or value <= 0):
+        raise ValueError(
+            f"{attribute.name} must be a positive number of seconds or None, got {value!r}"
+        )
 
 
 @attrs.frozen
@@ -30,7 +41,10 @@ class Settings:
     bus_capacity: int = attrs.field(default=1024, validator=[v.instance_of(int), v.gt(0)])
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=[v.instance_of(int), v.gt(0)])
     retry_after_seconds: int = attrs.field(default=1, validator=[v.instance_of(int), v.gt(0)])
-    cart_idle_timeout: float | None = attrs.field(
-        default=None, converter=attrs.converters.optional(float),
-        validator=v.optional(_positive),
+    # Seconds without a message before a cart actor is passivated; None: never.
+    cart_idle_timeout: float | None = attrs.field(default=1800.0, validator=_positive_or_none)
+    # None keeps everything in memory (--memory); otherwise the SQLite database's folder.
+    data_dir: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    sqlite_synchronous: str = attrs.field(
+        default="FULL", validator=v.in_(["OFF", "NORMAL", "FULL", "EXTRA"])
     )

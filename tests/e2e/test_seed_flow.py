@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +12,10 @@ from tests.conftest import REGISTRY_DIR
 from trioshop.testing.server import running_server
 
 
-def test_seed_flow_over_real_http() -> None:
+def test_seed_flow_over_real_http(tmp_path: Path) -> None:
     """Browse, Alice and Bob shop and check out; services log both orders; SIGTERM exits 0."""
-    with running_server("--registry", str(REGISTRY_DIR)) as server:
+    server_args = ("--registry", str(REGISTRY_DIR), "--data-dir", str(tmp_path))
+    with running_server(*server_args) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             orders = seed_flow(http)
         for order in orders:

@@ -16,10 +16,10 @@ CRASHES_LEFT: dict[str, int] = {}
 async def crashing_delivery(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
     """Deliver orders, but raise on the first CRASHES_LEFT[ctx.name] of them."""
 
-    async def handle(ctx: ServiceContext, order: dict[str, Any]) -> None:
+    async def handle(ctx: ServiceContext, order: dict[str, Any]) -> str:
         if CRASHES_LEFT.get(ctx.name, 0) > 0:
             CRASHES_LEFT[ctx.name] -= 1
             raise RuntimeError(f"injected crash on order {order['order_id']}")
-        await deliver(ctx, order)
+        return await deliver(ctx, order)
 
     await consume_orders(ctx, handle, task_status=task_status)

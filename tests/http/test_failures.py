@@ -10,8 +10,8 @@ import trio.testing
 from tests.conftest import open_shop_client
 from trioshop.config import Settings
 from trioshop.registry import Registry
-from trioshop.runtime import ActorContext, EventBus
-from trioshop.shop.cart import AddItem, Cart, ViewCart
+from trioshop.runtime import ActorContext
+from trioshop.shop.cart import AddItem, Cart, CartDeps, ViewCart
 
 
 class UnresponsiveCart(Cart):
@@ -32,12 +32,12 @@ class CrashingCart(Cart):
         return await super().handle(ctx, message)
 
 
-def unresponsive(user_id: str, bus: EventBus) -> Cart:
-    return UnresponsiveCart(user_id, bus)
+def unresponsive(user_id: str, deps: CartDeps) -> Cart:
+    return UnresponsiveCart(user_id, deps)
 
 
-def crashing(user_id: str, bus: EventBus) -> Cart:
-    return CrashingCart(user_id, bus)
+def crashing(user_id: str, deps: CartDeps) -> Cart:
+    return CrashingCart(user_id, deps)
 
 
 async def test_view_times_out_with_504(

@@ -10,6 +10,8 @@ from werkzeug.exceptions import HTTPException
 
 from trioshop.logs import log_event
 from trioshop.runtime import ActorCrashed, ActorTimeout, MailboxFull, TooManyActors
+from trioshop.shop.cart import StoreUnavailable
+from trioshop.store import StoreError
 
 logger = logging.getLogger("trioshop.http")
 
@@ -62,6 +64,12 @@ def register_error_handlers(app: Quart, *, retry_after: int, max_body_bytes: int
     async def crashed(error: ActorCrashed) -> Response:
         # The cart's in-memory state is gone; a retry reaches a fresh cart.
         return error_response(503, "Cart process failed and was reset, retry", busy)
+
+    @app.errorhandler(StoreUnavailable)
+    @app.errorhandler(StoreError)
+    async def store_unavailable(error: Exception) -> Response:
+        log_event(logger, "store unavailable", logging.WARNING, error=str(error))
+        return error_response(503, "Storage is unavailable, retry shortly", busy)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

@@ -12,20 +12,49 @@ from trioshop.http.validation import check_add_item, check_user_id, parse_json_o
 from trioshop.money import to_json_number
 from trioshop.registry import Product
 from trioshop.runtime import ActorTimeout
-from trioshop.shop.cart import CartEmpty, ItemNotInCart
+from trioshop.shop.model import (
+    CartEmpty,
+    IdempotencyKeyReused,
+    InsufficientStock,
+    ItemNotInCart,
+    Order,
+    ServiceStatus,
+)
 from trioshop.shop.shop import NoActiveCart, Shop
+from trioshop.store import StoredOrder
 
 EMPTY_CART_MESSAGE = "Cart is empty (no active session)"
 
 
-def product_json(product: Product) -> dict[str, Any]:
+def product_json(product: Product, stock: int) -> dict[str, Any]:
     return {
         "id": product.id,
         "title": product.title,
         "sku": product.sku,
         "price": to_json_number(product.price_cents),
-        "stock": product.stock,
+        "stock": stock,
     }
+
+
+def stored_order_json(stored: StoredOrder, services: list[str]) -> dict[str, Any]:
+    """An order with what each service did with it: ``pending`` until it reports."""
+    pending = ServiceStatus("pending", 0.0)
+    statuses = {name: stored.services.get(name, pending) for name in services}
+    return {
+        **stored.order.to_json(),
+        "services": {
+            name: {"status": s.status, "updated_at": s.at if s.at else None}
+            for name, s in statuses.items()
+        },
+    }
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not value.isprintable():
+        raise ApiError(400, "Idempotency-Key must be 1-255 printable characters")
+    return value
 
 
 def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
@@ -34,7 +63,8 @@ def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
 
     @api.get("/products")
     async def list_products() -> dict[str, Any]:
-        return {"products": [product_json(p) for p in get_shop().catalog]}
+        shop = get_shop()
+        return {"products": [product_json(p, shop.stock(p)) for p in shop.catalog]}
 
     @api.post("/cart/<user_id>/items")
     async def add_item(user_id: str) -> dict[str, Any]:
@@ -44,7 +74,10 @@ def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
         product = shop.catalog.get(sku)
         if product is None:
             raise ApiError(404, f"Product not found: {sku}")
-        line = await shop.add_item(user_id, product, quantity)
+        try:
+            line = await shop.add_item(user_id, product, quantity)
+        except InsufficientStock as refusal:
+            raise ApiError(409, str(refusal)) from None
         return {"status": "added", "user_id": user_id, "item": line.to_json()}
 
     @api.get("/cart/<user_id>")
@@ -58,12 +91,17 @@ def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
     @api.post("/cart/<user_id>/checkout")
     async def checkout(user_id: str) -> dict[str, Any]:
         check_user_id(user_id)
+        key = check_idempotency_key(request.headers.get("Idempotency-Key"))
         try:
-            order = await get_shop().checkout(user_id)
+            order: Order = await get_shop().checkout(user_id, key)
         except NoActiveCart:
             raise ApiError(400, "No active cart for this user") from None
         except CartEmpty:
             raise ApiError(400, "Cart is empty") from None
+        except InsufficientStock as refusal:
+            raise ApiError(409, str(refusal)) from None
+        except IdempotencyKeyReused as refusal:
+            raise ApiError(422, str(refusal)) from None
         except ActorTimeout:
             raise ApiError(504, "Checkout timed out") from None
         return {"status": "checked_out", "order": order.to_json()}
@@ -82,6 +120,22 @@ def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
         check_user_id(user_id)
         await get_shop().clear(user_id)
         return "", 204
+
+    @api.get("/orders/<order_id>")
+    async def get_order(order_id: str) -> dict[str, Any]:
+        shop = get_shop()
+        stored = await shop.order(order_id) if len(order_id) <= 64 else None
+        if stored is None:
+            raise ApiError(404, f"Order not found: {order_id}")
+        return {"order": stored_order_json(stored, list(shop.services))}
+
+    @api.get("/users/<user_id>/orders")
+    async def user_orders(user_id: str) -> dict[str, Any]:
+        check_user_id(user_id)
+        shop = get_shop()
+        orders = await shop.orders_for(user_id)
+        services = list(shop.services)
+        return {"user_id": user_id, "orders": [stored_order_json(o, services) for o in orders]}
 
     return api
 

@@ -9,8 +9,11 @@ import trio
 
 
 @asynccontextmanager
-async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
+async def open_service_nursery(*, cancel_on_exit: bool = True) -> AsyncIterator[trio.Nursery]:
     """A nursery whose tasks never raise (they handle their own errors), cancelled on exit.
+
+    With ``cancel_on_exit=False`` the block's exit waits for the tasks to finish on their own
+    (the caller has told them to, e.g. by closing their channel).
 
     Because its tasks keep their errors to themselves, a lone exception in the group can
     only be the caller's own: it is re-raised as is, so callers see ``KeyError`` rather than
@@ -21,7 +24,8 @@ async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
             try:
                 yield nursery
             finally:
-                nursery.cancel_scope.cancel()
+                if cancel_on_exit:
+                    nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None

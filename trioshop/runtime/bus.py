@@ -49,6 +49,10 @@ class Subscription:
         """The next event; raises :class:`trio.EndOfChannel` once closed and drained."""
         return await self._receive.receive()
 
+    def receive_nowait(self) -> Event:
+        """The next buffered event; raises :class:`trio.WouldBlock` if there is none."""
+        return self._receive.receive_nowait()
+
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._receive.__aiter__()
 

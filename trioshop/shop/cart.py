@@ -12,6 +12,16 @@ import attrs
 from trioshop.logs import log_event
 from trioshop.money import to_json_number
 from trioshop.runtime import ActorContext, EventBus, Refusal
+from trioshop.shop.model import (
+    CartEmpty,
+    CartLine,
+    CartView,
+    InsufficientStock,
+    ItemNotInCart,
+    Order,
+    total_cents,
+)
+from trioshop.store import Store, StoreError
 
 logger = logging.getLogger("trioshop.cart")
 
@@ -39,97 +49,33 @@ class ViewCart:
 
 @attrs.frozen
 class RemoveItem:
-    """Remove a SKU's line; replies with the new view or refuses with :class:`ItemNotInCart`."""
+    """Remove a SKU's line; replies with the new view or refuses with ``ItemNotInCart``."""
 
     sku: str
 
 
 @attrs.frozen
 class Checkout:
-    """Turn the cart into an :class:`Order`, publish it, and end the cart."""
+    """Turn the cart into an order (stored, stock reserved), publish it, and end the cart."""
+
+    idempotency_key: str | None = None
 
 
 @attrs.frozen
 class ClearCart:
-    """Drop the cart: the actor ends and its memory is freed."""
+    """Drop the cart (also from the store): the actor ends and its memory is freed."""
 
 
-# -- refusals ---------------------------------------------------------------------------
-
-
-class CartEmpty(Refusal):
-    """Checkout of a cart that has no lines."""
-
-    def __init__(self) -> None:
-        super().__init__("Cart is empty")
-
-
-class ItemNotInCart(Refusal, LookupError):
-    """Removal of a SKU the cart does not hold."""
-
-    def __init__(self, sku: str) -> None:
-        super().__init__(f"Item not in cart: {sku}")
-
-
-# -- values -----------------------------------------------------------------------------
+class StoreUnavailable(Refusal):
+    """The store could not save the change; the cart is unchanged, the request may be retried."""
 
 
 @attrs.frozen
-class CartLine:
-    """One SKU in a cart, at the price it had when first added."""
+class CartDeps:
+    """What every cart actor is given: the bus it publishes orders on and the store."""
 
-    sku: str
-    title: str
-    price_cents: int
-    quantity: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sku": self.sku,
-            "title": self.title,
-            "price": to_json_number(self.price_cents),
-            "quantity": self.quantity,
-        }
-
-
-def _lines_json(lines: tuple[CartLine, ...]) -> list[dict[str, Any]]:
-    return [line.to_json() for line in lines]
-
-
-@attrs.frozen
-class CartView:
-    """A snapshot of a cart: lines in the order first added, and the exact total."""
-
-    user_id: str
-    lines: tuple[CartLine, ...]
-    total_cents: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "items": _lines_json(self.lines),
-            "total": to_json_number(self.total_cents),
-        }
-
-
-@attrs.frozen
-class Order:
-    """A checked-out cart: what was bought, for how much, and when (unix seconds)."""
-
-    order_id: str
-    user_id: str
-    lines: tuple[CartLine, ...]
-    total_cents: int
-    timestamp: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "user_id": self.user_id,
-            "items": _lines_json(self.lines),
-            "total": to_json_number(self.total_cents),
-            "timestamp": self.timestamp,
-        }
+    bus: EventBus
+    store: Store
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -139,15 +85,22 @@ class Order:
 class Cart:
     """The behaviour of a cart actor, registered as ``cart:{user_id}``.
 
-    Only this actor touches ``_lines``, one message at a time, so no lock is needed.
+    Only this actor touches ``_lines``, one message at a time, so no lock is needed. Every
+    change is saved to the store before it is acknowledged, and the in-memory lines change
+    only once the store has them: a 200 means the item is durable.
     """
 
     user_id: str
-    bus: EventBus
+    deps: CartDeps
     _lines: dict[str, CartLine] = attrs.field(factory=dict)
 
     async def on_start(self, ctx: ActorContext) -> None:
-        log_event(logger, "cart created", user_id=self.user_id, pid=ctx.pid)
+        stored = await self.deps.store.load_cart(self.user_id)
+        self._lines = {line.sku: line for line in stored}
+        log_event(
+            logger, "cart created" if not stored else "cart restored", user_id=self.user_id,
+            pid=ctx.pid, items=len(stored),
+        )
 
     async def on_stop(self, ctx: ActorContext, reason: str) -> None:
         log_event(logger, "cart ended", user_id=self.user_id, pid=ctx.pid, reason=reason)
@@ -155,54 +108,80 @@ class Cart:
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
         match message:
             case AddItem():
-                return self._add(ctx, message)
+                return await self._add(ctx, message)
             case ViewCart():
                 return self._view()
             case RemoveItem(sku=sku):
-                if self._lines.pop(sku, None) is None:
+                if sku not in self._lines:
                     raise ItemNotInCart(sku)
+                await self._save({k: v for k, v in self._lines.items() if k != sku})
                 return self._view()
-            case Checkout():
-                return self._checkout(ctx)
+            case Checkout(idempotency_key=key):
+                return await self._checkout(ctx, key)
             case ClearCart():
+                await self._save({})
                 ctx.stop()
                 return None
         raise TypeError(f"cart actor got an unknown message: {message!r}")
 
-    def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
+    async def _save(self, lines: dict[str, CartLine]) -> None:
+        try:
+            await self.deps.store.save_cart(self.user_id, tuple(lines.values()))
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        self._lines = lines
+
+    async def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
         line = self._lines.get(add.sku)
+        quantity = add.quantity + (line.quantity if line else 0)
+        available = self.deps.store.stock.get(add.sku, 0)
+        if quantity > available:
+            raise InsufficientStock(add.sku, quantity, available)
+        lines = dict(self._lines)
         if line is None:
-            self._lines[add.sku] = CartLine(add.sku, add.title, add.price_cents, add.quantity)
+            lines[add.sku] = CartLine(add.sku, add.title, add.price_cents, quantity)
         else:  # the line keeps its place and the price it was first added at
-            self._lines[add.sku] = attrs.evolve(line, quantity=line.quantity + add.quantity)
+            lines[add.sku] = attrs.evolve(line, quantity=quantity)
+        await self._save(lines)
         log_event(
             logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=add.sku,
             quantity=add.quantity,
         )
-        return CartLine(add.sku, add.title, add.price_cents, add.quantity)
-
-    def _snapshot(self) -> tuple[tuple[CartLine, ...], int]:
-        lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
-        return lines, sum(line.price_cents * line.quantity for line in lines)
+        return CartLine(add.sku, add.title, lines[add.sku].price_cents, add.quantity)
 
     def _view(self) -> CartView:
-        lines, total = self._snapshot()
-        return CartView(self.user_id, lines, total)
+        lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
+        return CartView(self.user_id, lines, total_cents(lines))
 
-    def _checkout(self, ctx: ActorContext) -> Order:
+    async def _checkout(self, ctx: ActorContext, idempotency_key: str | None) -> Order:
         if not self._lines:
             raise CartEmpty()
-        lines, total = self._snapshot()
-        order = Order(uuid.uuid4().hex, self.user_id, lines, total, int(time.time()))
-        self.bus.publish(ORDER_SYSTEM, ORDER_KIND, f"/orders/{self.user_id}", order.to_json())
-        log_event(
-            logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
-            order_id=order.order_id, total=to_json_number(total), items=len(lines),
+        lines = tuple(self._lines.values())
+        order = Order(
+            uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
+            idempotency_key,
         )
-        ctx.stop()
-        return order
+        try:
+            placed = await self.deps.store.checkout(order)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if placed.order_id == order.order_id:
+            # Stored with its outbox entry first: the event only says "look now".
+            self.deps.bus.publish(
+                ORDER_SYSTEM, ORDER_KIND, f"/orders/{self.user_id}", placed.to_json()
+            )
+            log_event(
+                logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
+                order_id=placed.order_id, total=to_json_number(placed.total_cents),
+                items=len(lines),
+            )
+            self._lines = {}
+            ctx.stop()
+        # else: the key was used for an earlier order of this user, returned as it was;
+        # this cart is another session and stays.
+        return placed
 
 
-def new_cart(user_id: str, bus: EventBus) -> Cart:
-    """The registry's cart actor factory (``process.actor`` handler): a fresh, empty cart."""
-    return Cart(user_id, bus)
+def new_cart(user_id: str, deps: CartDeps) -> Cart:
+    """The registry's cart actor factory (``process.actor`` handler): the user's cart."""
+    return Cart(user_id, deps)

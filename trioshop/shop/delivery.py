@@ -13,7 +13,7 @@ from trioshop.shop.services import ServiceContext, consume_orders
 logger = logging.getLogger("trioshop.delivery")
 
 
-async def deliver(ctx: ServiceContext, order: dict[str, Any]) -> None:
+async def deliver(ctx: ServiceContext, order: dict[str, Any]) -> str:
     """Log the DELIVERY block for one order: scheduling, one line per item, dispatched."""
     user_id, order_id = order["user_id"], order["order_id"]
     log_event(
@@ -26,6 +26,7 @@ async def deliver(ctx: ServiceContext, order: dict[str, Any]) -> None:
             title=item["title"], quantity=item["quantity"],
         )
     log_event(logger, f"DELIVERY package dispatched for user {user_id}", order_id=order_id)
+    return "dispatched"
 
 
 async def run(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:

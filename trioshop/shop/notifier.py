@@ -13,7 +13,7 @@ from trioshop.shop.services import ServiceContext, consume_orders
 logger = logging.getLogger("trioshop.notifier")
 
 
-async def notify(ctx: ServiceContext, order: dict[str, Any]) -> None:
+async def notify(ctx: ServiceContext, order: dict[str, Any]) -> str:
     """Log the EMAIL block for one order: recipient, subject and total."""
     user_id = order["user_id"]
     log_event(
@@ -21,6 +21,7 @@ async def notify(ctx: ServiceContext, order: dict[str, Any]) -> None:
         subject="Your order is confirmed", total=order["total"], items_count=len(order["items"]),
     )
     log_event(logger, f"EMAIL sent to {user_id}", order_id=order["order_id"])
+    return "sent"
 
 
 async def run(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:

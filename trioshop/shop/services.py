@@ -1,4 +1,4 @@
-"""What a supervised shop service gets: its name, its event subscription and its memory."""
+"""What a supervised shop service gets, and the loop that feeds it orders from the outbox."""
 
 from __future__ import annotations
 
@@ -11,43 +11,59 @@ import trio
 
 from trioshop.logs import log_event
 from trioshop.runtime import Subscription
+from trioshop.store import Store
 
 logger = logging.getLogger("trioshop.services")
 
-OrderHandler = Callable[["ServiceContext", dict[str, Any]], Awaitable[None]]
+# Handles one order (its JSON form) and returns the status to record, e.g. "dispatched".
+OrderHandler = Callable[["ServiceContext", dict[str, Any]], Awaitable[str]]
+
+OUTBOX_BATCH = 100
 
 
 @attrs.define
 class ServiceContext:
-    """Outlives restarts of its service: the subscription keeps buffering while it backs off.
+    """Outlives restarts of its service: the store keeps its cursor, ``events`` its doorbell.
 
-    ``handled`` holds the ids of orders already processed, so a redelivered order is
-    recognised and skipped (handlers are idempotent by ``order_id``).
+    Orders come from the store's outbox, not from the bus: an event only says "new orders
+    may be waiting", so an event missed while the service was down loses nothing.
     """
 
     name: str
+    store: Store
     events: Subscription
-    handled: set[str] = attrs.field(factory=set)
     processed: int = 0
+
+
+async def _wait_for_news(events: Subscription) -> None:
+    await events.receive()
+    while True:  # one look at the outbox serves every event that came meanwhile
+        try:
+            events.receive_nowait()
+        except trio.WouldBlock:
+            return
 
 
 async def consume_orders(
     ctx: ServiceContext, handle: OrderHandler, *, task_status: trio.TaskStatus[None]
 ) -> None:
-    """Run *handle* once per order event, skipping orders already handled.
+    """Run *handle* once per outbox order this service has not acknowledged, in order.
 
-    Ready as soon as it listens. Returns when the subscription ends; a crash in *handle*
-    propagates so the supervisor restarts the service (the order that crashed is not marked
-    handled).
+    Ready as soon as it listens. At least once: an order is acknowledged (cursor advanced,
+    status recorded) only after *handle* returned, so a crash or a restart redelivers it.
+    A crash in *handle* propagates for the supervisor to restart the service.
     """
     task_status.started()
-    async for event in ctx.events:
-        order: dict[str, Any] = event.data
-        if order["order_id"] in ctx.handled:
-            log_event(
-                logger, "duplicate order skipped", service=ctx.name, order_id=order["order_id"]
-            )
+    while True:
+        entries = await ctx.store.pending(ctx.name, OUTBOX_BATCH)
+        if not entries:
+            await _wait_for_news(ctx.events)
             continue
-        await handle(ctx, order)
-        ctx.handled.add(order["order_id"])
-        ctx.processed += 1
+        for entry in entries:
+            status = await handle(ctx, entry.order.to_json())
+            await ctx.store.ack(ctx.name, entry.seq, entry.order.order_id, status)
+            ctx.processed += 1
+            log_event(
+                logger, "order handled", service=ctx.name, order_id=entry.order.order_id,
+                status=status, seq=entry.seq,
+            )

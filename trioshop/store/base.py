@@ -1,0 +1,94 @@
+"""What the shop keeps beyond a process's life, and the interface both stores implement."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+
+import attrs
+
+from trioshop.registry import Product
+from trioshop.shop.model import CartLine, Order, ServiceStatus
+
+
+class StoreError(Exception):
+    """The store could not carry out an operation (disk full, database locked, closed).
+
+    Nothing the operation would have changed was changed; the caller may retry later.
+    """
+
+
+class StoreClosed(StoreError):
+    """The store is shut down; no more operations are accepted."""
+
+
+@attrs.frozen
+class OutboxEntry:
+    """An order waiting to be delivered to the services, in commit order (``seq``)."""
+
+    seq: int
+    order: Order
+
+
+@attrs.frozen
+class StoredOrder:
+    """An order as stored, with what each service has done with it so far."""
+
+    order: Order
+    services: dict[str, ServiceStatus]
+
+
+@attrs.define
+class Store(abc.ABC):
+    """Carts, live stock, orders and their outbox, and each service's delivery cursor.
+
+    Every method is atomic: it happens whole or not at all. Two views are kept in memory
+    because every request needs them and only this process writes: ``stock`` (live stock per
+    SKU) and ``cart_owners`` (users with a stored, non-empty cart). Both are updated only
+    after the change they mirror is committed.
+    """
+
+    stock: dict[str, int] = attrs.field(factory=dict, init=False)
+    cart_owners: set[str] = attrs.field(factory=set, init=False)
+
+    @abc.abstractmethod
+    async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
+        """The user's stored cart lines, in the order first added (empty if none)."""
+
+    @abc.abstractmethod
+    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+        """Replace the user's stored cart with *lines* (none: the cart is deleted)."""
+
+    @abc.abstractmethod
+    async def checkout(self, order: Order) -> Order:
+        """Store *order* and reserve its stock, delete the cart and queue it for the services.
+
+        All or nothing: raises ``InsufficientStock`` (nothing changed) when a line asks for
+        more than is in stock. With an idempotency key already used by the same user, returns
+        that earlier order and changes nothing; used by another user, raises
+        ``IdempotencyKeyReused``.
+        """
+
+    @abc.abstractmethod
+    async def order(self, order_id: str) -> StoredOrder | None:
+        """The order with *order_id*, or ``None``."""
+
+    @abc.abstractmethod
+    async def orders_for(self, user_id: str) -> list[StoredOrder]:
+        """The user's orders, newest first."""
+
+    @abc.abstractmethod
+    async def order_by_key(self, idempotency_key: str) -> Order | None:
+        """The order placed with *idempotency_key*, or ``None``."""
+
+    @abc.abstractmethod
+    async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
+        """Up to *limit* outbox entries *service* has not acknowledged yet, oldest first."""
+
+    @abc.abstractmethod
+    async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
+        """Record that *service* handled entry *seq* (order *order_id*) with *status*."""
+
+    @abc.abstractmethod
+    async def add_products(self, products: Iterable[Product]) -> None:
+        """Give SKUs the store has never seen their registry stock; known SKUs keep theirs."""

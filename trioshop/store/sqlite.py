@@ -1,0 +1,343 @@
+"""The SQLite store: one writer task applies every operation, batching them into transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from trioshop.logs import log_event
+from trioshop.registry import Product
+from trioshop.runtime import Refusal
+from trioshop.shop.model import (
+    CartLine,
+    IdempotencyKeyReused,
+    InsufficientStock,
+    Order,
+    ServiceStatus,
+)
+from trioshop.store.base import OutboxEntry, Store, StoreClosed, StoredOrder, StoreError
+from trioshop.store.migrations import migrate
+
+logger = logging.getLogger("trioshop.store")
+
+T = TypeVar("T")
+# An operation: runs in the writer's thread inside the batch's transaction.
+Operation = Callable[[sqlite3.Connection], Any]
+# What the writer sends back: (True, result) or (False, exception to raise in the caller).
+Outcome = tuple[bool, Any]
+Pending = tuple[Operation, Callable[[Any], None] | None, "trio.MemorySendChannel[Outcome]"]
+
+DATABASE_FILE = "trioshop.sqlite3"
+
+
+def _order_from_row(row: sqlite3.Row) -> Order:
+    lines = tuple(CartLine.from_record(r) for r in json.loads(row["lines"]))
+    return Order(
+        row["order_id"], row["user_id"], lines, row["total_cents"], row["created_at"],
+        row["idempotency_key"],
+    )
+
+
+def _statuses(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceStatus]:
+    rows = conn.execute(
+        "SELECT service, status, at FROM order_status WHERE order_id = ? ORDER BY service",
+        (order_id,),
+    )
+    return {row["service"]: ServiceStatus(row["status"], row["at"]) for row in rows}
+
+
+@attrs.define
+class SqliteStore(Store):
+    """A SQLite database in WAL mode, reached only from its writer task's thread.
+
+    Callers submit operations over a bounded channel; the writer takes every operation
+    waiting (up to ``max_batch``), runs them in one transaction on a worker thread (through
+    ``limiter``) and commits once: group commit, one fsync for many carts. An operation that
+    refuses (``InsufficientStock``...) is rolled back to its savepoint alone.
+    """
+
+    path: Path
+    limiter: trio.CapacityLimiter
+    synchronous: str = "FULL"
+    max_batch: int = 256
+    queue_size: int = 10_000
+    batches: int = attrs.field(default=0, init=False)
+    operations: int = attrs.field(default=0, init=False)
+    _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    _send: trio.MemorySendChannel[Pending] | None = attrs.field(default=None, init=False)
+
+    # -- the writer ---------------------------------------------------------------------
+
+    def _open(self, products: list[Product]) -> tuple[dict[str, int], set[str], int]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = migrate(conn)
+        self._conn = conn
+        self._seed_stock(conn, products)
+        stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
+        owners = {r["user_id"] for r in conn.execute("SELECT user_id FROM carts")}
+        return stock, owners, version
+
+    @staticmethod
+    def _seed_stock(conn: sqlite3.Connection, products: Iterable[Product]) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO stock (sku, available) VALUES (?, ?)",
+            [(p.sku, p.stock) for p in products],
+        )
+
+    def _apply(self, batch: list[Pending]) -> list[Outcome]:
+        conn = self._conn
+        assert conn is not None
+        outcomes: list[Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation, _, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, operation(conn)))
+                except (Refusal, sqlite3.IntegrityError) as refusal:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, refusal))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreError(f"the database refused the write ({exc}); retry later")
+            return [(False, error)] * len(batch)
+        return outcomes
+
+    async def run(
+        self,
+        products: list[Product],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Open the database, migrate, seed stock, then serve operations until closed.
+
+        Ready (``task_status.started()``) once ``stock`` and ``cart_owners`` are loaded. Ends
+        when :meth:`close` was called and every queued operation has been answered.
+        """
+        stock, owners, version = await trio.to_thread.run_sync(
+            self._open, products, limiter=self.limiter
+        )
+        self.stock.update(stock)
+        self.cart_owners.update(owners)
+        send, receive = trio.open_memory_channel[Pending](self.queue_size)
+        self._send = send
+        log_event(logger, "store opened", path=str(self.path), schema_version=version,
+                  carts=len(owners))
+        task_status.started()
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < self.max_batch:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    # Shielded: an operation whose transaction started must get its answer.
+                    with trio.CancelScope(shield=True):
+                        outcomes = await trio.to_thread.run_sync(
+                            self._apply, batch, limiter=self.limiter
+                        )
+                    self.batches += 1
+                    self.operations += len(batch)
+                    for (_, on_commit, reply), outcome in zip(batch, outcomes, strict=True):
+                        if outcome[0] and on_commit is not None:
+                            on_commit(outcome[1])
+                        # A caller cancelled meanwhile has closed its end; the work is done.
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            reply.send_nowait(outcome)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def close(self) -> None:
+        """Stop accepting operations; the writer finishes the queued ones, then ends."""
+        if self._send is not None:
+            self._send.close()
+
+    async def _submit(
+        self, operation: Callable[[sqlite3.Connection], T],
+        on_commit: Callable[[T], None] | None = None,
+    ) -> T:
+        if self._send is None:
+            raise StoreClosed("the store is not open")
+        reply_send, reply_receive = trio.open_memory_channel[Outcome](1)
+        try:
+            self._send.send_nowait((operation, on_commit, reply_send))
+        except trio.WouldBlock:
+            raise StoreError("the store's write queue is full; retry later") from None
+        except trio.ClosedResourceError:
+            raise StoreClosed("the store is shut down") from None
+        with reply_receive:
+            ok, value = await reply_receive.receive()
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
+        if user_id not in self.cart_owners:
+            return ()
+
+        def load(conn: sqlite3.Connection) -> tuple[CartLine, ...]:
+            row = conn.execute("SELECT lines FROM carts WHERE user_id = ?", (user_id,)).fetchone()
+            return () if row is None else tuple(map(CartLine.from_record, json.loads(row[0])))
+
+        return await self._submit(load)
+
+    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+        payload = json.dumps([line.to_record() for line in lines])
+
+        def save(conn: sqlite3.Connection) -> None:
+            if lines:
+                conn.execute(
+                    "INSERT INTO carts (user_id, lines, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (user_id) DO UPDATE SET lines = excluded.lines, "
+                    "updated_at = excluded.updated_at",
+                    (user_id, payload, time.time()),
+                )
+            else:
+                conn.execute("DELETE FROM carts WHERE user_id = ?", (user_id,))
+
+        def committed(_: None) -> None:
+            if lines:
+                self.cart_owners.add(user_id)
+            else:
+                self.cart_owners.discard(user_id)
+
+        await self._submit(save, committed)
+
+    async def checkout(self, order: Order) -> Order:
+        def place(conn: sqlite3.Connection) -> tuple[Order, dict[str, int]]:
+            key = order.idempotency_key
+            if key is not None:
+                row = conn.execute(
+                    "SELECT * FROM orders WHERE idempotency_key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    if row["user_id"] != order.user_id:
+                        raise IdempotencyKeyReused()
+                    return _order_from_row(row), {}
+            levels: dict[str, int] = {}
+            for line in order.lines:
+                row = conn.execute(
+                    "SELECT available FROM stock WHERE sku = ?", (line.sku,)
+                ).fetchone()
+                available = 0 if row is None else row[0]
+                if line.quantity > available:
+                    raise InsufficientStock(line.sku, line.quantity, available)
+                levels[line.sku] = available - line.quantity
+            conn.executemany(
+                "UPDATE stock SET available = ? WHERE sku = ?",
+                [(left, sku) for sku, left in levels.items()],
+            )
+            lines = json.dumps([line.to_record() for line in order.lines])
+            conn.execute(
+                "INSERT INTO orders (order_id, user_id, lines, total_cents, created_at,"
+                " idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
+                (order.order_id, order.user_id, lines, order.total_cents, order.timestamp, key),
+            )
+            conn.execute(
+                "INSERT INTO outbox (order_id, created_at) VALUES (?, ?)",
+                (order.order_id, time.time()),
+            )
+            conn.execute("DELETE FROM carts WHERE user_id = ?", (order.user_id,))
+            return order, levels
+
+        def committed(result: tuple[Order, dict[str, int]]) -> None:
+            placed, levels = result
+            self.stock.update(levels)
+            if levels:  # a new order, not an earlier one found by its key
+                self.cart_owners.discard(placed.user_id)
+
+        placed, _ = await self._submit(place, committed)
+        return placed
+
+    async def order(self, order_id: str) -> StoredOrder | None:
+        def read(conn: sqlite3.Connection) -> StoredOrder | None:
+            row = conn.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+            if row is None:
+                return None
+            return StoredOrder(_order_from_row(row), _statuses(conn, order_id))
+
+        return await self._submit(read)
+
+    async def orders_for(self, user_id: str) -> list[StoredOrder]:
+        def read(conn: sqlite3.Connection) -> list[StoredOrder]:
+            rows = conn.execute(
+                "SELECT * FROM orders WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
+                (user_id,),
+            ).fetchall()
+            return [StoredOrder(_order_from_row(r), _statuses(conn, r["order_id"])) for r in rows]
+
+        return await self._submit(read)
+
+    async def order_by_key(self, idempotency_key: str) -> Order | None:
+        def read(conn: sqlite3.Connection) -> Order | None:
+            row = conn.execute(
+                "SELECT * FROM orders WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
+            return None if row is None else _order_from_row(row)
+
+        return await self._submit(read)
+
+    async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
+        def read(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = conn.execute(
+                "SELECT outbox.seq, orders.* FROM outbox JOIN orders USING (order_id) "
+                "WHERE outbox.seq > COALESCE("
+                "  (SELECT last_seq FROM service_cursors WHERE service = ?), 0) "
+                "ORDER BY outbox.seq LIMIT ?",
+                (service, limit),
+            ).fetchall()
+            return [OutboxEntry(r["seq"], _order_from_row(r)) for r in rows]
+
+        return await self._submit(read)
+
+    async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO service_cursors (service, last_seq) VALUES (?, ?) "
+                "ON CONFLICT (service) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                (service, seq),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO order_status (order_id, service, status, at) "
+                "VALUES (?, ?, ?, ?)",
+                (order_id, service, status, time.time()),
+            )
+
+        await self._submit(record)
+
+    async def add_products(self, products: Iterable[Product]) -> None:
+        products = list(products)
+
+        def seed(conn: sqlite3.Connection) -> dict[str, int]:
+            self._seed_stock(conn, products)
+            skus = [p.sku for p in products]
+            rows = conn.execute(
+                f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
+                skus,
+            )
+            return {r["sku"]: r["available"] for r in rows}
+
+        await self._submit(seed, self.stock.update)
