@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import trio
@@ -9,8 +10,9 @@ import trio
 from trioshop.shop.delivery import deliver
 from trioshop.shop.services import ServiceContext, consume_orders
 
-# How many more orders each fake service should crash on; tests set it.
-CRASHES_LEFT: dict[str, int] = {}
+# How many more orders each fake service should crash on: tests set it in process, or
+# TRIOSHOP_FAKE_CRASHES for a server subprocess.
+CRASHES_LEFT: dict[str, int] = {"delivery": int(os.environ.get("TRIOSHOP_FAKE_CRASHES", "0"))}
 
 
 async def crashing_delivery(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
@@ -23,3 +25,9 @@ async def crashing_delivery(ctx: ServiceContext, *, task_status: trio.TaskStatus
         return await deliver(ctx, order)
 
     await consume_orders(ctx, handle, task_status=task_status)
+
+
+async def stalled(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
+    """Ready, but never handles an order: orders pile up in the outbox."""
+    task_status.started()
+    await trio.sleep_forever()

@@ -22,13 +22,14 @@ class ServerProcess:
     def __init__(self, *args: str, cwd: str | None = None) -> None:
         self.args = args
         self.cwd = cwd
+        self.env: dict[str, str] = {}
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "trioshop", "run", "--bind", "127.0.0.1:0", *self.args],
             stdout=subprocess.PIPE,
