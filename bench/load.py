@@ -19,6 +19,7 @@ import math
 import random
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -185,6 +186,7 @@ async def run_scenario(
     started = time.perf_counter()
     cpu_started = time.process_time()
     last_progress = 0.0
+    tty = sys.stderr.isatty()  # a live line on a terminal, a line every 5 s in a log
     async with trio.open_nursery() as nursery:
         while True:
             elapsed = time.perf_counter() - started
@@ -198,18 +200,19 @@ async def run_scenario(
                 nursery.start_soon(vu.run)
             while len(active) > target:
                 active.pop().stopping = True  # finishes its iteration, like k6's graceful ramp-down
-            if progress and elapsed - last_progress >= 1.0:
+            if progress and elapsed - last_progress >= (1.0 if tty else 5.0):
                 last_progress = elapsed
                 print(
-                    f"\r  t={elapsed:5.1f}s vus={len(active):4d} requests={stats.requests:7d} "
-                    f"failed={stats.failed:5d} checkouts={stats.checkouts:6d}",
-                    end="", file=sys.stderr, flush=True,
+                    f"{chr(13) if tty else ''}  t={elapsed:5.1f}s vus={len(active):4d} "
+                    f"requests={stats.requests:7d} failed={stats.failed:5d} "
+                    f"checkouts={stats.checkouts:6d}",
+                    end="" if tty else "\n", file=sys.stderr, flush=True,
                 )
             await trio.sleep(0.1)
         for vu in active:
             vu.stopping = True
         nursery.cancel_scope.deadline = trio.current_time() + GRACEFUL_RAMP_DOWN
-    if progress:
+    if progress and tty:
         print(file=sys.stderr)
     wall = time.perf_counter() - started
     summary = summarize(stats, wall)
@@ -268,13 +271,14 @@ def server_for(args: argparse.Namespace) -> Iterator[str]:
     if not args.spawn:
         yield args.base_url
         return
-    extra = ["--registry", str(REGISTRY), *args.server_arg]
-    with running_server(*extra) as server:
-        print(f"spawned trioshop at {server.base_url}", file=sys.stderr)
-        try:
-            yield server.base_url
-        finally:
-            server.terminate()
+    with tempfile.TemporaryDirectory() as data_dir:
+        extra = ["--registry", str(REGISTRY), "--data-dir", data_dir, *args.server_arg]
+        with running_server(*extra) as server:
+            print(f"spawned trioshop at {server.base_url}", file=sys.stderr)
+            try:
+                yield server.base_url
+            finally:
+                server.terminate()
 
 
 def main() -> int:

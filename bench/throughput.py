@@ -14,7 +14,12 @@ alternating rounds so that drift on a shared machine hits every endpoint alike:
 - ``add``       POST /api/cart/{user}/items  (actor request/reply, state change)
 
 and prints each endpoint's requests/s and p99, and its throughput as a ratio to the floor
-(medians over the rounds). Targets: cart_read >= 0.85 x floor, add >= 0.75 x floor.
+(medians over the rounds). Targets: cart_read >= 0.85 x floor, add >= 0.75 x floor. That
+server runs with --memory, so the figures are the actor path's, not the disk's.
+
+Then it starts a second server with the SQLite store (a temporary --data-dir, fsync on every
+commit) and alternates add-to-cart rounds between the two: durable add throughput as a
+ratio to --memory (target >= 0.6).
 """
 
 from __future__ import annotations
@@ -184,6 +189,25 @@ def measure(
     return results
 
 
+def measure_durability(
+    memory_url: str, durable_url: str, generator: str, seconds: float, rounds: int,
+    connections: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """Alternate add-to-cart rounds between the in-memory and the SQLite server."""
+    run = run_wrk if generator == "wrk" else run_python
+    trio.run(_seed_carts, durable_url)
+    results: dict[str, list[dict[str, Any]]] = {"add_memory": [], "add_durable": []}
+    for round_number in range(rounds):
+        pair = [("add_memory", memory_url), ("add_durable", durable_url)]
+        for name, url in pair if round_number % 2 == 0 else pair[::-1]:
+            result = run(url, "add", seconds, connections)
+            result["cpu_us"] = 0.0
+            results[name].append(result)
+            print(f"  round {round_number + 1} {name:12s} {result['rps']:9.0f} req/s  "
+                  f"p99 {result['p99_ms']:7.2f} ms", file=sys.stderr)
+    return results
+
+
 def summarize(results: dict[str, list[dict[str, Any]]], floor: str = "floor") -> dict[str, Any]:
     floor_rps = statistics.median(r["rps"] for r in results[floor])
     floor_cpu = statistics.median(r["cpu_us"] for r in results[floor])
@@ -237,17 +261,32 @@ def main() -> int:
           + ("" if generator == "wrk" else " (install Debian's wrk for a lighter generator)"),
           file=sys.stderr)
     server_args = ["--registry", str(REGISTRY), *args.server_arg]
-    with running_server(*server_args) as server:
-        assert server.process is not None
-        results = measure(server.base_url, generator, args.seconds, args.rounds,
-                          args.connections, ENDPOINTS, server.process.pid)
-        server.terminate()
+    with tempfile.TemporaryDirectory() as data_dir, \
+            running_server(*server_args, "--memory") as memory, \
+            running_server(*server_args, "--data-dir", data_dir) as durable:
+        assert memory.process is not None
+        results = measure(memory.base_url, generator, args.seconds, args.rounds,
+                          args.connections, ENDPOINTS, memory.process.pid)
+        durability = measure_durability(memory.base_url, durable.base_url, generator,
+                                        args.seconds, args.rounds, args.connections)
+        memory.terminate()
+        durable.terminate()
     summary = summarize(results)
+    adds = {name: statistics.median(r["rps"] for r in runs) for name, runs in durability.items()}
+    durable_ratio = round(adds["add_durable"] / adds["add_memory"], 3)
     if args.json:
-        print(json.dumps({"generator": generator, "endpoints": summary}, indent=2))
+        print(json.dumps({
+            "generator": generator, "endpoints": summary,
+            "durability": {**{k: round(v, 1) for k, v in adds.items()},
+                           "ratio": durable_ratio, "target": 0.6},
+        }, indent=2))
     else:
         print_table(summary, f"throughput ({generator}, {args.connections} connections, "
-                             f"{args.rounds} rounds x {args.seconds:g} s, medians)")
+                             f"{args.rounds} rounds x {args.seconds:g} s, medians, --memory)")
+        verdict = "ok" if durable_ratio >= 0.6 else "MISS"
+        print(f"\ndurability: add to cart with SQLite (fsync per commit) vs --memory\n"
+              f"  memory {adds['add_memory']:.0f} req/s, durable {adds['add_durable']:.0f} req/s,"
+              f" ratio {durable_ratio:.3f} (target >= 0.6) {verdict}")
     return 0
 
 
