@@ -18,14 +18,8 @@ from trioshop import logs
 from trioshop.config import Settings
 from trioshop.http import create_app
 from trioshop.logs import log_event
-from trioshop.registry import (
-    ActorDefinition,
-    Registry,
-    RegistryError,
-    ServiceDefinition,
-    load_registry,
-    resolve_callable,
-)
+from trioshop.registry import Registry, RegistryError
+from trioshop.shop.shop import load_runnable_registry
 
 logger = logging.getLogger("trioshop.server")
 
@@ -34,38 +28,11 @@ logger = logging.getLogger("trioshop.server")
 GC_GEN0_THRESHOLD = 20_000
 
 
-def _runnable_problems(registry: Registry) -> list[str]:
-    """What would stop the shop from starting on *registry*, each naming file and entry."""
-    problems = []
-    for what in ("http_service", "router"):
-        try:
-            getattr(registry, what)
-        except LookupError as exc:
-            problems.append(f"{registry.folder}: {exc}")
-    try:
-        entries: list[ActorDefinition | ServiceDefinition] = [registry.actor("cart")]
-    except LookupError as exc:
-        problems.append(f"{registry.folder}: {exc}")
-        entries = []
-    entries.extend(registry.services)
-    for entry in entries:
-        reference = entry.handler if isinstance(entry, ActorDefinition) else entry.process
-        try:
-            resolve_callable(reference)
-        except (LookupError, TypeError) as exc:
-            problems.append(f"{entry.source}: entry '{entry.id}' ({entry.KIND}): {exc}")
-    return problems
-
-
 def _load(folder: str) -> Registry | None:
     try:
-        registry = load_registry(folder)
+        return load_runnable_registry(folder)
     except RegistryError as exc:
         problems = exc.problems
-    else:
-        problems = _runnable_problems(registry)
-        if not problems:
-            return registry
     print(f"trioshop: invalid registry {folder}:", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)

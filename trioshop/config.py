@@ -45,6 +45,8 @@ class Settings:
     cart_idle_timeout: float | None = attrs.field(default=1800.0, validator=_positive_or_none)
     # None keeps everything in memory (--memory); otherwise the SQLite database's folder.
     data_dir: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    # Bearer token for /api/admin/*; None: the admin API answers loopback clients only.
+    admin_token: str | None = attrs.field(default=None, repr=False)
     sqlite_synchronous: str = attrs.field(
         default="FULL", validator=v.in_(["OFF", "NORMAL", "FULL", "EXTRA"])
     )

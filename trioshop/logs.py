@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
 import time
 from typing import Any
+
+# The id of the HTTP request being handled, set per request task. Actors start in the host's
+# own context, so their log lines never carry a request's id.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
 
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]').search
 
@@ -46,6 +53,9 @@ class KeyValueFormatter(logging.Formatter):
             f"ts={self._timestamp(record)} level={record.levelname.lower()} "
             f"logger={record.name} event={_quote(record.getMessage())}"
         )
+        rid = request_id.get()
+        if rid is not None:
+            line += f" request_id={_quote(rid)}"
         fields: dict[str, Any] | None = record.__dict__.get("fields")
         if fields:
             line += " " + " ".join(f"{key}={_quote(value)}" for key, value in fields.items())

@@ -27,7 +27,9 @@ def test_seed_flow_over_real_http(tmp_path: Path) -> None:
     output = server.output()
     assert "Traceback" not in output
     assert 'event="cart created" user_id=alice' in output
-    assert "event=request method=POST path=/api/cart/bob/checkout status=200" in output
+    assert re.search(
+        r"event=request request_id=\w+ method=POST path=/api/cart/bob/checkout status=200", output
+    )
 
 
 def seed_flow(http: httpx.Client) -> list[dict[str, Any]]:

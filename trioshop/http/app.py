@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
+from typing import Any
 
 import attrs
 import trio
@@ -11,13 +14,19 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from trioshop.config import Settings
+from trioshop.http.admin import admin_routes
 from trioshop.http.errors import ApiError, register_error_handlers
+from trioshop.http.metrics import CONTENT_TYPE, Metrics
+from trioshop.http.openapi import openapi_document
 from trioshop.http.routes import api_routes, health_routes
-from trioshop.logs import log_event
+from trioshop.logs import log_event, request_id
 from trioshop.registry import Registry
 from trioshop.shop.shop import CartFactory, Shop, serve_shop
 
 access_logger = logging.getLogger("trioshop.access")
+
+# A client's X-Request-ID is kept only if it is short and plain; otherwise one is generated.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 @attrs.define
@@ -42,8 +51,8 @@ def create_app(
 ) -> QuartTrio:
     """Build the app for *registry*; the shop starts with the app's lifespan, not before.
 
-    Startup opens the actor host, the bus and the services (see :func:`open_shop`) in the
-    app's lifespan nursery; shutdown stops them in reverse and waits at most
+    Startup opens the store, the actor host, the bus and the services (see ``open_shop``)
+    in the app's lifespan nursery; shutdown stops them in reverse and waits at most
     ``settings.shutdown_timeout`` for that.
     """
     settings = settings or Settings()
@@ -52,7 +61,10 @@ def create_app(
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_timeout
     app.json.sort_keys = False  # type: ignore[attr-defined]
     lifetime = ShopLifetime()
+    metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
+    app.extensions["trioshop.metrics"] = metrics
+    openapi = openapi_document(registry.router.prefix)
 
     @app.before_serving
     async def start_shop() -> None:
@@ -75,26 +87,39 @@ def create_app(
             await lifetime.stopped.wait()
 
     @app.before_request
-    async def start_timer() -> None:
+    async def start_request() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id.set(g.request_id)
         g.started = time.perf_counter()
 
     @app.after_request
-    async def access_log(response: Response) -> Response:
+    async def finish_request(response: Response) -> Response:
         started = getattr(g, "started", None)
+        seconds = time.perf_counter() - started if started else 0.0
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe(rule, request.method, response.status_code, seconds)
         log_event(
-            access_logger,
-            "request",
-            method=request.method,
-            path=request.path,
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2) if started else None,
+            access_logger, "request", method=request.method, path=request.path,
+            status=response.status_code, duration_ms=round(seconds * 1000, 2),
             client=request.remote_addr,
         )
+        if "request_id" in g:
+            response.headers["X-Request-ID"] = g.request_id
         return response
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> dict[str, Any]:
+        return openapi
 
     register_error_handlers(
         app, retry_after=settings.retry_after_seconds, max_body_bytes=settings.max_body_bytes
     )
     app.register_blueprint(api_routes(registry.router.prefix, lifetime.get))
+    app.register_blueprint(admin_routes(registry.router.prefix, lifetime.get, settings.admin_token))
     app.register_blueprint(health_routes(lifetime.get))
     return app

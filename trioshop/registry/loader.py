@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -251,7 +253,10 @@ def load_registry(folder: str | Path) -> Registry:
     problems: list[str] = []
     entries: list[Entry] = []
     seen: dict[str, str] = {}
+    digest = hashlib.sha256()
     for path in files:
+        with contextlib.suppress(OSError):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         label = str(path)
         for entry in _load_file(path, label, problems):
             if entry.id in seen:
@@ -273,7 +278,7 @@ def load_registry(folder: str | Path) -> Registry:
             skus[entry.sku] = entry.id
     if problems:
         raise RegistryError(problems)
-    return Registry(tuple(entries), folder=str(root))
+    return Registry(tuple(entries), folder=str(root), version=digest.hexdigest()[:16])
 
 
 __all__ = ["RegistryError", "load_registry"]

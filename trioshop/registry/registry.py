@@ -30,6 +30,7 @@ class Registry:
 
     entries: tuple[Entry, ...]
     folder: str = ""
+    version: str = ""  # a digest of the files' names and contents
     loaded_at: float = attrs.field(factory=time.time)
     _by_id: dict[str, Entry] = attrs.field(init=False, repr=False)
 

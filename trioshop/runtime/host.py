@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -189,13 +190,18 @@ class ActorHost:
     def __len__(self) -> int:
         return len(self._actors)
 
-    def live(self) -> list[ActorInfo]:
-        """A snapshot of every live actor, oldest first."""
+    def live(self, limit: int | None = None) -> list[ActorInfo]:
+        """A snapshot of the live actors (at most *limit*), oldest first."""
         now = trio.current_time()
+        actors = itertools.islice(self._actors.values(), limit)
         return [
             ActorInfo(a.pid, a.name, a.mailbox_depth, now - a.started_at, now - a.last_message_at)
-            for a in self._actors.values()
+            for a in actors
         ]
+
+    def max_mailbox_depth(self) -> int:
+        """The deepest mailbox among live actors (0 when none is waiting)."""
+        return max((a.mailbox_depth for a in self._actors.values()), default=0)
 
     # -- the actor task -----------------------------------------------------------------
 

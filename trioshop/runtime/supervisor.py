@@ -68,6 +68,8 @@ class Supervisor:
     _nursery: trio.Nursery
     _rng: random.Random = attrs.field(factory=random.Random)
     states: dict[str, ServiceState] = attrs.field(factory=dict)
+    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+    _ended: dict[str, trio.Event] = attrs.field(factory=dict)
 
     async def start(
         self, name: str, target: ServiceTarget, policy: RestartPolicy, *args: Any
@@ -81,8 +83,19 @@ class Supervisor:
             raise ValueError(f"a service named {name!r} is already supervised")
         state = ServiceState(name)
         self.states[name] = state
+        self._scopes[name] = trio.CancelScope()
+        self._ended[name] = trio.Event()
         await self._nursery.start(self._supervise, state, target, policy, args)
         return state
+
+    async def stop(self, name: str) -> None:
+        """Cancel the service *name* (whatever its state) and return once it has ended.
+
+        Its name is free again afterwards. Raises :class:`KeyError` for an unknown name.
+        """
+        self._scopes[name].cancel()
+        await self._ended[name].wait()
+        del self.states[name], self._scopes[name], self._ended[name]
 
     @property
     def failed(self) -> list[str]:
@@ -106,6 +119,23 @@ class Supervisor:
                 reported = True
                 task_status.started()
 
+        try:
+            with self._scopes[state.name]:
+                await self._restart_loop(state, target, policy, args, report_ready)
+        finally:
+            if state.status is not ServiceStatus.FAILED:
+                state.status = ServiceStatus.STOPPED
+            self._ended[state.name].set()
+        report_ready()  # stopped before it ever became ready
+
+    async def _restart_loop(
+        self,
+        state: ServiceState,
+        target: ServiceTarget,
+        policy: RestartPolicy,
+        args: tuple[Any, ...],
+        report_ready: Callable[[], None],
+    ) -> None:
         while True:
             state.status = ServiceStatus.STARTING
             state.started_at = trio.current_time()

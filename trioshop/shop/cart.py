@@ -19,6 +19,7 @@ from trioshop.shop.model import (
     InsufficientStock,
     ItemNotInCart,
     Order,
+    OrderCounters,
     total_cents,
 )
 from trioshop.store import Store, StoreError
@@ -76,6 +77,7 @@ class CartDeps:
 
     bus: EventBus
     store: Store
+    counters: OrderCounters = attrs.field(factory=OrderCounters)
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -170,6 +172,8 @@ class Cart:
             self.deps.bus.publish(
                 ORDER_SYSTEM, ORDER_KIND, f"/orders/{self.user_id}", placed.to_json()
             )
+            self.deps.counters.checkouts += 1
+            self.deps.counters.revenue_cents += placed.total_cents
             log_event(
                 logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
                 order_id=placed.order_id, total=to_json_number(placed.total_cents),

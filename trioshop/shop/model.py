@@ -82,6 +82,14 @@ class Order:
         }
 
 
+@attrs.define
+class OrderCounters:
+    """Orders placed and their value since the server started (for metrics)."""
+
+    checkouts: int = 0
+    revenue_cents: int = 0
+
+
 @attrs.frozen
 class ServiceStatus:
     """What one service did with one order, and when (unix seconds)."""

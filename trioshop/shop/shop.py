@@ -13,7 +13,15 @@ import trio
 
 from trioshop.config import Settings
 from trioshop.logs import log_event
-from trioshop.registry import Product, Registry, resolve_callable
+from trioshop.registry import (
+    ActorDefinition,
+    Product,
+    Registry,
+    RegistryError,
+    ServiceDefinition,
+    load_registry,
+    resolve_callable,
+)
 from trioshop.runtime import (
     Actor,
     ActorCrashed,
@@ -37,7 +45,7 @@ from trioshop.shop.cart import (
     ViewCart,
 )
 from trioshop.shop.catalog import Catalog
-from trioshop.shop.model import CartLine, CartView, IdempotencyKeyReused, Order
+from trioshop.shop.model import CartLine, CartView, IdempotencyKeyReused, Order, OrderCounters
 from trioshop.shop.services import ServiceContext
 from trioshop.store import Store, StoredOrder, open_store
 
@@ -56,6 +64,53 @@ class NoActiveCart(LookupError):
     def __init__(self, user_id: str) -> None:
         super().__init__(f"No active cart for user {user_id!r}")
         self.user_id = user_id
+
+
+def runnable_problems(registry: Registry) -> list[str]:
+    """What would stop the shop from running *registry*, each naming file and entry."""
+    problems = []
+    for what in ("http_service", "router", "process_host"):
+        try:
+            getattr(registry, what)
+        except LookupError as exc:
+            problems.append(f"{registry.folder}: {exc}")
+    try:
+        entries: list[ActorDefinition | ServiceDefinition] = [registry.actor("cart")]
+    except LookupError as exc:
+        problems.append(f"{registry.folder}: {exc}")
+        entries = []
+    entries.extend(registry.services)
+    for entry in entries:
+        reference = entry.handler if isinstance(entry, ActorDefinition) else entry.process
+        try:
+            resolve_callable(reference)
+        except (LookupError, TypeError) as exc:
+            problems.append(f"{entry.source}: entry '{entry.id}' ({entry.KIND}): {exc}")
+    return problems
+
+
+def load_runnable_registry(folder: str) -> Registry:
+    """Load *folder* and check the shop can run it; :class:`RegistryError` lists every problem.
+
+    Blocking (reads files, imports modules): call it from a worker thread in async code.
+    """
+    registry = load_registry(folder)
+    problems = runnable_problems(registry)
+    if problems:
+        raise RegistryError(problems)
+    return registry
+
+
+@attrs.frozen
+class ReloadReport:
+    """What a registry reload changed."""
+
+    version: str
+    products: int
+    services_restarted: list[str]
+    services_started: list[str]
+    services_stopped: list[str]
+    restart_required: list[str]
 
 
 def cart_name(user_id: str) -> str:
@@ -83,10 +138,14 @@ class Shop:
     supervisor: Supervisor
     cart_factory: CartFactory
     cart_mailbox: int
+    blocking: trio.CapacityLimiter
+    fixed_cart_factory: bool = False  # a factory given by the caller survives reloads
     services: dict[str, ServiceContext] = attrs.field(factory=dict)
+    counters: OrderCounters = attrs.field(factory=OrderCounters)
+    _reload_lock: trio.Lock = attrs.field(factory=trio.Lock)
 
     def _spawn_cart(self, user_id: str) -> Actor:
-        deps = CartDeps(self.bus, self.store)
+        deps = CartDeps(self.bus, self.store, self.counters)
         return self.host.get_or_spawn(
             cart_name(user_id),
             lambda: self.cart_factory(user_id, deps),
@@ -195,6 +254,78 @@ class Shop:
     def failed_services(self) -> list[str]:
         return self.supervisor.failed
 
+    # -- services and reloads -----------------------------------------------------------
+
+    async def start_service(self, entry: ServiceDefinition) -> None:
+        """Supervise the service *entry* with a fresh doorbell subscription."""
+        target = resolve_callable(entry.process)
+        system, kind = entry.subscribe or (ORDER_SYSTEM, ORDER_KIND)
+        events = self.bus.subscribe(system, kind, name=entry.name)
+        ctx = ServiceContext(entry.name, self.store, events)
+        self.services[entry.name] = ctx
+        await self.supervisor.start(entry.name, target, entry.restart, ctx)
+
+    async def stop_service(self, name: str) -> None:
+        """Stop the service *name* and drop its subscription (its outbox cursor stays)."""
+        await self.supervisor.stop(name)
+        self.services.pop(name).events.close()
+
+    async def reload_from_disk(self) -> ReloadReport:
+        """Re-read the registry folder (in a worker thread) and :meth:`reload` it."""
+        registry = await trio.to_thread.run_sync(
+            load_runnable_registry, self.registry.folder, limiter=self.blocking
+        )
+        return await self.reload(registry)
+
+    async def reload(self, registry: Registry) -> ReloadReport:
+        """Switch to *registry*: validated whole first, then swapped in one step.
+
+        Raises :class:`RegistryError` (nothing changed) if the shop cannot run it. Products
+        (titles, prices, new or removed SKUs) apply to the next request; lines already in
+        carts keep the price they were added at. Only services whose entry changed are
+        restarted. Address and prefix changes need a server restart and are reported.
+        """
+        async with self._reload_lock:
+            problems = runnable_problems(registry)
+            if problems:
+                raise RegistryError(problems)
+            old = self.registry
+            restart_required = [
+                f"{what} changed: restart the server to apply it"
+                for what, before, after in [
+                    ("http.service addr", old.http_service.addr, registry.http_service.addr),
+                    ("http.router prefix", old.router.prefix, registry.router.prefix),
+                    ("process.host workers", old.process_host.workers,
+                     registry.process_host.workers),
+                ]
+                if before != after
+            ]
+            await self.store.add_products(registry.products)
+            actor = registry.actor("cart")
+            self.registry, self.catalog = registry, Catalog.from_registry(registry)
+            if not self.fixed_cart_factory:
+                self.cart_factory = resolve_callable(actor.handler)
+            self.cart_mailbox = self.settings.mailbox_capacity or actor.mailbox
+
+            before = {s.name: s for s in old.services}
+            after = {s.name: s for s in registry.services}
+            changed = sorted(n for n in before.keys() & after.keys() if before[n] != after[n])
+            removed = sorted(before.keys() - after.keys())
+            added = sorted(after.keys() - before.keys())
+            for name in changed + removed:
+                await self.stop_service(name)
+            for name in changed + added:
+                await self.start_service(after[name])
+            report = ReloadReport(
+                registry.version, len(self.catalog), changed, added, removed, restart_required
+            )
+            log_event(
+                logger, "registry reloaded", version=registry.version,
+                products=len(self.catalog), restarted=",".join(changed) or "-",
+                started=",".join(added) or "-", stopped=",".join(removed) or "-",
+            )
+            return report
+
 
 @asynccontextmanager
 async def open_shop(
@@ -211,9 +342,11 @@ async def open_shop(
     is the shutdown order. Raises ``LookupError`` if the registry names a callable that
     cannot be imported.
     """
+    problems = runnable_problems(registry)
+    if problems:
+        raise RegistryError(problems)
     actor = registry.actor("cart")
     factory: CartFactory = cart_factory or resolve_callable(actor.handler)
-    service_targets = {s.name: resolve_callable(s.process) for s in registry.services}
     # Trio runs actors on one thread; process.host workers bound the threads doing blocking
     # work (SQLite) so a burst of it cannot exhaust the thread pool.
     blocking = trio.CapacityLimiter(registry.process_host.workers)
@@ -229,17 +362,11 @@ async def open_shop(
             async with open_supervisor() as supervisor:
                 shop = Shop(
                     registry, Catalog.from_registry(registry), settings, host, bus, store,
-                    supervisor, factory, mailbox,
+                    supervisor, factory, mailbox, blocking,
+                    fixed_cart_factory=cart_factory is not None,
                 )
                 for service in registry.services:
-                    system, kind = service.subscribe or (ORDER_SYSTEM, ORDER_KIND)
-                    ctx = ServiceContext(
-                        service.name, store, bus.subscribe(system, kind, name=service.name)
-                    )
-                    shop.services[service.name] = ctx
-                    await supervisor.start(
-                        service.name, service_targets[service.name], service.restart, ctx
-                    )
+                    await shop.start_service(service)
                 log_event(
                     logger, "shop started", products=len(shop.catalog),
                     services=",".join(shop.services), store=settings.data_dir or "memory",

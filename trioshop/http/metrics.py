@@ -1,0 +1,127 @@
+"""Prometheus metrics: HTTP series kept per request, runtime series read from the shop on scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from trioshop.runtime import ServiceStatus
+from trioshop.shop.shop import Shop
+from trioshop.store import SqliteStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ShopCollector(Collector):
+    """Reads the runtime's own counters at scrape time: nothing is paid on the hot path."""
+
+    def __init__(self, get_shop: Callable[[], Shop | None]) -> None:
+        self._get_shop = get_shop
+
+    def collect(self) -> Iterator[Metric]:
+        shop = self._get_shop()
+        if shop is None:
+            return
+        host, counters = shop.host, shop.host.counters
+        yield GaugeMetricFamily("trioshop_actors_live", "Live actors (carts).", len(host))
+        for name, value, doc in [
+            ("spawned", counters.spawned, "Actors started."),
+            ("ended", counters.ended, "Actors ended, however they ended."),
+            ("crashed", counters.crashed, "Actors ended by an exception."),
+            ("passivated", counters.passivated, "Actors ended after their idle timeout."),
+            ("request_timeouts", counters.timeouts, "Request/reply calls that timed out."),
+        ]:
+            yield CounterMetricFamily(f"trioshop_actors_{name}", doc, value)
+        yield GaugeMetricFamily(
+            "trioshop_actor_mailbox_depth_max", "Deepest mailbox among live actors.",
+            host.max_mailbox_depth(),
+        )
+
+        yield CounterMetricFamily(
+            "trioshop_bus_events_published", "Events published on the bus.", shop.bus.published
+        )
+        delivered = CounterMetricFamily(
+            "trioshop_bus_events_delivered", "Events delivered per subscriber.",
+            labels=["subscriber"],
+        )
+        overflowed = CounterMetricFamily(
+            "trioshop_bus_events_overflowed", "Events dropped per subscriber (channel full).",
+            labels=["subscriber"],
+        )
+        for subscription in shop.bus.subscriptions():
+            delivered.add_metric([subscription.name], subscription.delivered)
+            overflowed.add_metric([subscription.name], subscription.overflowed)
+        yield delivered
+        yield overflowed
+
+        restarts = CounterMetricFamily(
+            "trioshop_service_restarts", "Restarts per supervised service.", labels=["service"]
+        )
+        state = GaugeMetricFamily(
+            "trioshop_service_state", "1 for the state each service is in.",
+            labels=["service", "state"],
+        )
+        processed = CounterMetricFamily(
+            "trioshop_service_orders_processed", "Orders handled per service.",
+            labels=["service"],
+        )
+        for name, service in shop.supervisor.states.items():
+            restarts.add_metric([name], service.restarts)
+            for status in ServiceStatus:
+                state.add_metric([name, status.value], float(service.status is status))
+        for name, ctx in shop.services.items():
+            processed.add_metric([name], ctx.processed)
+        yield restarts
+        yield state
+        yield processed
+
+        yield CounterMetricFamily(
+            "trioshop_checkouts", "Orders placed.", shop.counters.checkouts
+        )
+        yield CounterMetricFamily(
+            "trioshop_order_value", "Sum of order totals, in currency units.",
+            shop.counters.revenue_cents / 100,
+        )
+        if isinstance(shop.store, SqliteStore):
+            yield CounterMetricFamily(
+                "trioshop_store_transactions", "Store transactions (group commits).",
+                shop.store.batches,
+            )
+            yield CounterMetricFamily(
+                "trioshop_store_operations", "Store operations.", shop.store.operations
+            )
+
+
+@attrs.define
+class Metrics:
+    """One app's metrics, in a registry of its own (no process-global state)."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+
+    @classmethod
+    def create(cls, get_shop: Callable[[], Shop | None]) -> Metrics:
+        registry = CollectorRegistry(auto_describe=True)
+        requests = Counter(
+            "trioshop_http_requests", "HTTP requests by route, method and status.",
+            ["route", "method", "status"], registry=registry,
+        )
+        latency = Histogram(
+            "trioshop_http_request_duration_seconds", "HTTP request latency by route.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        registry.register(ShopCollector(get_shop))
+        return cls(registry, requests, latency)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
