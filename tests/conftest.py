@@ -46,9 +46,20 @@ class ShopClient:
         return shop
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, data: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        client: str = "127.0.0.1",
     ) -> tuple[int, Any, Any]:
-        kwargs: dict[str, Any] = {}
+        """One request from *client* (an IP address); returns status, JSON body, headers."""
+        kwargs: dict[str, Any] = {
+            "headers": headers or {},
+            "scope_base": {"client": (client, 50000)},
+        }
         if json is not None:
             kwargs["json"] = json
         if data is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from hypercorn.trio import serve
 from trioshop import logs
 from trioshop.config import Settings
 from trioshop.http import create_app
+from trioshop.http.app import ShopLifetime
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
 from trioshop.shop.shop import load_runnable_registry
@@ -39,17 +41,38 @@ def _load(folder: str) -> Registry | None:
     return None
 
 
-async def _watch_signals(
-    shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Set *shutdown* on the first SIGINT or SIGTERM; ready once the handlers are installed.
+async def _reload(lifetime: ShopLifetime) -> None:
+    """SIGHUP: reload the registry; a refused one is logged and the old one keeps serving."""
+    shop = lifetime.shop
+    if shop is None:
+        log_event(logger, "registry reload skipped: the shop is not running", logging.WARNING)
+        return
+    try:
+        await shop.reload_from_disk()
+    except RegistryError as exc:
+        log_event(
+            logger, "registry reload refused, the previous registry keeps serving",
+            logging.ERROR, problems=" | ".join(exc.problems),
+        )
 
-    It returns after the first signal, restoring the default handlers: a second Ctrl-C
-    during a slow graceful shutdown interrupts at once.
+
+async def _watch_signals(
+    shutdown: trio.Event,
+    lifetime: ShopLifetime,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGHUP reloads the registry; the first SIGINT or SIGTERM sets *shutdown*.
+
+    Ready once the handlers are installed. It returns after the first stop signal, restoring
+    the default handlers: a second Ctrl-C during a slow graceful shutdown interrupts at once.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                await _reload(lifetime)
+                continue
             log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
             shutdown.set()
             return
@@ -64,7 +87,7 @@ async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
     app = create_app(registry, settings)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        await nursery.start(_watch_signals, shutdown)
+        await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
         binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.
@@ -87,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         cart_idle_timeout=args.cart_idle or None,
         data_dir=None if args.memory else args.data_dir,
         sqlite_synchronous=args.sqlite_synchronous,
+        admin_token=args.admin_token or None,
     )
     bind = args.bind or registry.http_service.bind
     trio.run(_serve, registry, settings, bind)
@@ -124,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cart-idle", type=float, default=1800.0,
         help="seconds without a message before a cart is passivated (0: never; default 1800)",
+    )
+    run.add_argument(
+        "--admin-token", default=os.environ.get("TRIOSHOP_ADMIN_TOKEN"),
+        help="bearer token for /api/admin/* (default: $TRIOSHOP_ADMIN_TOKEN; "
+        "without one the admin API answers loopback clients only)",
     )
     run.add_argument(
         "--sqlite-synchronous", default="FULL", choices=["NORMAL", "FULL"],

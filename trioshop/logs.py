@@ -53,9 +53,6 @@ class KeyValueFormatter(logging.Formatter):
             f"ts={self._timestamp(record)} level={record.levelname.lower()} "
             f"logger={record.name} event={_quote(record.getMessage())}"
         )
-        rid = request_id.get()
-        if rid is not None:
-            line += f" request_id={_quote(rid)}"
         fields: dict[str, Any] | None = record.__dict__.get("fields")
         if fields:
             line += " " + " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
@@ -88,4 +85,7 @@ def log_event(
 ) -> None:
     """Log *event* with *fields* as structured ``key=value`` pairs (and *exc_info*'s traceback)."""
     if logger.isEnabledFor(level):
+        rid = request_id.get()
+        if rid is not None:  # read now: the record may be formatted in another context
+            fields = {"request_id": rid, **fields}
         logger.log(level, event, extra={"fields": fields}, exc_info=exc_info)
