@@ -8,7 +8,8 @@ run, and given as a ratio:
 
 - spawn rate: actors started per second (until every one is waiting on its mailbox);
 - memory per idle actor: RSS growth over N live carts each holding one item, divided by N
-  (each side is measured in a fresh subprocess so freed memory of one cannot hide the other's);
+  (each side is measured in a fresh subprocess so freed memory of one cannot hide the other's;
+  the carts run as in a --memory server, so their store entries are counted too);
 - request/reply round trips per second to one actor.
 
 Targets: memory <= 1.5 x bare, round trips >= 0.5 x bare; N = 100 000 carts must work.
@@ -31,10 +32,22 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trioshop.registry import Product
 from trioshop.runtime import EventBus, open_actor_host
-from trioshop.shop.cart import AddItem, new_cart
+from trioshop.shop.cart import AddItem, CartDeps, new_cart
+from trioshop.store import MemoryStore
 
 ITEM = AddItem("KB-002", "Mechanical Keyboard", 14999, 1)
+KEYBOARD = Product(
+    "p:kb", "bench", sku="KB-002", title="Mechanical Keyboard", price_cents=14999, stock=10**12
+)
+
+
+async def cart_deps() -> CartDeps:
+    """What a cart gets in a --memory server: a bus and the in-memory store."""
+    store = MemoryStore()
+    await store.add_products([KEYBOARD])
+    return CartDeps(EventBus(), store)
 
 
 def rss_bytes() -> int:
@@ -87,13 +100,13 @@ async def fill_bare(count: int) -> tuple[float, float]:
 
 async def fill_actors(count: int) -> tuple[float, float]:
     """Start *count* cart actors holding one item each; returns (spawn seconds, bytes each)."""
+    deps = await cart_deps()
     gc.collect()
     before = rss_bytes()
-    bus = EventBus()
     async with open_actor_host(max_actors=count) as host:
         started = time.perf_counter()
         actors = [
-            host.spawn(new_cart(f"user{n}", bus), name=f"cart:user{n}") for n in range(count)
+            host.spawn(new_cart(f"user{n}", deps), name=f"cart:user{n}") for n in range(count)
         ]
         await trio.testing.wait_all_tasks_blocked()
         spawn_seconds = time.perf_counter() - started
@@ -116,7 +129,7 @@ async def round_trips(kind: str, count: int) -> float:
                 await bare_request(send, ITEM)
         else:
             async with open_actor_host() as host:
-                actor = host.spawn(new_cart("u", EventBus()))
+                actor = host.spawn(new_cart("u", await cart_deps()))
                 started = time.perf_counter()
                 for _ in range(count):
                     await host.request(actor, ITEM, timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -125,3 +126,28 @@ def test_crashing_service_still_processes_every_order_once(tmp_path: Path) -> No
     assert output.count('event="service crashed" service=delivery') == 3
     for order_id in order_ids:
         assert len(re.findall(rf"package dispatched for user \S+ order_id={order_id}", output)) == 1
+
+
+def test_sigterm_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """Adds racing a SIGTERM: every add answered 200 is in the cart after a restart."""
+    data = tmp_path / "data"
+    server = serve(REGISTRY_DIR, data)
+    acknowledged = 0
+    assert server.process is not None
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        for n in range(400):
+            if n == 50:
+                server.process.send_signal(signal.SIGTERM)  # requests keep coming meanwhile
+            try:
+                response = http.post("/api/cart/racer/items", json={"sku": "MOUSE-003"})
+            except httpx.TransportError:
+                break  # the listener has closed: nothing more can be acknowledged
+            if response.status_code == 200:
+                acknowledged += 1
+    assert server.process.wait(timeout=30) == 0
+    assert acknowledged >= 50
+    with running_server("--registry", str(REGISTRY_DIR), "--data-dir", str(data)) as server:
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            cart = http.get("/api/cart/racer").json()
+        server.terminate()
+    assert cart["items"][0]["quantity"] == acknowledged

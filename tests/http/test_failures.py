@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -40,41 +41,32 @@ def crashing(user_id: str, deps: CartDeps) -> Cart:
     return CrashingCart(user_id, deps)
 
 
-async def test_view_times_out_with_504(
-    registry: Registry, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize(
+    ("settings", "method", "path", "message", "seconds"),
+    [
+        (Settings(), "GET", "/api/cart/alice", "Cart process did not respond", 3.0),
+        (Settings(), "POST", "/api/cart/alice/checkout", "Checkout timed out", 5.0),
+        (Settings(read_timeout=0.5), "GET", "/api/cart/alice", "Cart process did not respond", 0.5),
+        (Settings(checkout_timeout=1.0), "POST", "/api/cart/alice/checkout",
+         "Checkout timed out", 1.0),
+    ],
+)
+async def test_unanswered_cart_is_504_after_its_deadline(
+    registry: Registry,
+    autojump_clock: trio.testing.MockClock,
+    settings: Settings,
+    method: str,
+    path: str,
+    message: str,
+    seconds: float,
 ) -> None:
-    """A cart that does not answer a view gives 504 'Cart process did not respond' after 3 s."""
-    async with open_shop_client(registry, cart_factory=unresponsive) as client:
+    """A cart that does not answer gives a 504 after exactly the configured deadline."""
+    async with open_shop_client(registry, settings, cart_factory=unresponsive) as client:
         assert (await client.add("alice", "KB-002"))[0] == 200
         start = trio.current_time()
-        status, body, _ = await client.request("GET", "/api/cart/alice")
-        assert (status, body) == (504, {"error": "Cart process did not respond"})
-        assert trio.current_time() - start == 3.0
-
-
-async def test_checkout_times_out_with_504(
-    registry: Registry, autojump_clock: trio.testing.MockClock
-) -> None:
-    """A cart that does not answer checkout gives 504 'Checkout timed out' after 5 s."""
-    async with open_shop_client(registry, cart_factory=unresponsive) as client:
-        await client.add("alice", "KB-002")
-        start = trio.current_time()
-        status, body, _ = await client.request("POST", "/api/cart/alice/checkout")
-        assert (status, body) == (504, {"error": "Checkout timed out"})
-        assert trio.current_time() - start == 5.0
-
-
-async def test_timeouts_are_configurable(
-    registry: Registry, autojump_clock: trio.testing.MockClock
-) -> None:
-    """Settings.read_timeout sets the view deadline."""
-    settings = Settings(read_timeout=0.5)
-    async with open_shop_client(registry, settings, cart_factory=unresponsive) as client:
-        await client.add("alice", "KB-002")
-        start = trio.current_time()
-        status, _, _ = await client.request("GET", "/api/cart/alice")
-        assert status == 504
-        assert trio.current_time() - start == 0.5
+        status, body, _ = await client.request(method, path)
+        assert (status, body) == (504, {"error": message})
+        assert trio.current_time() - start == seconds
 
 
 async def test_full_mailbox_is_503_with_retry_after(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import attrs
 
 from trioshop.registry import Product, Registry
@@ -25,7 +27,7 @@ class Catalog:
         """The product with *sku*, or ``None``."""
         return self._by_sku.get(sku)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Product]:
         return iter(self.products)
 
     def __len__(self) -> int:
