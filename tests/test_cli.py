@@ -1,0 +1,50 @@
+"""Tests of the command line: ``trioshop check`` on good and broken registries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REGISTRY_DIR
+
+
+def check(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trioshop", "check", "--registry", str(folder)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_check_accepts_the_shipped_registry() -> None:
+    """`trioshop check` exits 0 and summarises a valid registry."""
+    result = check(REGISTRY_DIR)
+    assert result.returncode == 0, result.stderr
+    assert "5 products, 2 services" in result.stdout
+
+
+def test_check_names_file_and_entry_at_fault(tmp_path: Path) -> None:
+    """A broken registry exits non-zero with the file and entry in the message."""
+    folder = tmp_path / "registry"
+    shutil.copytree(REGISTRY_DIR, folder)
+    products = folder / "products.yaml"
+    products.write_text(products.read_text().replace("sku: HP-005", "sku: 5"))
+    result = check(folder)
+    assert result.returncode == 1
+    assert f"{products}: entry 'app.products:headphones'" in result.stderr
+    assert "field 'sku' must be a non-empty string" in result.stderr
+
+
+def test_check_reports_unimportable_callables(tmp_path: Path) -> None:
+    """A service naming a function that does not exist is refused by check."""
+    folder = tmp_path / "registry"
+    shutil.copytree(REGISTRY_DIR, folder)
+    processes = folder / "processes.yaml"
+    processes.write_text(processes.read_text().replace(
+        "trioshop.shop.notifier:run", "trioshop.shop.notifier:missing"
+    ))
+    result = check(folder)
+    assert result.returncode == 1
+    assert "entry 'app.processes:notifier' (process.service)" in result.stderr
+    assert "has no attribute 'missing'" in result.stderr
