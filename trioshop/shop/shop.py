@@ -271,11 +271,15 @@ class Shop:
         self.services.pop(name).events.close()
 
     async def reload_from_disk(self) -> ReloadReport:
-        """Re-read the registry folder (in a worker thread) and :meth:`reload` it."""
+        """Re-read and check the registry folder in a worker thread, then switch to it.
+
+        Reading files and importing the modules it names is blocking work, hence the thread.
+        Raises :class:`RegistryError` (nothing changed) as :meth:`reload` does.
+        """
         registry = await trio.to_thread.run_sync(
             load_runnable_registry, self.registry.folder, limiter=self.blocking
         )
-        return await self.reload(registry)
+        return await self._switch(registry)
 
     async def reload(self, registry: Registry) -> ReloadReport:
         """Switch to *registry*: validated whole first, then swapped in one step.
@@ -285,10 +289,13 @@ class Shop:
         carts keep the price they were added at. Only services whose entry changed are
         restarted. Address and prefix changes need a server restart and are reported.
         """
+        problems = runnable_problems(registry)
+        if problems:
+            raise RegistryError(problems)
+        return await self._switch(registry)
+
+    async def _switch(self, registry: Registry) -> ReloadReport:
         async with self._reload_lock:
-            problems = runnable_problems(registry)
-            if problems:
-                raise RegistryError(problems)
             old = self.registry
             restart_required = [
                 f"{what} changed: restart the server to apply it"
