@@ -19,6 +19,7 @@ from trioshop import logs
 from trioshop.config import Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
+from trioshop.http.asgi import shield_sends
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
 from trioshop.shop.shop import load_runnable_registry
@@ -88,7 +89,9 @@ async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
-        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        binds = await nursery.start(
+            partial(serve, shield_sends(app), config, shutdown_trigger=shutdown.wait)
+        )
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.
         gc.freeze()

@@ -94,3 +94,14 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation() -> None:
         assert operations == 13
         assert cases >= operations
         assert server.terminate() == 0
+
+
+def test_idle_keep_alive_connection_does_not_hold_shutdown() -> None:
+    """SIGTERM with an idle keep-alive client exits at once, not after the 5 s grace period."""
+    with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:
+        assert server.process is not None
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            assert http.get("/healthz").status_code == 200  # the connection stays open, idle
+            server.process.send_signal(signal.SIGTERM)
+            # Bounded wait, well under hypercorn's graceful timeout (5 s) the bug would cost.
+            assert server.process.wait(timeout=2.5) == 0
