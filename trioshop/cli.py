@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,7 +20,6 @@ from trioshop import logs
 from trioshop.config import Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
-from trioshop.http.asgi import shield_sends
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
 from trioshop.shop.shop import load_runnable_registry
@@ -85,13 +85,15 @@ async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
     config.accesslog = None  # trioshop writes its own access log line per request
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_timeout
+    # With quart-trio, hypercorn's keep-alive timer is never armed (quart-trio cancels the
+    # response task while hypercorn arms it), so idle connections would stay open forever.
+    # Arming it costs a task per request; a read deadline closes idle clients for free.
+    config.read_timeout = math.ceil(settings.idle_connection_timeout)
     app = create_app(registry, settings)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
-        binds = await nursery.start(
-            partial(serve, shield_sends(app), config, shutdown_trigger=shutdown.wait)
-        )
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.
         gc.freeze()
@@ -111,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         checkout_timeout=args.checkout_timeout,
         max_live_carts=args.max_live_carts,
         cart_idle_timeout=args.cart_idle or None,
+        idle_connection_timeout=args.connection_idle,
         data_dir=None if args.memory else args.data_dir,
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
@@ -151,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cart-idle", type=float, default=1800.0,
         help="seconds without a message before a cart is passivated (0: never; default 1800)",
+    )
+    run.add_argument(
+        "--connection-idle", type=float, default=30.0,
+        help="seconds before an HTTP connection that sends nothing is closed (default 30)",
     )
     run.add_argument(
         "--admin-token", default=os.environ.get("TRIOSHOP_ADMIN_TOKEN"),

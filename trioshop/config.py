@@ -34,6 +34,8 @@ class Settings:
     read_timeout: float = _seconds(3.0)
     checkout_timeout: float = _seconds(5.0)
     shutdown_timeout: float = _seconds(5.0)
+    # An HTTP connection that sends nothing for this long is closed (idle keep-alive clients).
+    idle_connection_timeout: float = _seconds(30.0)
     max_live_carts: int = attrs.field(default=100_000, validator=[v.instance_of(int), v.gt(0)])
     mailbox_capacity: int | None = attrs.field(
         default=None, validator=v.optional([v.instance_of(int), v.gt(0)])
