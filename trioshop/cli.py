@@ -15,6 +15,7 @@ from functools import partial
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from hypercorn.utils import LifespanFailureError
 
 from trioshop import logs
 from trioshop.config import Settings
@@ -119,8 +120,28 @@ def _run(args: argparse.Namespace) -> int:
         admin_token=args.admin_token or None,
     )
     bind = args.bind or registry.http_service.bind
-    trio.run(_serve, registry, settings, bind)
+    try:
+        trio.run(_serve, registry, settings, bind)
+    except BaseExceptionGroup as group:
+        problem = _startup_problem(group, bind)
+        if problem is None:
+            raise
+        print(f"trioshop: {problem}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _startup_problem(group: BaseExceptionGroup[BaseException], bind: str) -> str | None:
+    """A one-line explanation when *group* is only a failed start, else ``None``."""
+    matched, rest = group.split((LifespanFailureError, OSError))
+    if matched is None or rest is not None:
+        return None
+    failures: tuple[BaseException, ...] = matched.exceptions
+    while len(failures) == 1 and isinstance(failures[0], BaseExceptionGroup):
+        failures = failures[0].exceptions
+    if all(isinstance(f, LifespanFailureError) for f in failures):
+        return "the shop could not start: " + "; ".join(map(str, failures))
+    return f"cannot listen on {bind}: " + "; ".join(map(str, failures)) + "; choose another --bind"
 
 
 def _check(args: argparse.Namespace) -> int:
