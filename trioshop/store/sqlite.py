@@ -1,4 +1,4 @@
-"""The SQLite store: one writer task applies every operation, batching them into transactions."""
+"""The SQLite store: one writer task batches every change into transactions; reads go beside."""
 
 from __future__ import annotations
 
@@ -57,12 +57,14 @@ def _statuses(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceStatu
 
 @attrs.define
 class SqliteStore(Store):
-    """A SQLite database in WAL mode, reached only from its writer task's thread.
+    """A SQLite database in WAL mode: one writer task for every change, a read connection beside.
 
-    Callers submit operations over a bounded channel; the writer takes every operation
+    Callers submit changes over a bounded channel; the writer takes every operation
     waiting (up to ``max_batch``), runs them in one transaction on a worker thread (through
     ``limiter``) and commits once: group commit, one fsync for many carts. An operation that
-    refuses (``InsufficientStock``...) is rolled back to its savepoint alone.
+    refuses (``InsufficientStock``...) is rolled back to its savepoint alone. Reads run on
+    their own connection (WAL lets them see every committed change without waiting for the
+    writer), one at a time, also in a worker thread.
     """
 
     path: Path
@@ -73,6 +75,10 @@ class SqliteStore(Store):
     batches: int = attrs.field(default=0, init=False)
     operations: int = attrs.field(default=0, init=False)
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    # Reads use a connection of their own: under WAL they see every committed write and
+    # never wait behind a batch of writes (one read at a time, in a worker thread).
+    _reader: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    _read_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
     _send: trio.MemorySendChannel[Pending] | None = attrs.field(default=None, init=False)
 
     # -- the writer ---------------------------------------------------------------------
@@ -86,6 +92,10 @@ class SqliteStore(Store):
         conn.execute("PRAGMA foreign_keys=ON")
         version = migrate(conn)
         self._conn = conn
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA query_only=ON")
+        self._reader = reader
         self._seed_stock(conn, products)
         stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
         owners = {r["user_id"] for r in conn.execute("SELECT user_id FROM carts")}
@@ -164,9 +174,10 @@ class SqliteStore(Store):
                         with contextlib.suppress(trio.BrokenResourceError):
                             reply.send_nowait(outcome)
         finally:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._reader):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._reader = None
 
     def close(self) -> None:
         """Stop accepting operations; the writer finishes the queued ones, then ends."""
@@ -192,6 +203,25 @@ class SqliteStore(Store):
             return value  # type: ignore[no-any-return]
         raise value
 
+    def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        reader = self._reader
+        assert reader is not None
+        reader.execute("BEGIN")  # one snapshot for a read of several statements
+        try:
+            return query(reader)
+        finally:
+            reader.execute("COMMIT")
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *query* on the read connection in a worker thread; sees every acknowledged write."""
+        if self._reader is None:
+            raise StoreClosed("the store is not open")
+        async with self._read_lock:
+            try:
+                return await trio.to_thread.run_sync(self._run_read, query, limiter=self.limiter)
+            except sqlite3.Error as exc:
+                raise StoreError(f"the database refused the read ({exc}); retry later") from exc
+
     # -- operations ---------------------------------------------------------------------
 
     async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
@@ -202,7 +232,7 @@ class SqliteStore(Store):
             row = conn.execute("SELECT lines FROM carts WHERE user_id = ?", (user_id,)).fetchone()
             return () if row is None else tuple(map(CartLine.from_record, json.loads(row[0])))
 
-        return await self._submit(load)
+        return await self._read(load)
 
     async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
         payload = json.dumps([line.to_record() for line in lines])
@@ -279,7 +309,7 @@ class SqliteStore(Store):
                 return None
             return StoredOrder(_order_from_row(row), _statuses(conn, order_id))
 
-        return await self._submit(read)
+        return await self._read(read)
 
     async def orders_for(self, user_id: str) -> list[StoredOrder]:
         def read(conn: sqlite3.Connection) -> list[StoredOrder]:
@@ -289,7 +319,7 @@ class SqliteStore(Store):
             ).fetchall()
             return [StoredOrder(_order_from_row(r), _statuses(conn, r["order_id"])) for r in rows]
 
-        return await self._submit(read)
+        return await self._read(read)
 
     async def order_by_key(self, idempotency_key: str) -> Order | None:
         def read(conn: sqlite3.Connection) -> Order | None:
@@ -298,7 +328,7 @@ class SqliteStore(Store):
             ).fetchone()
             return None if row is None else _order_from_row(row)
 
-        return await self._submit(read)
+        return await self._read(read)
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         def read(conn: sqlite3.Connection) -> list[OutboxEntry]:
@@ -311,7 +341,7 @@ class SqliteStore(Store):
             ).fetchall()
             return [OutboxEntry(r["seq"], _order_from_row(r)) for r in rows]
 
-        return await self._submit(read)
+        return await self._read(read)
 
     async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
         def record(conn: sqlite3.Connection) -> None:
