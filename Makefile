@@ -24,5 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+bench: $(STAMP)
+	$(BIN)/python bench/actors.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/load.py --spawn
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
