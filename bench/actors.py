@@ -9,7 +9,7 @@ run, and given as a ratio:
 - spawn rate: actors started per second (until every one is waiting on its mailbox);
 - memory per idle actor: RSS growth over N live carts each holding one item, divided by N
   (each side is measured in a fresh subprocess so freed memory of one cannot hide the other's;
-  the carts run as in a --memory server, so their store entries are counted too);
+  the carts run as in a --memory server, with their idle timeout and store entries);
 - request/reply round trips per second to one actor.
 
 Targets: memory <= 1.5 x bare, round trips >= 0.5 x bare; N = 100 000 carts must work.
@@ -38,6 +38,7 @@ from trioshop.shop.cart import AddItem, CartDeps, new_cart
 from trioshop.store import MemoryStore
 
 ITEM = AddItem("KB-002", "Mechanical Keyboard", 14999, 1)
+CART_IDLE = 1800.0  # as the server spawns carts: with passivation on
 KEYBOARD = Product(
     "p:kb", "bench", sku="KB-002", title="Mechanical Keyboard", price_cents=14999, stock=10**12
 )
@@ -106,7 +107,8 @@ async def fill_actors(count: int) -> tuple[float, float]:
     async with open_actor_host(max_actors=count) as host:
         started = time.perf_counter()
         actors = [
-            host.spawn(new_cart(f"user{n}", deps), name=f"cart:user{n}") for n in range(count)
+            host.spawn(new_cart(f"user{n}", deps), name=f"cart:user{n}", idle_timeout=CART_IDLE)
+            for n in range(count)
         ]
         await trio.testing.wait_all_tasks_blocked()
         spawn_seconds = time.perf_counter() - started
@@ -129,7 +131,7 @@ async def round_trips(kind: str, count: int) -> float:
                 await bare_request(send, ITEM)
         else:
             async with open_actor_host() as host:
-                actor = host.spawn(new_cart("u", await cart_deps()))
+                actor = host.spawn(new_cart("u", await cart_deps()), idle_timeout=CART_IDLE)
                 started = time.perf_counter()
                 for _ in range(count):
                     await host.request(actor, ITEM, timeout=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -201,16 +202,34 @@ async def test_live_actor_limit() -> None:
 
 
 async def test_idle_actor_passivates(autojump_clock: trio.testing.MockClock) -> None:
-    """An actor with an idle timeout ends after that long without messages."""
-    async with open_actor_host() as host:
+    """An actor with an idle timeout ends at the first idle check after that long without mail."""
+    async with open_actor_host(idle_check_interval=1) as host:
         actor = host.spawn(Counter(), name="idle", idle_timeout=10)
-        await trio.sleep(9)
+        forever = host.spawn(Counter(), name="forever")
+        await trio.sleep(9.5)
         assert await host.request(actor, 1, timeout=1) == 1
         await trio.sleep(9)
         assert host.lookup("idle") is actor
-        await trio.sleep(2)
+        await trio.sleep(2)  # past 10 s idle and the next check
         assert host.lookup("idle") is None
         assert host.counters.passivated == 1
+        with pytest.raises(ActorEnded):
+            await host.request(actor, 1, timeout=1)
+        await trio.sleep(1000)
+        assert host.lookup("forever") is forever
+
+
+async def test_busy_actor_is_not_passivated(autojump_clock: trio.testing.MockClock) -> None:
+    """An actor still handling a message is not idle, however long the message takes."""
+    gate = trio.Event()
+    async with open_actor_host(idle_check_interval=1) as host, trio.open_nursery() as nursery:
+        actor = host.spawn(Gate(gate), name="slow", idle_timeout=5)
+        nursery.start_soon(partial(host.request, actor, "work", timeout=100))
+        await trio.sleep(50)
+        assert host.lookup("slow") is actor
+        gate.set()
+        await trio.sleep(7)
+        assert host.lookup("slow") is None
 
 
 async def test_shutdown_cancels_actors_and_closes_host() -> None:

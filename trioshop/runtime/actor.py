@@ -55,6 +55,8 @@ class Actor:
     inbox: trio.MemoryReceiveChannel[Envelope] = attrs.field(repr=False)
     started_at: float
     last_message_at: float
+    idle_timeout: float | None = None
+    busy: bool = True  # starting or handling a message; False only while waiting for mail
     stopping: bool = False
     ended: bool = False
     crashed: bool = False

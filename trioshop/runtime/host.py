@@ -27,6 +27,9 @@ from trioshop.runtime.errors import (
 
 logger = logging.getLogger("trioshop.runtime")
 
+# Put in an idle actor's mailbox by the host to make it end; never seen by behaviours.
+_PASSIVATE = object()
+
 
 @attrs.frozen
 class ActorInfo:
@@ -64,6 +67,7 @@ class ActorHost:
     mailbox_capacity: int = 256
     max_actors: int = 100_000
     shutdown_timeout: float = 5.0
+    idle_check_interval: float = 10.0
     counters: HostCounters = attrs.field(factory=HostCounters)
     _actors: dict[int, Actor] = attrs.field(factory=dict)
     _names: dict[str, Actor] = attrs.field(factory=dict)
@@ -83,9 +87,11 @@ class ActorHost:
     ) -> Actor:
         """Start *behaviour* as a new actor and return its handle at once.
 
-        With *idle_timeout*, the actor ends (reason ``idle``) after that many seconds without
-        a message. Raises :class:`ValueError` if *name* is taken, :class:`TooManyActors` at the
-        live-actor limit, :class:`HostClosed` after shutdown began.
+        With *idle_timeout*, the actor ends (reason ``idle``) once it has waited that many
+        seconds without a message, as seen by the host's next idle check (every
+        ``idle_check_interval`` seconds). Raises :class:`ValueError` if *name* is taken,
+        :class:`TooManyActors` at the live-actor limit, :class:`HostClosed` after shutdown
+        began.
         """
         if self._closed:
             raise HostClosed("the actor host is shut down; no new actors can start")
@@ -97,15 +103,13 @@ class ActorHost:
             )
         send, receive = trio.open_memory_channel[Envelope](mailbox or self.mailbox_capacity)
         now = trio.current_time()
-        actor = Actor(self._next_pid, name, send, receive, now, now)
+        actor = Actor(self._next_pid, name, send, receive, now, now, idle_timeout)
         self._next_pid += 1
         self._actors[actor.pid] = actor
         if name is not None:
             self._names[name] = actor
         self.counters.spawned += 1
-        self._context.run(
-            self._nursery.start_soon, self._run_actor, actor, behaviour, idle_timeout
-        )
+        self._context.run(self._nursery.start_soon, self._run_actor, actor, behaviour)
         return actor
 
     def lookup(self, name: str) -> Actor | None:
@@ -210,9 +214,37 @@ class ActorHost:
         if actor.name is not None and self._names.get(actor.name) is actor:
             del self._names[actor.name]
 
-    async def _run_actor(
-        self, actor: Actor, behaviour: Behaviour, idle_timeout: float | None
+    def passivate_idle(self) -> int:
+        """End every actor that has waited longer than its idle timeout; returns how many.
+
+        Synchronous, so no message can arrive between the check and the deregistration; the
+        actor is then woken with a sentinel and ends with reason ``idle``. One pass over the
+        actors every ``idle_check_interval`` replaces a timer per actor per message.
+        """
+        now = trio.current_time()
+        idle = [
+            actor
+            for actor in self._actors.values()
+            if actor.idle_timeout is not None
+            and not actor.busy
+            and not actor.stopping
+            and now - actor.last_message_at >= actor.idle_timeout
+            and actor.mailbox_depth == 0
+        ]
+        for actor in idle:
+            self._mark_stopping(actor)
+            actor.mailbox.send_nowait((_PASSIVATE, None))
+        return len(idle)
+
+    async def _check_idle(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.idle_check_interval)
+            self.passivate_idle()
+
+    async def _run_actor(self, actor: Actor, behaviour: Behaviour) -> None:
         reason = "stopped"
         ctx: ActorContext | None = None
         try:
@@ -221,7 +253,7 @@ class ActorHost:
                 on_start = getattr(behaviour, "on_start", None)
                 if on_start is not None:
                     await on_start(ctx)
-                reason = await self._serve(ctx, behaviour, idle_timeout)
+                reason = await self._serve(ctx, behaviour)
                 nursery.cancel_scope.cancel()
         except* trio.Cancelled:
             reason = "cancelled"
@@ -251,22 +283,14 @@ class ActorHost:
                     cleanup.deadline = trio.current_time() + self.shutdown_timeout
                     await on_stop(ctx, reason)
 
-    async def _serve(
-        self, ctx: ActorContext, behaviour: Behaviour, idle_timeout: float | None
-    ) -> str:
+    async def _serve(self, ctx: ActorContext, behaviour: Behaviour) -> str:
         actor, inbox = ctx.actor, ctx.actor.inbox
         while not actor.stopping:
-            if idle_timeout is None:
-                message, reply = await inbox.receive()
-            else:
-                with trio.move_on_after(idle_timeout) as waiting:
-                    message, reply = await inbox.receive()
-                if waiting.cancelled_caught:
-                    # Deregister before the next checkpoint: no message can slip in unseen.
-                    if actor.mailbox_depth == 0:
-                        self._mark_stopping(actor)
-                        return "idle"
-                    continue
+            actor.busy = False
+            message, reply = await inbox.receive()
+            actor.busy = True
+            if message is _PASSIVATE:
+                return "idle"
             actor.last_message_at = trio.current_time()
             try:
                 result: Reply = (True, await behaviour.handle(ctx, message))
@@ -287,6 +311,7 @@ class ActorHost:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     reply.send_nowait(result)
                 reply.close()
+            actor.last_message_at = trio.current_time()  # idle time counts from the answer
         return "stopped"
 
     def _release(self, actor: Actor) -> None:
@@ -311,10 +336,12 @@ async def open_actor_host(
     mailbox_capacity: int = 256,
     max_actors: int = 100_000,
     shutdown_timeout: float = 5.0,
+    idle_check_interval: float = 10.0,
 ) -> AsyncIterator[ActorHost]:
     """Open the root nursery and yield an :class:`ActorHost` that spawns actors into it.
 
-    Ready on entry. On exit the host refuses new actors, cancels every live one and waits
+    Ready on entry (its idle checker, a task of the root nursery, is running). On exit the
+    host refuses new actors, cancels every live one and waits
     for them; each actor's ``on_stop`` cleanup gets at most *shutdown_timeout* seconds.
     An actor's crash never propagates here: it is logged and ends that actor only.
     """
@@ -324,7 +351,9 @@ async def open_actor_host(
             mailbox_capacity=mailbox_capacity,
             max_actors=max_actors,
             shutdown_timeout=shutdown_timeout,
+            idle_check_interval=idle_check_interval,
         )
+        await nursery.start(host._check_idle)
         try:
             yield host
         finally:

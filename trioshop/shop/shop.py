@@ -358,12 +358,15 @@ async def open_shop(
     # work (SQLite) so a burst of it cannot exhaust the thread pool.
     blocking = trio.CapacityLimiter(registry.process_host.workers)
     mailbox = settings.mailbox_capacity or actor.mailbox
+    idle = settings.cart_idle_timeout
     async with open_store(
         settings.data_dir, registry.products, blocking, synchronous=settings.sqlite_synchronous
     ) as store, open_actor_host(
         mailbox_capacity=mailbox,
         max_actors=settings.max_live_carts,
         shutdown_timeout=settings.shutdown_timeout,
+        # A cart is passivated between idle and idle + 10 % (at most 10 s) without mail.
+        idle_check_interval=min(10.0, idle / 10) if idle else 10.0,
     ) as host:
         with open_event_bus(settings.bus_capacity) as bus:
             async with open_supervisor() as supervisor:
