@@ -8,7 +8,12 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from trioshop.http.errors import ApiError, error_response
-from trioshop.http.validation import check_add_item, check_user_id, parse_json_object
+from trioshop.http.validation import (
+    check_add_item,
+    check_idempotency_key,
+    check_user_id,
+    parse_json_object,
+)
 from trioshop.money import to_json_number
 from trioshop.registry import Product
 from trioshop.runtime import ActorTimeout
@@ -36,25 +41,18 @@ def product_json(product: Product, stock: int) -> dict[str, Any]:
     }
 
 
+def service_status_json(status: ServiceStatus | None) -> dict[str, Any]:
+    if status is None:  # the service has not handled the order yet
+        return {"status": "pending", "updated_at": None}
+    return {"status": status.status, "updated_at": status.at}
+
+
 def stored_order_json(stored: StoredOrder, services: list[str]) -> dict[str, Any]:
-    """An order with what each service did with it: ``pending`` until it reports."""
-    pending = ServiceStatus("pending", 0.0)
-    statuses = {name: stored.services.get(name, pending) for name in services}
+    """An order with what each running service did with it."""
     return {
         **stored.order.to_json(),
-        "services": {
-            name: {"status": s.status, "updated_at": s.at if s.at else None}
-            for name, s in statuses.items()
-        },
+        "services": {name: service_status_json(stored.services.get(name)) for name in services},
     }
-
-
-def check_idempotency_key(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not 1 <= len(value) <= 255 or not value.isprintable():
-        raise ApiError(400, "Idempotency-Key must be 1-255 printable characters")
-    return value
 
 
 def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:

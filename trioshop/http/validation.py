@@ -46,3 +46,12 @@ def check_add_item(body: dict[str, Any]) -> tuple[str, int]:
     if not 1 <= quantity <= MAX_QUANTITY:
         raise ApiError(400, f"Field 'quantity' must be an integer from 1 to {MAX_QUANTITY}")
     return sku, quantity
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header if absent or 1-255 printable characters; else a 400."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not value.isprintable():
+        raise ApiError(400, "Idempotency-Key must be 1-255 printable characters")
+    return value
