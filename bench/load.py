@@ -251,10 +251,10 @@ def passed(summary: dict[str, Any]) -> bool:
 async def find_capacity(
     base_url: str, think_scale: float, step_seconds: float, max_vus: int, progress: bool
 ) -> dict[str, Any]:
-    """Double the VUs step by step until a threshold breaks; report the largest that held."""
-    steps = []
-    vus, best = 8, 0
-    while vus <= max_vus:
+    """Double the VUs until a threshold breaks, then bisect; report the largest that held."""
+    steps: list[dict[str, Any]] = []
+
+    async def step(vus: int) -> bool:
         ramp = min(5.0, step_seconds / 2)
         summary = await run_scenario(
             base_url, [(ramp, vus), (step_seconds, vus)], think_scale, progress
@@ -264,11 +264,25 @@ async def find_capacity(
         print(f"  step {vus:5d} VUs: p95 {summary['overall']['p95_ms']:.1f} ms, "
               f"failed {summary['failed_rate'] * 100:.2f} %, "
               f"{summary['overall']['rate_per_s']:.0f} req/s -> {'held' if ok else 'broke'}")
-        if not ok:
+        return ok
+
+    held, broke = 0, None
+    vus = 8
+    while vus <= max_vus:
+        if not await step(vus):
+            broke = vus
             break
-        best = vus
-        vus *= 2
-    return {"max_vus_held": best, "steps": steps}
+        held, vus = vus, vus * 2
+    # Narrow the bracket to within ~10 % (at most 3 more steps).
+    for _ in range(3):
+        if broke is None or broke - held <= max(4, held // 10):
+            break
+        middle = (held + broke) // 2
+        if await step(middle):
+            held = middle
+        else:
+            broke = middle
+    return {"max_vus_held": held, "first_broken": broke, "steps": steps}
 
 
 @contextmanager
