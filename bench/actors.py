@@ -32,22 +32,19 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trioshop.registry import Product
+from trioshop.domain import CartLine
 from trioshop.runtime import EventBus, open_actor_host
 from trioshop.shop.cart import AddItem, CartDeps, new_cart
 from trioshop.store import MemoryStore
 
-ITEM = AddItem("KB-002", "Mechanical Keyboard", 14999, 1)
+ITEM = AddItem(CartLine("KB-002", "Mechanical Keyboard", 14999, 1))
 CART_IDLE = 1800.0  # as the server spawns carts: with passivation on
-KEYBOARD = Product(
-    "p:kb", "bench", sku="KB-002", title="Mechanical Keyboard", price_cents=14999, stock=10**12
-)
 
 
 async def cart_deps() -> CartDeps:
     """What a cart gets in a --memory server: a bus and the in-memory store."""
     store = MemoryStore()
-    await store.add_products([KEYBOARD])
+    await store.add_stock({"KB-002": 10**12})
     return CartDeps(EventBus(), store)
 
 
@@ -62,7 +59,7 @@ def rss_bytes() -> int:
 async def bare_actor(receive: trio.MemoryReceiveChannel[Any]) -> None:
     lines: dict[str, Any] = {}
     async for message, reply in receive:
-        lines[message.sku] = message
+        lines[message.line.sku] = message
         if reply is not None:
             reply.send_nowait(message)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR
 
 
 def check(folder: Path) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def test_check_names_file_and_entry_at_fault(tmp_path: Path) -> None:
     products.write_text(products.read_text().replace("sku: HP-005", "sku: 5"))
     result = check(folder)
     assert result.returncode == 1
-    assert f"{products}: entry 'app.products:headphones'" in result.stderr
+    assert f"{products}: entry 'app:product.headphones'" in result.stderr
     assert "field 'sku' must be a non-empty string" in result.stderr
 
 
@@ -47,7 +47,7 @@ def test_check_reports_unimportable_callables(tmp_path: Path) -> None:
     ))
     result = check(folder)
     assert result.returncode == 1
-    assert "entry 'app.processes:notifier' (process.service)" in result.stderr
+    assert "entry 'app:notifier' (process.service)" in result.stderr
     assert "has no attribute 'missing'" in result.stderr
 
 

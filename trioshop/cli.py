@@ -11,19 +11,21 @@ import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from hypercorn.utils import LifespanFailureError
 
 from trioshop import logs
-from trioshop.config import Settings
+from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
-from trioshop.shop.shop import load_runnable_registry
+from trioshop.shop import load_runnable_registry
 
 logger = logging.getLogger("trioshop.server")
 
@@ -108,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     logs.configure(args.log_level.upper())
     registry = _load(args.registry)
     if registry is None:
-        return 2
+        return 1
     settings = Settings(
         read_timeout=args.read_timeout,
         checkout_timeout=args.checkout_timeout,
@@ -155,30 +157,97 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default(name: str) -> Any:
+    """The default of a :class:`Settings` field: the command line states no figure of its own."""
+    return attrs.fields_dict(Settings)[name].default
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _idle_seconds(text: str) -> float:
+    """A non-negative number of seconds; 0 turns passivation off."""
+    try:
+        return 0.0 if float(text) == 0 else _seconds(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (never) or a positive number of seconds, got {text!r}"
+        ) from None
+
+
+def _count(text: str) -> int:
+    """A positive whole number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _bind(text: str) -> str:
+    """``HOST:PORT`` with a port from 0 (any free one) to 65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with a port from 0 to 65535, got {text!r}"
+        )
+    return text
+
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trioshop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="serve the shop over HTTP")
-    run.add_argument("--registry", default="registry", help="registry folder (default: registry)")
-    run.add_argument("--bind", help="HOST:PORT to listen on (default: the registry's http.service)")
-    run.add_argument("--read-timeout", type=float, default=3.0, help="cart reply deadline, s")
-    run.add_argument("--checkout-timeout", type=float, default=5.0, help="checkout deadline, s")
-    run.add_argument("--max-live-carts", type=int, default=100_000, help="live cart limit")
     run.add_argument(
-        "--data-dir", default="data", help="folder of the SQLite database (default: ./data)"
+        "--registry", default=DEFAULT_REGISTRY, help="registry folder (default: %(default)s)"
+    )
+    run.add_argument(
+        "--bind", type=_bind,
+        help="HOST:PORT to listen on (default: the registry's http.service address)",
+    )
+    run.add_argument(
+        "--read-timeout", type=_seconds, default=_default("read_timeout"),
+        help="seconds a request waits for its cart's reply (default: %(default)s)",
+    )
+    run.add_argument(
+        "--checkout-timeout", type=_seconds, default=_default("checkout_timeout"),
+        help="seconds a checkout waits for its cart's reply (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-live-carts", type=_count, default=_default("max_live_carts"),
+        help="live cart actors at most; beyond, adds answer 503 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--data-dir", default=DEFAULT_DATA_DIR,
+        help="folder of the SQLite database (default: %(default)s)",
     )
     run.add_argument(
         "--memory", action="store_true",
         help="keep everything in memory: nothing survives a restart (benchmarks, demos)",
     )
     run.add_argument(
-        "--cart-idle", type=float, default=1800.0,
-        help="seconds without a message before a cart is passivated (0: never; default 1800)",
+        "--cart-idle", type=_idle_seconds, default=_default("cart_idle_timeout"),
+        help="seconds without a message before a cart is passivated (0: never; "
+        "default: %(default)s)",
     )
     run.add_argument(
-        "--connection-idle", type=float, default=30.0,
-        help="seconds before an HTTP connection that sends nothing is closed (default 30)",
+        "--connection-idle", type=_seconds, default=_default("idle_connection_timeout"),
+        help="seconds before an HTTP connection that sends nothing between requests is closed "
+        "(default: %(default)s)",
     )
     run.add_argument(
         "--admin-token", default=os.environ.get("TRIOSHOP_ADMIN_TOKEN"),
@@ -186,14 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
         "without one the admin API answers loopback clients only)",
     )
     run.add_argument(
-        "--sqlite-synchronous", default="FULL", choices=["NORMAL", "FULL"],
-        help="FULL (default) survives power loss; NORMAL survives process crashes only",
+        "--sqlite-synchronous", default=_default("sqlite_synchronous"), choices=["NORMAL", "FULL"],
+        help="FULL survives power loss; NORMAL survives process crashes only "
+        "(default: %(default)s)",
     )
-    run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.add_argument(
+        "--log-level", default="info", choices=LOG_LEVELS,
+        help="least severe level logged (default: %(default)s)",
+    )
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate a registry folder and exit")
-    check.add_argument("--registry", default="registry", help="registry folder (default: registry)")
+    check.add_argument(
+        "--registry", default=DEFAULT_REGISTRY, help="registry folder (default: %(default)s)"
+    )
     check.set_defaults(handler=_check)
     return parser
 

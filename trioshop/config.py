@@ -7,6 +7,10 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+# Where ``trioshop run`` looks for its registry and keeps its database, unless told otherwise.
+DEFAULT_REGISTRY = "registry"
+DEFAULT_DATA_DIR = "data"
+
 _positive = [v.instance_of(float), v.gt(0.0)]
 
 

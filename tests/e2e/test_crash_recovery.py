@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR
 from trioshop.testing.server import ServerProcess, running_server
 
 ROOT = Path(__file__).parents[2]

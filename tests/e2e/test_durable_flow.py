@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR
 from trioshop.testing.server import running_server
 
 

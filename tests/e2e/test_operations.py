@@ -18,7 +18,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR
 from trioshop.testing.server import running_server
 
 EXAMPLES_PER_OPERATION = 25
@@ -41,7 +41,7 @@ def test_sighup_reloads_the_registry(tmp_path: Path) -> None:
             products.write_text(products.read_text().replace("stock: 75", "stock: lots"))
             server.process.send_signal(signal.SIGHUP)
             refused = server.wait_for_line(re.compile(r'event="registry reload refused.*'))
-            assert "app.products:monitor" in refused.group(0)
+            assert "app:product.monitor" in refused.group(0)
             assert http.get("/api/products").json()["products"][3]["price"] == 549
         assert server.terminate() == 0
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import trio
 
+from trioshop.domain import Order
 from trioshop.shop.delivery import deliver
 from trioshop.shop.services import ServiceContext, consume_orders
 
@@ -18,10 +17,10 @@ CRASHES_LEFT: dict[str, int] = {"delivery": int(os.environ.get("TRIOSHOP_FAKE_CR
 async def crashing_delivery(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
     """Deliver orders, but raise on the first CRASHES_LEFT[ctx.name] of them."""
 
-    async def handle(ctx: ServiceContext, order: dict[str, Any]) -> str:
+    async def handle(ctx: ServiceContext, order: Order) -> str:
         if CRASHES_LEFT.get(ctx.name, 0) > 0:
             CRASHES_LEFT[ctx.name] -= 1
-            raise RuntimeError(f"injected crash on order {order['order_id']}")
+            raise RuntimeError(f"injected crash on order {order.order_id}")
         return await deliver(ctx, order)
 
     await consume_orders(ctx, handle, task_status=task_status)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.conftest import ShopClient
+from tests.helpers import ShopClient, live_cart_names
 
 LAPTOP, KEYBOARD, MOUSE, MONITOR, HEADPHONES = (
     "LAPTOP-001", "KB-002", "MOUSE-003", "MON-004", "HP-005",
@@ -18,7 +18,7 @@ async def test_products_in_registry_order(shop_client: ShopClient) -> None:
     assert status == 200
     assert [p["sku"] for p in body["products"]] == [LAPTOP, KEYBOARD, MOUSE, MONITOR, HEADPHONES]
     assert body["products"][0] == {
-        "id": "app.products:laptop",
+        "id": "app:product.laptop",
         "title": "Laptop Pro 16",
         "sku": LAPTOP,
         "price": 1499.99,
@@ -83,7 +83,7 @@ async def test_checkout_returns_order_and_ends_cart(shop_client: ShopClient) -> 
     assert len(order["order_id"]) >= 16
     assert isinstance(order["timestamp"], int)
     assert [i["sku"] for i in order["items"]] == [LAPTOP, HEADPHONES]
-    assert shop_client.shop.host.lookup("cart:alice") is None
+    assert "cart:alice" not in live_cart_names(shop_client.shop)
 
     status, body, _ = await shop_client.request("GET", "/api/cart/alice")
     assert body["message"] == "Cart is empty (no active session)"
@@ -104,7 +104,7 @@ async def test_checkout_of_empty_cart(shop_client: ShopClient) -> None:
     await shop_client.request("DELETE", f"/api/cart/alice/items/{MOUSE}")
     status, body, _ = await shop_client.request("POST", "/api/cart/alice/checkout")
     assert (status, body) == (400, {"error": "Cart is empty"})
-    assert shop_client.shop.host.lookup("cart:alice") is not None
+    assert "cart:alice" in live_cart_names(shop_client.shop)
 
 
 async def test_remove_item(shop_client: ShopClient) -> None:
@@ -128,8 +128,8 @@ async def test_clear_cart_ends_actor(shop_client: ShopClient) -> None:
     await shop_client.add("alice", LAPTOP)
     status, _, _ = await shop_client.request("DELETE", "/api/cart/alice")
     assert status == 204
-    assert shop_client.shop.host.lookup("cart:alice") is None
-    assert len(shop_client.shop.host) == 0
+    assert "cart:alice" not in live_cart_names(shop_client.shop)
+    assert shop_client.shop.statistics().actors.live == 0
     status, _, _ = await shop_client.request("DELETE", "/api/cart/alice")
     assert status == 204
 
@@ -169,14 +169,14 @@ async def test_bad_add_bodies_are_400_and_change_nothing(
     status, body, _ = await shop_client.request("POST", "/api/cart/alice/items", data=payload)
     assert status == 400
     assert body["error"].startswith(message)
-    assert len(shop_client.shop.host) == 0
+    assert shop_client.shop.statistics().actors.live == 0
 
 
 async def test_unknown_sku_is_404(shop_client: ShopClient) -> None:
     """Adding an unknown SKU is a 404 'Product not found: SKU' and creates no cart."""
     status, body, _ = await shop_client.add("alice", "NOPE-1")
     assert (status, body) == (404, {"error": "Product not found: NOPE-1"})
-    assert len(shop_client.shop.host) == 0
+    assert shop_client.shop.statistics().actors.live == 0
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ async def test_bad_user_ids_are_400(shop_client: ShopClient, user_id: str) -> No
         status, body, _ = await shop_client.request(method, path, json={"sku": LAPTOP})
         assert status in (400, 404), (method, path)
         assert "error" in body
-    assert len(shop_client.shop.host) == 0
+    assert shop_client.shop.statistics().actors.live == 0
 
 
 async def test_good_user_id_characters(shop_client: ShopClient) -> None:
@@ -211,7 +211,7 @@ async def test_oversized_body_is_413(shop_client: ShopClient) -> None:
     status, body, _ = await shop_client.request("POST", "/api/cart/alice/items", data=payload)
     assert status == 413
     assert "too large" in body["error"]
-    assert len(shop_client.shop.host) == 0
+    assert shop_client.shop.statistics().actors.live == 0
 
 
 async def test_unknown_route_and_method_are_json(shop_client: ShopClient) -> None:
@@ -236,7 +236,7 @@ async def test_concurrent_first_adds_make_one_cart(shop_client: ShopClient) -> N
         for _ in range(50):
             nursery.start_soon(add_one)
     assert statuses == [200] * 50
-    assert shop_client.shop.host.counters.spawned == 1
+    assert shop_client.shop.statistics().actors.spawned == 1
     _, body, _ = await shop_client.request("GET", "/api/cart/newbie")
     assert body["items"][0]["quantity"] == 50
     assert body["total"] == 3999.5
@@ -252,7 +252,7 @@ async def test_two_hundred_users_in_parallel(shop_client: ShopClient) -> None:
     async with trio.open_nursery() as nursery:
         for n in range(200):
             nursery.start_soon(shopper, n)
-    assert len(shop_client.shop.host) == 200
+    assert shop_client.shop.statistics().actors.live == 200
     for n in (0, 1, 2, 199):
         _, body, _ = await shop_client.request("GET", f"/api/cart/user{n}")
         assert [(i["sku"], i["quantity"]) for i in body["items"]] == [

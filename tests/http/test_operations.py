@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio.testing
 
-from tests.conftest import ShopClient, open_shop_client
+from tests.helpers import ShopClient, open_shop_client, service
 from trioshop.config import Settings
 from trioshop.http.openapi import openapi_document
 from trioshop.registry import Registry, load_registry
@@ -113,8 +113,8 @@ async def test_admin_registry_view(shop_client: ShopClient) -> None:
     status, body, _ = await shop_client.request("GET", "/api/admin/registry")
     assert status == 200
     ids = [e["id"] for e in body["entries"]]
-    assert "app.products:laptop" in ids
-    laptop = body["entries"][ids.index("app.products:laptop")]
+    assert "app:product.laptop" in ids
+    laptop = body["entries"][ids.index("app:product.laptop")]
     assert (laptop["kind"], laptop["sku"], laptop["price_cents"]) == (
         "registry.entry", "LAPTOP-001", 149999
     )
@@ -153,7 +153,7 @@ async def test_reload_applies_price_change_and_new_product(registry_copy: Path) 
         products = registry_copy / "products.yaml"
         products.write_text(
             products.read_text().replace("price: 149.99", "price: 99.50")
-            + "\n  - name: webcam\n    kind: registry.entry\n"
+            + "\n  - name: product.webcam\n    kind: registry.entry\n"
             "    meta: {type: product, title: HD Webcam}\n"
             "    sku: CAM-006\n    price: 59.90\n    stock: 12\n"
         )
@@ -165,7 +165,7 @@ async def test_reload_applies_price_change_and_new_product(registry_copy: Path) 
         by_sku = {p["sku"]: p for p in body["products"]}
         assert by_sku["KB-002"]["price"] == 99.5
         assert by_sku["CAM-006"] == {
-            "id": "app.products:webcam", "title": "HD Webcam", "sku": "CAM-006",
+            "id": "app:product.webcam", "title": "HD Webcam", "sku": "CAM-006",
             "price": 59.9, "stock": 12,
         }
         await client.add("alice", "CAM-006")
@@ -184,7 +184,7 @@ async def test_invalid_reload_is_refused_and_old_registry_serves(registry_copy: 
         status, body, _ = await client.request("POST", "/api/admin/registry/reload")
         assert status == 422
         assert "products.yaml" in body["error"]
-        assert "app.products:mouse" in body["error"]
+        assert "app:product.mouse" in body["error"]
         assert "price" in body["error"]
         _, products_body, _ = await client.request("GET", "/api/products")
         assert products_body["products"][2]["price"] == 79.99
@@ -194,8 +194,9 @@ async def test_invalid_reload_is_refused_and_old_registry_serves(registry_copy: 
 async def test_reload_restarts_only_changed_services(registry_copy: Path) -> None:
     """Changing one service's entry restarts that service only."""
     async with open_shop_client(load_registry(registry_copy)) as client:
-        notifier_before = client.shop.services["notifier"]
-        delivery_before = client.shop.services["delivery"]
+        await client.add("alice", "KB-002")
+        await client.request("POST", "/api/cart/alice/checkout")
+        await trio.testing.wait_all_tasks_blocked()
         processes = registry_copy / "processes.yaml"
         text = processes.read_text()
         head, _, tail = text.partition("  - name: notifier")
@@ -205,12 +206,14 @@ async def test_reload_restarts_only_changed_services(registry_copy: Path) -> Non
         status, report, _ = await client.request("POST", "/api/admin/registry/reload")
         assert status == 200
         assert report["services_restarted"] == ["notifier"]
-        assert client.shop.services["notifier"] is not notifier_before
-        assert client.shop.services["delivery"] is delivery_before
-        await client.add("alice", "KB-002")
-        await client.request("POST", "/api/cart/alice/checkout")
+        # A restarted service counts afresh; one left running keeps its count.
+        assert service(client.shop, "notifier").processed == 0
+        assert service(client.shop, "delivery").processed == 1
+        await client.add("bob", "KB-002")
+        await client.request("POST", "/api/cart/bob/checkout")
         await trio.testing.wait_all_tasks_blocked()
-        assert client.shop.services["notifier"].processed == 1
+        assert service(client.shop, "notifier").processed == 1
+        assert service(client.shop, "delivery").processed == 2
 
 
 def test_openapi_documents_every_route(registry: Registry) -> None:
@@ -224,6 +227,6 @@ def test_openapi_documents_every_route(registry: Registry) -> None:
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         routes.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
-    document = openapi_document(registry.router.prefix)
+    document = openapi_document(registry.router.prefix, Settings().max_body_bytes)
     documented = {path: set(ops) for path, ops in document["paths"].items()}
     assert routes == documented

@@ -7,7 +7,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from tests.conftest import ShopClient, open_shop_client
+from tests.helpers import ShopClient, open_shop_client
 from trioshop.config import Settings
 from trioshop.registry import Registry, load_registry
 
@@ -143,20 +143,20 @@ async def test_idle_cart_is_passivated_and_restored(
     async with open_shop_client(registry, Settings(cart_idle_timeout=60.0)) as client:
         await client.add("alice", "KB-002", 2)
         await client.add("bob", "MOUSE-003")
-        assert len(client.shop.host) == 2
+        assert client.shop.statistics().actors.live == 2
         await trio.sleep(61)
-        assert len(client.shop.host) == 0  # back to the baseline
-        assert client.shop.host.counters.passivated == 2
+        assert client.shop.statistics().actors.live == 0  # back to the baseline
+        assert client.shop.statistics().actors.passivated == 2
         _, cart, _ = await client.request("GET", "/api/cart/alice")
         assert [(i["sku"], i["quantity"]) for i in cart["items"]] == [("KB-002", 2)]
-        assert len(client.shop.host) == 1
+        assert client.shop.statistics().actors.live == 1
         await client.add("bob", "MOUSE-003")
         _, cart, _ = await client.request("GET", "/api/cart/bob")
         assert cart["items"][0]["quantity"] == 2
         status, _, _ = await client.request("POST", "/api/cart/alice/checkout")
         assert status == 200
         await trio.sleep(67)  # idle (60 s) plus one idle check interval (6 s)
-        assert len(client.shop.host) == 0
+        assert client.shop.statistics().actors.live == 0
 
 
 async def test_carts_and_orders_survive_a_restart(registry: Registry, tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ async def test_carts_and_orders_survive_a_restart(registry: Registry, tmp_path: 
         await client.add("bob", "MOUSE-003")
         order_id = (await checkout(client, "bob"))[1]["order"]["order_id"]
     async with open_shop_client(registry, settings) as client:
-        assert len(client.shop.host) == 0
+        assert client.shop.statistics().actors.live == 0
         _, cart, _ = await client.request("GET", "/api/cart/alice")
         assert [(i["sku"], i["quantity"]) for i in cart["items"]] == [("KB-002", 2)]
         status, _, _ = await client.request("GET", f"/api/orders/{order_id}")

@@ -54,7 +54,7 @@ def test_shipped_registry_loads_seed_entries() -> None:
         ("MON-004", 59999, 75),
         ("HP-005", 29999, 150),
     ]
-    assert registry.get("app.products:laptop").meta["title"] == "Laptop Pro 16"
+    assert registry.get("app:product.laptop").meta["title"] == "Laptop Pro 16"
     services = {s.name: s.restart for s in registry.services}
     assert set(services) == {"delivery", "notifier"}
     assert services["delivery"].max_attempts == 10
@@ -66,7 +66,7 @@ def test_find_filters_on_meta_in_file_order() -> None:
     """find(kind, **meta) returns the matching entries in file order; get() by id."""
     registry = load_registry(REGISTRY)
     products = registry.find("registry.entry", type="product")
-    assert [p.name for p in products] == ["laptop", "keyboard", "mouse", "monitor", "headphones"]
+    assert [p.name for p in products] == [f"product.{p}" for p in ("laptop", "keyboard", "mouse", "monitor", "headphones")]
     assert all(isinstance(p, Product) for p in products)
     assert registry.find("process.service", of_type=ServiceDefinition)[0].name == "delivery"
     with pytest.raises(KeyError, match="no registry entry 'app:nope'"):

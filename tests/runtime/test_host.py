@@ -78,7 +78,7 @@ async def test_get_or_spawn_is_atomic_under_concurrency() -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(100):
                 nursery.start_soon(caller)
-        assert host.counters.spawned == 1
+        assert host.statistics().spawned == 1
         assert sorted(replies) == list(range(1, 101))
 
 
@@ -110,7 +110,7 @@ async def test_request_timeout_in_virtual_time(autojump_clock: trio.testing.Mock
         with pytest.raises(ActorTimeout):
             await host.request(actor, "hello", timeout=3)
         assert trio.current_time() - start == pytest.approx(3)
-        assert host.counters.timeouts == 1
+        assert host.statistics().timeouts == 1
 
 
 async def test_late_reply_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
@@ -136,7 +136,7 @@ async def test_request_to_crashing_actor_fails_promptly(
             await host.request(actor, "boom", timeout=30)
         assert trio.current_time() - start < 1
         await trio.testing.wait_all_tasks_blocked()
-        assert host.counters.crashed == 1
+        assert host.statistics().crashed == 1
 
 
 async def test_requests_queued_behind_a_stop_fail_promptly() -> None:
@@ -212,7 +212,7 @@ async def test_idle_actor_passivates(autojump_clock: trio.testing.MockClock) -> 
         assert host.lookup("idle") is actor
         await trio.sleep(2)  # past 10 s idle and the next check
         assert host.lookup("idle") is None
-        assert host.counters.passivated == 1
+        assert host.statistics().passivated == 1
         with pytest.raises(ActorEnded):
             await host.request(actor, 1, timeout=1)
         await trio.sleep(1000)

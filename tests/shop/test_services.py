@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import ShopClient, open_shop_client
+from tests.helpers import ShopClient, open_shop_client, service
 from tests.fakes import services as fake_services
 from trioshop.registry import load_registry
 from trioshop.runtime import ServiceStatus
@@ -51,7 +51,7 @@ async def test_each_order_reaches_each_service_once(
         orders = [await checkout(client, f"user{n}") for n in range(5)]
         await trio.testing.wait_all_tasks_blocked()
         for name in ("delivery", "notifier"):
-            assert client.shop.services[name].processed == 5
+            assert service(client.shop, name).processed == 5
         for order_id in orders:
             _, body, _ = await client.request("GET", f"/api/orders/{order_id}")
             services = body["order"]["services"]
@@ -77,10 +77,10 @@ async def test_crashed_service_gets_every_order_once(
         await trio.sleep(10)  # virtual time: past the 1 s and 2 s backoffs
         third = await checkout(client, "u3")
         await trio.testing.wait_all_tasks_blocked()
-        delivery = client.shop.supervisor.states["delivery"]
+        delivery = service(client.shop, "delivery").state
         assert delivery.status is ServiceStatus.RUNNING
         assert (delivery.failures, delivery.restarts) == (2, 2)
-        assert client.shop.services["notifier"].processed == 3
+        assert service(client.shop, "notifier").processed == 3
         status, _, _ = await client.request("GET", "/healthz")
         assert status == 200
     assert dispatched_per_order(caplog) == {first: 1, second: 1, third: 1}

@@ -8,16 +8,13 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
-from trioshop.registry import Product
-from trioshop.shop.model import CartLine, IdempotencyKeyReused, InsufficientStock, Order
-from trioshop.store import SqliteStore, Store, open_store
+from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order
+from trioshop.store import MemoryStore, Store, open_store
 from trioshop.store.migrations import MIGRATIONS, migrate, schema_version
 
-PRODUCTS = [
-    Product("p:a", "f", sku="A", title="Thing A", price_cents=250, stock=5),
-    Product("p:b", "f", sku="B", title="Thing B", price_cents=1000, stock=2),
-]
+INITIAL_STOCK = {"A": 5, "B": 2}
 LINE_A = CartLine("A", "Thing A", 250, 2)
 LINE_B = CartLine("B", "Thing B", 1000, 1)
 
@@ -29,7 +26,7 @@ def order(order_id: str, user: str, *lines: CartLine, key: str | None = None) ->
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     data_dir = None if request.param == "memory" else tmp_path
-    async with open_store(data_dir, PRODUCTS, trio.CapacityLimiter(2)) as opened:
+    async with open_store(data_dir, INITIAL_STOCK, trio.CapacityLimiter(2)) as opened:
         yield opened
 
 
@@ -52,7 +49,7 @@ async def test_checkout_reserves_stock_and_deletes_cart(store: Store) -> None:
     """Checkout stores the order, decrements stock, deletes the cart, queues the order."""
     await store.save_cart("u", (LINE_A, LINE_B))
     placed = await store.checkout(order("o1", "u", LINE_A, LINE_B))
-    assert placed.order_id == "o1"
+    assert placed.order.order_id == "o1" and not placed.replayed
     assert store.stock == {"A": 3, "B": 1}
     assert await store.load_cart("u") == ()
     stored = await store.order("o1")
@@ -71,8 +68,8 @@ async def test_checkout_is_all_or_nothing(store: Store) -> None:
     assert await store.pending("delivery") == []
 
 
-async def test_never_oversold_under_concurrency(store: Store) -> None:
-    """20 concurrent one-unit checkouts against stock 5: exactly 5 succeed."""
+async def test_sqlite_never_oversold_under_concurrency(tmp_path: Path) -> None:
+    """20 concurrent one-unit checkouts against stock 5, batched by the writer: exactly 5 win."""
     outcomes: list[bool] = []
 
     async def buy(n: int) -> None:
@@ -82,22 +79,38 @@ async def test_never_oversold_under_concurrency(store: Store) -> None:
         except InsufficientStock:
             outcomes.append(False)
 
-    async with trio.open_nursery() as nursery:
-        for n in range(20):
-            nursery.start_soon(buy, n)
-    assert outcomes.count(True) == 5
-    assert store.stock["A"] == 0
+    async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
+        async with trio.open_nursery() as nursery:
+            for n in range(20):
+                nursery.start_soon(buy, n)
+        assert outcomes.count(True) == 5
+        assert store.stock["A"] == 0
+        assert store.statistics().transactions < 20  # the checkouts did share transactions
+
+
+async def test_memory_store_operations_never_checkpoint() -> None:
+    """Memory store operations finish without a checkpoint: atomic under Trio, no lock needed."""
+    store = MemoryStore()
+    with trio.testing.assert_no_checkpoints():
+        await store.add_stock(INITIAL_STOCK)
+        await store.save_cart("u", (LINE_A,))
+        placed = await store.checkout(order("o1", "u", LINE_A))
+        await store.ack("delivery", 1, "o1", "dispatched")
+        await store.order("o1")
+        await store.pending("notifier")
+    assert placed.order.order_id == "o1"
 
 
 async def test_idempotency_key(store: Store) -> None:
     """The same key returns the first order for its user and is refused for another user."""
     first = await store.checkout(order("o1", "u", LINE_A, key="k1"))
     again = await store.checkout(order("o2", "u", LINE_A, key="k1"))
-    assert again.order_id == first.order_id == "o1"
+    assert again.order == first.order and again.order.order_id == "o1"
+    assert (first.replayed, again.replayed) == (False, True)
     assert store.stock["A"] == 3  # reserved once
     with pytest.raises(IdempotencyKeyReused):
         await store.checkout(order("o3", "other", LINE_A, key="k1"))
-    assert (await store.order_by_key("k1")) == first
+    assert (await store.order_by_key("k1")) == first.order
 
 
 async def test_orders_for_user_newest_first(store: Store) -> None:
@@ -121,22 +134,21 @@ async def test_outbox_cursor_per_service(store: Store) -> None:
     assert stored.services["delivery"].status == "dispatched"
 
 
-async def test_add_products_keeps_known_stock(store: Store) -> None:
+async def test_add_stock_keeps_known_stock(store: Store) -> None:
     """New SKUs get their registry stock; known SKUs keep their live stock."""
     await store.checkout(order("o", "u", LINE_A))
-    more = [*PRODUCTS, Product("p:c", "f", sku="C", title="C", price_cents=1, stock=9)]
-    await store.add_products(more)
+    await store.add_stock({**INITIAL_STOCK, "C": 9})
     assert store.stock == {"A": 3, "B": 2, "C": 9}
 
 
 async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     """Carts, stock, orders and cursors are still there after the store is reopened."""
-    async with open_store(tmp_path, PRODUCTS, trio.CapacityLimiter(1)) as store:
+    async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
         await store.save_cart("keep", (LINE_B,))
         await store.checkout(order("o1", "u", LINE_A))
         entry = (await store.pending("delivery"))[0]
         await store.ack("delivery", entry.seq, "o1", "dispatched")
-    async with open_store(tmp_path, PRODUCTS, trio.CapacityLimiter(1)) as store:
+    async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
         assert store.stock == {"A": 3, "B": 2}  # registry stock does not overwrite live stock
         assert store.cart_owners == {"keep"}
         assert await store.load_cart("keep") == (LINE_B,)
@@ -146,14 +158,14 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
 
 async def test_sqlite_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
     """Concurrent cart saves share transactions: fewer batches than operations."""
-    async with open_store(tmp_path, PRODUCTS, trio.CapacityLimiter(1)) as store:
-        assert isinstance(store, SqliteStore)
-        before = store.batches
+    async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
+        before = store.statistics()
         async with trio.open_nursery() as nursery:
             for n in range(100):
                 nursery.start_soon(store.save_cart, f"u{n}", (LINE_A,))
-        assert store.operations >= 100
-        assert store.batches - before < 50
+        after = store.statistics()
+        assert after.operations - before.operations == 100
+        assert after.transactions - before.transactions < 50
         assert len(store.cart_owners) == 100
 
 

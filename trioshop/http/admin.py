@@ -11,8 +11,9 @@ import attrs
 from quart import Blueprint, request
 
 from trioshop.http.errors import ApiError
+from trioshop.http.shapes import PROCESSES, REGISTRY_VIEW, RELOAD_REPORT
 from trioshop.registry import Registry, RegistryError
-from trioshop.shop.shop import Shop
+from trioshop.shop import Shop
 
 DEFAULT_PROCESS_LIMIT = 1000
 
@@ -49,19 +50,11 @@ def check_admin_access(token: str | None, authorization: str | None, client: str
 
 
 def registry_json(registry: Registry) -> dict[str, Any]:
-    entries = []
-    for entry in registry:
-        fields = attrs.asdict(entry, recurse=True)
-        entries.append({
-            "id": fields.pop("id"), "kind": entry.KIND, "source": fields.pop("source"),
-            "meta": fields.pop("meta"), **fields,
-        })
-    return {
-        "folder": registry.folder,
-        "version": registry.version,
-        "loaded_at": registry.loaded_at,
-        "entries": entries,
-    }
+    """The registry as the admin API shows it: each entry with the fields of its kind."""
+    entries = [
+        {"kind": entry.KIND, **attrs.asdict(entry, recurse=True)} for entry in registry
+    ]
+    return REGISTRY_VIEW.render(registry, entries=entries)
 
 
 def admin_routes(
@@ -85,22 +78,12 @@ def admin_routes(
         if not 0 <= limit <= 1_000_000:
             raise ApiError(400, "Query parameter 'limit' must be from 0 to 1000000")
         shop = get_shop()
-        actors = [
-            {
-                "pid": info.pid, "name": info.name, "mailbox_depth": info.mailbox_depth,
-                "age_seconds": round(info.age, 3),
-                "last_message_seconds_ago": round(info.last_message_age, 3),
-            }
-            for info in shop.host.live(limit)
-        ]
-        services = {
-            name: {
-                "state": state.status.value, "restarts": state.restarts,
-                "failures": state.failures, "last_error": state.last_error,
-            }
-            for name, state in shop.supervisor.states.items()
-        }
-        return {"count": len(shop.host), "actors": actors, "services": services}
+        statistics = shop.statistics()
+        return PROCESSES.render({
+            "count": statistics.actors.live,
+            "actors": shop.live_actors(limit),
+            "services": statistics.services,
+        })
 
     @admin.get("/registry")
     async def registry() -> dict[str, Any]:
@@ -114,6 +97,6 @@ def admin_routes(
             raise ApiError(
                 422, "Registry refused, the previous one keeps serving: " + "; ".join(exc.problems)
             ) from None
-        return {"status": "reloaded", **attrs.asdict(report)}
+        return RELOAD_REPORT.render(report)
 
     return admin

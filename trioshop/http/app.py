@@ -13,6 +13,7 @@ import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
+from trioshop.assembly import serve_shop
 from trioshop.config import Settings
 from trioshop.http.admin import admin_routes
 from trioshop.http.errors import ApiError, register_error_handlers
@@ -21,7 +22,7 @@ from trioshop.http.openapi import openapi_document
 from trioshop.http.routes import api_routes, health_routes
 from trioshop.logs import log_event, request_id
 from trioshop.registry import Registry
-from trioshop.shop.shop import CartFactory, Shop, serve_shop
+from trioshop.shop import CartFactory, Shop
 
 access_logger = logging.getLogger("trioshop.access")
 
@@ -64,7 +65,7 @@ def create_app(
     metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
     app.extensions["trioshop.metrics"] = metrics
-    openapi = openapi_document(registry.router.prefix)
+    openapi = openapi_document(registry.router.prefix, settings.max_body_bytes)
 
     @app.before_serving
     async def start_shop() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from trioshop.http.shapes import ERROR
 from trioshop.logs import log_event
 from trioshop.runtime import ActorCrashed, ActorTimeout, MailboxFull, TooManyActors
-from trioshop.shop.cart import StoreUnavailable
 from trioshop.store import StoreError
 
 logger = logging.getLogger("trioshop.http")
@@ -27,7 +27,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    response: Response = jsonify({"error": message})
+    response: Response = jsonify(ERROR.render(None, error=message))
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -65,9 +65,8 @@ def register_error_handlers(app: Quart, *, retry_after: int, max_body_bytes: int
         # The cart's in-memory state is gone; a retry reaches a fresh cart.
         return error_response(503, "Cart process failed and was reset, retry", busy)
 
-    @app.errorhandler(StoreUnavailable)
     @app.errorhandler(StoreError)
-    async def store_unavailable(error: Exception) -> Response:
+    async def store_unavailable(error: StoreError) -> Response:
         log_event(logger, "store unavailable", logging.WARNING, error=str(error))
         return error_response(503, "Storage is unavailable, retry shortly", busy)
 

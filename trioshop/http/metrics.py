@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from trioshop.domain.money import CENTS_PER_UNIT
 from trioshop.runtime import ServiceStatus
-from trioshop.shop.shop import Shop
-from trioshop.store import SqliteStore
+from trioshop.shop import Shop
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,23 +27,24 @@ class ShopCollector(Collector):
         shop = self._get_shop()
         if shop is None:
             return
-        host, counters = shop.host, shop.host.counters
-        yield GaugeMetricFamily("trioshop_actors_live", "Live actors (carts).", len(host))
+        stats = shop.statistics()
+        actors = stats.actors
+        yield GaugeMetricFamily("trioshop_actors_live", "Live actors (carts).", actors.live)
         for name, value, doc in [
-            ("spawned", counters.spawned, "Actors started."),
-            ("ended", counters.ended, "Actors ended, however they ended."),
-            ("crashed", counters.crashed, "Actors ended by an exception."),
-            ("passivated", counters.passivated, "Actors ended after their idle timeout."),
-            ("request_timeouts", counters.timeouts, "Request/reply calls that timed out."),
+            ("spawned", actors.spawned, "Actors started."),
+            ("ended", actors.ended, "Actors ended, however they ended."),
+            ("crashed", actors.crashed, "Actors ended by an exception."),
+            ("passivated", actors.passivated, "Actors ended after their idle timeout."),
+            ("request_timeouts", actors.timeouts, "Request/reply calls that timed out."),
         ]:
             yield CounterMetricFamily(f"trioshop_actors_{name}", doc, value)
         yield GaugeMetricFamily(
             "trioshop_actor_mailbox_depth_max", "Deepest mailbox among live actors.",
-            host.max_mailbox_depth(),
+            actors.max_mailbox_depth,
         )
 
         yield CounterMetricFamily(
-            "trioshop_bus_events_published", "Events published on the bus.", shop.bus.published
+            "trioshop_bus_events_published", "Events published on the bus.", stats.bus.published
         )
         delivered = CounterMetricFamily(
             "trioshop_bus_events_delivered", "Events delivered per subscriber.",
@@ -53,9 +54,9 @@ class ShopCollector(Collector):
             "trioshop_bus_events_overflowed", "Events dropped per subscriber (channel full).",
             labels=["subscriber"],
         )
-        for subscription in shop.bus.subscriptions():
-            delivered.add_metric([subscription.name], subscription.delivered)
-            overflowed.add_metric([subscription.name], subscription.overflowed)
+        for subscriber in stats.bus.subscribers:
+            delivered.add_metric([subscriber.name], subscriber.delivered)
+            overflowed.add_metric([subscriber.name], subscriber.overflowed)
         yield delivered
         yield overflowed
 
@@ -70,31 +71,28 @@ class ShopCollector(Collector):
             "trioshop_service_orders_processed", "Orders handled per service.",
             labels=["service"],
         )
-        for name, service in shop.supervisor.states.items():
-            restarts.add_metric([name], service.restarts)
+        for service in stats.services:
+            name = service.state.name
+            restarts.add_metric([name], service.state.restarts)
             for status in ServiceStatus:
-                state.add_metric([name, status.value], float(service.status is status))
-        for name, ctx in shop.services.items():
-            processed.add_metric([name], ctx.processed)
+                state.add_metric([name, status.value], float(service.state.status is status))
+            processed.add_metric([name], service.processed)
         yield restarts
         yield state
         yield processed
 
-        yield CounterMetricFamily(
-            "trioshop_checkouts", "Orders placed.", shop.counters.checkouts
-        )
+        yield CounterMetricFamily("trioshop_checkouts", "Orders placed.", stats.orders.checkouts)
         yield CounterMetricFamily(
             "trioshop_order_value", "Sum of order totals, in currency units.",
-            shop.counters.revenue_cents / 100,
+            stats.orders.revenue_cents / CENTS_PER_UNIT,
         )
-        if isinstance(shop.store, SqliteStore):
-            yield CounterMetricFamily(
-                "trioshop_store_transactions", "Store transactions (group commits).",
-                shop.store.batches,
-            )
-            yield CounterMetricFamily(
-                "trioshop_store_operations", "Store operations.", shop.store.operations
-            )
+        yield CounterMetricFamily(
+            "trioshop_store_transactions", "Store transactions (group commits).",
+            stats.store.transactions,
+        )
+        yield CounterMetricFamily(
+            "trioshop_store_operations", "Store operations.", stats.store.operations
+        )
 
 
 @attrs.define

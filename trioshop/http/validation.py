@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from trioshop.domain.limits import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    MAX_QUANTITY,
+    USER_ID_MAX_LENGTH,
+    is_idempotency_key,
+    is_user_id,
+)
 from trioshop.http.errors import ApiError
-
-USER_ID = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")
-MAX_QUANTITY = 1000
 
 
 def check_user_id(user_id: str) -> str:
-    """Return *user_id* if it is 1-64 letters, digits, ``_ . @ -``; else a 400."""
-    if not USER_ID.fullmatch(user_id):
+    """Return *user_id* if it is a valid user id (see ``domain.limits``); else a 400."""
+    if not is_user_id(user_id):
         raise ApiError(
-            400, "Invalid user_id: use 1-64 characters of letters, digits, '_', '.', '@', '-'"
+            400, f"Invalid user_id: use 1-{USER_ID_MAX_LENGTH} characters of letters, digits, "
+            "'_', '.', '@', '-'",
         )
     return user_id
 
@@ -49,9 +53,9 @@ def check_add_item(body: dict[str, Any]) -> tuple[str, int]:
 
 
 def check_idempotency_key(value: str | None) -> str | None:
-    """The ``Idempotency-Key`` header if absent or 1-255 printable characters; else a 400."""
-    if value is None:
-        return None
-    if not 1 <= len(value) <= 255 or not value.isprintable():
-        raise ApiError(400, "Idempotency-Key must be 1-255 printable characters")
-    return value
+    """The ``Idempotency-Key`` header if absent or usable (see ``domain.limits``); else a 400."""
+    if value is None or is_idempotency_key(value):
+        return value
+    raise ApiError(
+        400, f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_LENGTH} printable characters"
+    )

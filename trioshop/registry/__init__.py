@@ -8,7 +8,6 @@ from trioshop.registry.entries import (
     HttpService,
     ProcessHost,
     Product,
-    RestartPolicy,
     ServiceDefinition,
     resolve_callable,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "Product",
     "Registry",
     "RegistryError",
-    "RestartPolicy",
     "ServiceDefinition",
     "load_registry",
     "resolve_callable",

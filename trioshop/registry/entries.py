@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import attrs
 from attrs import validators as v
 
+from trioshop.runtime import RestartPolicy
+
 
 def _is_reference(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     """Check that *value* looks like ``package.module:callable``."""
@@ -41,7 +43,6 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
 
 _non_empty_str = v.and_(v.instance_of(str), v.min_len(1))
 _positive_int = [v.instance_of(int), v.gt(0)]
-_non_negative_number = [v.instance_of(float), v.ge(0.0)]
 
 
 @attrs.frozen
@@ -140,25 +141,6 @@ class ActorDefinition(Entry):
 
     handler: str = attrs.field(kw_only=True, validator=[v.instance_of(str), _is_reference])
     mailbox: int = attrs.field(kw_only=True, default=256, validator=_positive_int)
-
-
-@attrs.frozen
-class RestartPolicy:
-    """How a supervisor restarts a failed service: exponential backoff with jitter, then give up."""
-
-    max_attempts: int = attrs.field(validator=_positive_int)
-    initial_delay: float = attrs.field(converter=float, validator=_non_negative_number)
-    max_delay: float = attrs.field(default=90.0, converter=float, validator=_non_negative_number)
-    backoff_factor: float = attrs.field(default=2.0, converter=float, validator=v.ge(1.0))
-    jitter: float = attrs.field(default=0.1, converter=float, validator=[v.ge(0.0), v.le(1.0)])
-    stable_threshold: float = attrs.field(
-        default=5.0, converter=float, validator=_non_negative_number
-    )
-
-    def delay(self, attempt: int, jitter_draw: float = 0.0) -> float:
-        """The pause before restart number *attempt* (1-based); *jitter_draw* lies in [-1, 1]."""
-        base = min(self.initial_delay * self.backoff_factor ** (attempt - 1), self.max_delay)
-        return max(0.0, base * (1.0 + self.jitter * jitter_draw))
 
 
 @attrs.frozen

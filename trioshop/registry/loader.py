@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from trioshop.money import parse_cents
+from trioshop.domain.money import parse_cents
 from trioshop.registry.entries import (
     ActorDefinition,
     DataEntry,
@@ -20,10 +20,10 @@ from trioshop.registry.entries import (
     HttpService,
     ProcessHost,
     Product,
-    RestartPolicy,
     ServiceDefinition,
 )
 from trioshop.registry.registry import Registry
+from trioshop.runtime import RestartPolicy
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

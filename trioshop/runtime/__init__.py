@@ -1,7 +1,17 @@
-"""The actor runtime: actor host, mailboxes, request/reply, event bus and supervisor."""
+"""The actor runtime: actor host, mailboxes, request/reply, event bus and supervisor.
+
+Self-contained: it knows nothing of the registry, the shop or the store.
+"""
 
 from trioshop.runtime.actor import Actor, ActorContext, Behaviour, Refusal
-from trioshop.runtime.bus import Event, EventBus, Subscription, open_event_bus
+from trioshop.runtime.bus import (
+    BusStatistics,
+    Event,
+    EventBus,
+    SubscriberStatistics,
+    Subscription,
+    open_event_bus,
+)
 from trioshop.runtime.errors import (
     ActorCrashed,
     ActorEnded,
@@ -11,7 +21,9 @@ from trioshop.runtime.errors import (
     MailboxFull,
     TooManyActors,
 )
-from trioshop.runtime.host import ActorHost, ActorInfo, open_actor_host
+from trioshop.runtime.host import ActorHost, ActorInfo, HostStatistics, open_actor_host
+from trioshop.runtime.nursery import open_service_nursery
+from trioshop.runtime.restart import RestartPolicy
 from trioshop.runtime.supervisor import (
     ServiceState,
     ServiceStatus,
@@ -29,17 +41,22 @@ __all__ = [
     "ActorInfo",
     "ActorTimeout",
     "Behaviour",
+    "BusStatistics",
     "Event",
     "EventBus",
     "HostClosed",
+    "HostStatistics",
     "MailboxFull",
     "Refusal",
+    "RestartPolicy",
     "ServiceState",
     "ServiceStatus",
+    "SubscriberStatistics",
     "Subscription",
     "Supervisor",
     "TooManyActors",
     "open_actor_host",
     "open_event_bus",
+    "open_service_nursery",
     "open_supervisor",
 ]

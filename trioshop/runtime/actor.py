@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import trio
-
-if TYPE_CHECKING:
-    from trioshop.runtime.host import ActorHost
 
 # A message in a mailbox: the payload and, for a request, the one-shot reply channel.
 Envelope = tuple[Any, "trio.MemorySendChannel[Reply] | None"]
@@ -19,8 +17,9 @@ Reply = tuple[bool, Any]
 class Refusal(Exception):
     """Raised by a behaviour to refuse one request: the caller gets it, the actor lives on.
 
-    Subclass it for domain answers such as "cart is empty"; any other exception raised by
-    ``handle`` is a crash and ends the actor.
+    A behaviour can name more exception types that are answers rather than crashes in its
+    ``refusals`` attribute (see :class:`Behaviour`); anything else raised by ``handle`` is a
+    crash and ends the actor.
     """
 
 
@@ -29,7 +28,9 @@ class Behaviour(Protocol):
     """The code of an actor: called once per message, one message at a time.
 
     ``handle`` returns the reply for a request (ignored for a plain send) or raises
-    :class:`Refusal`. To end after this message, call ``ctx.stop()``. State lives on the
+    :class:`Refusal`, or one of the types in the behaviour's optional ``refusals`` tuple
+    (e.g. its domain's errors): the caller gets it and the actor lives on. Any other
+    exception is a crash. To end after this message, call ``ctx.stop()``. State lives on the
     behaviour object; nothing else can reach it, so it needs no locks.
 
     Optional hooks: ``async on_start(ctx)`` runs before the first message (an exception
@@ -39,6 +40,12 @@ class Behaviour(Protocol):
     """
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any: ...
+
+
+def refusals_of(behaviour: Behaviour) -> tuple[type[Exception], ...]:
+    """The exception types *behaviour* answers with instead of crashing."""
+    extra: tuple[type[Exception], ...] = getattr(behaviour, "refusals", ())
+    return (Refusal, *extra)
 
 
 @attrs.define(eq=False, slots=True)
@@ -69,15 +76,15 @@ class Actor:
 
 @attrs.define(eq=False, slots=True)
 class ActorContext:
-    """Given to a behaviour with every message: who it is, its host and its own nursery.
+    """Given to a behaviour with every message: who it is and its own nursery.
 
     ``nursery`` is the actor's child nursery: helper tasks started there end with the actor,
     and a helper's crash is the actor's crash.
     """
 
-    host: ActorHost
     actor: Actor
     nursery: trio.Nursery
+    _stop: Callable[[Actor], None] = attrs.field(repr=False)
 
     @property
     def pid(self) -> int:
@@ -93,4 +100,4 @@ class ActorContext:
         The name is released at once, so the next lookup-or-spawn for it starts a new actor;
         messages still queued behind this one fail with ``ActorEnded``.
         """
-        self.host._mark_stopping(self.actor)
+        self._stop(self.actor)

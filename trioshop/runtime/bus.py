@@ -29,6 +29,24 @@ class Event:
     published_at: float
 
 
+@attrs.frozen
+class SubscriberStatistics:
+    """One subscriber's totals: events delivered to it, dropped for it, waiting in it."""
+
+    name: str
+    delivered: int
+    overflowed: int
+    backlog: int
+
+
+@attrs.frozen
+class BusStatistics:
+    """A snapshot of the bus: events published, and each current subscriber's totals."""
+
+    published: int
+    subscribers: tuple[SubscriberStatistics, ...]
+
+
 @attrs.define(eq=False)
 class Subscription:
     """One subscriber's bounded channel of events; iterate it with ``async for``.
@@ -95,6 +113,16 @@ class EventBus:
 
     def subscriptions(self) -> list[Subscription]:
         return [s for subscribers in self._topics.values() for s in subscribers]
+
+    def statistics(self) -> BusStatistics:
+        """Events published since the bus opened, and each current subscriber's totals."""
+        return BusStatistics(
+            self.published,
+            tuple(
+                SubscriberStatistics(s.name, s.delivered, s.overflowed, s.backlog)
+                for s in self.subscriptions()
+            ),
+        )
 
     def publish(self, system: str, kind: str, path: str, data: Any) -> Event:
         """Deliver an event to every current subscriber of ``(system, kind)`` and return it."""

@@ -14,8 +14,14 @@ import attrs
 import trio
 
 from trioshop.logs import log_event
-from trioshop.runtime._nursery import open_service_nursery
-from trioshop.runtime.actor import Actor, ActorContext, Behaviour, Envelope, Refusal, Reply
+from trioshop.runtime.actor import (
+    Actor,
+    ActorContext,
+    Behaviour,
+    Envelope,
+    Reply,
+    refusals_of,
+)
 from trioshop.runtime.errors import (
     ActorCrashed,
     ActorEnded,
@@ -24,6 +30,7 @@ from trioshop.runtime.errors import (
     MailboxFull,
     TooManyActors,
 )
+from trioshop.runtime.nursery import open_service_nursery
 
 logger = logging.getLogger("trioshop.runtime")
 
@@ -43,14 +50,25 @@ class ActorInfo:
 
 
 @attrs.define
-class HostCounters:
-    """Totals since the host opened."""
-
+class _Counters:
     spawned: int = 0
     ended: int = 0
     crashed: int = 0
     timeouts: int = 0
     passivated: int = 0
+
+
+@attrs.frozen
+class HostStatistics:
+    """A snapshot of the host: live actors now, totals since it opened."""
+
+    live: int
+    max_mailbox_depth: int  # the deepest mailbox among live actors
+    spawned: int
+    ended: int
+    crashed: int
+    passivated: int
+    timeouts: int  # request/reply deadlines missed
 
 
 @attrs.define
@@ -68,7 +86,7 @@ class ActorHost:
     max_actors: int = 100_000
     shutdown_timeout: float = 5.0
     idle_check_interval: float = 10.0
-    counters: HostCounters = attrs.field(factory=HostCounters)
+    _counters: _Counters = attrs.field(factory=_Counters)
     _actors: dict[int, Actor] = attrs.field(factory=dict)
     _names: dict[str, Actor] = attrs.field(factory=dict)
     _next_pid: int = 1
@@ -108,7 +126,7 @@ class ActorHost:
         self._actors[actor.pid] = actor
         if name is not None:
             self._names[name] = actor
-        self.counters.spawned += 1
+        self._counters.spawned += 1
         self._context.run(self._nursery.start_soon, self._run_actor, actor, behaviour)
         return actor
 
@@ -184,7 +202,7 @@ class ActorHost:
                 if ok:
                     return value
                 raise value
-            self.counters.timeouts += 1
+            self._counters.timeouts += 1
             raise ActorTimeout(
                 f"actor {actor.name or actor.pid} did not reply within {timeout:g} s"
             )
@@ -203,9 +221,13 @@ class ActorHost:
             for a in actors
         ]
 
-    def max_mailbox_depth(self) -> int:
-        """The deepest mailbox among live actors (0 when none is waiting)."""
-        return max((a.mailbox_depth for a in self._actors.values()), default=0)
+    def statistics(self) -> HostStatistics:
+        """Live actors, the deepest mailbox (0 when none waits) and totals since opening."""
+        c = self._counters
+        depth = max((a.mailbox_depth for a in self._actors.values()), default=0)
+        return HostStatistics(
+            len(self._actors), depth, c.spawned, c.ended, c.crashed, c.passivated, c.timeouts
+        )
 
     # -- the actor task -----------------------------------------------------------------
 
@@ -249,11 +271,11 @@ class ActorHost:
         ctx: ActorContext | None = None
         try:
             async with trio.open_nursery() as nursery:
-                ctx = ActorContext(self, actor, nursery)
+                ctx = ActorContext(actor, nursery, self._mark_stopping)
                 on_start = getattr(behaviour, "on_start", None)
                 if on_start is not None:
                     await on_start(ctx)
-                reason = await self._serve(ctx, behaviour)
+                reason = await self._serve(ctx, behaviour, refusals_of(behaviour))
                 nursery.cancel_scope.cancel()
         except* trio.Cancelled:
             reason = "cancelled"
@@ -261,7 +283,7 @@ class ActorHost:
         except* Exception as group:
             reason = "crashed"
             actor.crashed = True
-            self.counters.crashed += 1
+            self._counters.crashed += 1
             crash = group.exceptions[0] if len(group.exceptions) == 1 else group
             log_event(
                 logger,
@@ -275,7 +297,7 @@ class ActorHost:
         finally:
             self._release(actor)
             if reason == "idle":
-                self.counters.passivated += 1
+                self._counters.passivated += 1
             on_stop = getattr(behaviour, "on_stop", None)
             if on_stop is not None and ctx is not None:
                 # Cleanup must run even while the host is cancelling us, but never forever.
@@ -283,7 +305,9 @@ class ActorHost:
                     cleanup.deadline = trio.current_time() + self.shutdown_timeout
                     await on_stop(ctx, reason)
 
-    async def _serve(self, ctx: ActorContext, behaviour: Behaviour) -> str:
+    async def _serve(
+        self, ctx: ActorContext, behaviour: Behaviour, refusals: tuple[type[Exception], ...]
+    ) -> str:
         actor, inbox = ctx.actor, ctx.actor.inbox
         while not actor.stopping:
             actor.busy = False
@@ -298,14 +322,15 @@ class ActorHost:
                 if reply is not None:
                     reply.close()
                 raise
-            except Refusal as refusal:
-                result = (False, refusal)
-            except Exception:
-                # Mark the crash before the caller can wake up, then free the caller at once.
-                actor.crashed = True
-                if reply is not None:
-                    reply.close()
-                raise
+            except Exception as error:
+                if isinstance(error, refusals):
+                    result = (False, error)
+                else:
+                    # Mark the crash before the caller can wake up, then free the caller now.
+                    actor.crashed = True
+                    if reply is not None:
+                        reply.close()
+                    raise
             if reply is not None:
                 # A caller that gave up waiting has closed its end: the late reply is dropped.
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -319,7 +344,7 @@ class ActorHost:
         self._mark_stopping(actor)
         actor.ended = True
         self._actors.pop(actor.pid, None)
-        self.counters.ended += 1
+        self._counters.ended += 1
         while True:
             try:
                 _, reply = actor.inbox.receive_nowait()

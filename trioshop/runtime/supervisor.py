@@ -13,8 +13,8 @@ import attrs
 import trio
 
 from trioshop.logs import log_event
-from trioshop.registry.entries import RestartPolicy
-from trioshop.runtime._nursery import open_service_nursery
+from trioshop.runtime.nursery import open_service_nursery
+from trioshop.runtime.restart import RestartPolicy
 
 logger = logging.getLogger("trioshop.supervisor")
 
@@ -32,7 +32,7 @@ class ServiceStatus(enum.Enum):
 
 @attrs.define
 class ServiceState:
-    """What the supervisor knows of one service; read by health checks and the admin view."""
+    """What the supervisor knows of one service, kept current while it runs."""
 
     name: str
     status: ServiceStatus = ServiceStatus.STARTING
@@ -67,7 +67,7 @@ class Supervisor:
 
     _nursery: trio.Nursery
     _rng: random.Random = attrs.field(factory=random.Random)
-    states: dict[str, ServiceState] = attrs.field(factory=dict)
+    _states: dict[str, ServiceState] = attrs.field(factory=dict)
     _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     _ended: dict[str, trio.Event] = attrs.field(factory=dict)
 
@@ -79,10 +79,10 @@ class Supervisor:
         Returns once the service reported ready, or once its first attempt failed (it is then
         retried in the background), so a broken service never blocks startup.
         """
-        if name in self.states:
+        if name in self._states:
             raise ValueError(f"a service named {name!r} is already supervised")
         state = ServiceState(name)
-        self.states[name] = state
+        self._states[name] = state
         self._scopes[name] = trio.CancelScope()
         self._ended[name] = trio.Event()
         await self._nursery.start(self._supervise, state, target, policy, args)
@@ -95,12 +95,16 @@ class Supervisor:
         """
         self._scopes[name].cancel()
         await self._ended[name].wait()
-        del self.states[name], self._scopes[name], self._ended[name]
+        del self._states[name], self._scopes[name], self._ended[name]
+
+    def statistics(self) -> tuple[ServiceState, ...]:
+        """A snapshot (copies) of every supervised service's state, in start order."""
+        return tuple(attrs.evolve(state) for state in self._states.values())
 
     @property
     def failed(self) -> list[str]:
         """Names of the services the supervisor gave up on."""
-        return [s.name for s in self.states.values() if s.status is ServiceStatus.FAILED]
+        return [s.name for s in self._states.values() if s.status is ServiceStatus.FAILED]
 
     async def _supervise(
         self,

@@ -1,1 +1,15 @@
-"""The shop domain: catalog, cart actor, the shop facade and the order services."""
+"""The shop: the cart actor and the cart API, the catalog, the services, and reloads."""
+
+from trioshop.shop.carts import CartFactory, Carts
+from trioshop.shop.reload import ReloadReport
+from trioshop.shop.runnable import load_runnable_registry
+from trioshop.shop.shop import Shop, ShopStatistics
+
+__all__ = [
+    "CartFactory",
+    "Carts",
+    "ReloadReport",
+    "Shop",
+    "ShopStatistics",
+    "load_runnable_registry",
+]

@@ -5,29 +5,36 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
-from trioshop.logs import log_event
-from trioshop.money import to_json_number
-from trioshop.runtime import ActorContext, EventBus, Refusal
-from trioshop.shop.model import (
+from trioshop.domain import (
     CartEmpty,
     CartLine,
     CartView,
-    InsufficientStock,
+    DomainError,
     ItemNotInCart,
     Order,
-    OrderCounters,
+    Placement,
+    add_line,
     total_cents,
 )
+from trioshop.domain.money import to_json_number
+from trioshop.logs import log_event
+from trioshop.runtime import ActorContext, EventBus
 from trioshop.store import Store, StoreError
 
 logger = logging.getLogger("trioshop.cart")
 
+# Where checkout publishes a placed order: the services' doorbell.
 ORDER_SYSTEM = "shop"
 ORDER_KIND = "order.checkout"
+
+
+def cart_name(user_id: str) -> str:
+    """The registered name of *user_id*'s cart actor."""
+    return f"cart:{user_id}"
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -35,12 +42,9 @@ ORDER_KIND = "order.checkout"
 
 @attrs.frozen
 class AddItem:
-    """Add *quantity* of a product (price fixed now, at add time); replies with the added line."""
+    """Add the line (price fixed now, at add time); replies with the line as added now."""
 
-    sku: str
-    title: str
-    price_cents: int
-    quantity: int
+    line: CartLine
 
 
 @attrs.frozen
@@ -57,7 +61,10 @@ class RemoveItem:
 
 @attrs.frozen
 class Checkout:
-    """Turn the cart into an order (stored, stock reserved), publish it, and end the cart."""
+    """Turn the cart into an order (stored, stock reserved), publish it, and end the cart.
+
+    Replies with the :class:`Placement`; a replay (the key's earlier order) leaves the cart.
+    """
 
     idempotency_key: str | None = None
 
@@ -67,8 +74,12 @@ class ClearCart:
     """Drop the cart (also from the store): the actor ends and its memory is freed."""
 
 
-class StoreUnavailable(Refusal):
-    """The store could not save the change; the cart is unchanged, the request may be retried."""
+@attrs.define
+class OrderCounters:
+    """Orders placed and their value since the server started (for metrics)."""
+
+    checkouts: int = 0
+    revenue_cents: int = 0
 
 
 @attrs.frozen
@@ -89,8 +100,11 @@ class Cart:
 
     Only this actor touches ``_lines``, one message at a time, so no lock is needed. Every
     change is saved to the store before it is acknowledged, and the in-memory lines change
-    only once the store has them: a 200 means the item is durable.
+    only once the store has them: a 200 means the item is durable. The domain's refusals
+    and the store's errors go back to the caller; the cart lives on, unchanged.
     """
+
+    refusals: ClassVar[tuple[type[Exception], ...]] = (DomainError, StoreError)
 
     user_id: str
     deps: CartDeps
@@ -109,8 +123,8 @@ class Cart:
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
         match message:
-            case AddItem():
-                return await self._add(ctx, message)
+            case AddItem(line=line):
+                return await self._add(ctx, line)
             case ViewCart():
                 return self._view()
             case RemoveItem(sku=sku):
@@ -127,35 +141,24 @@ class Cart:
         raise TypeError(f"cart actor got an unknown message: {message!r}")
 
     async def _save(self, lines: dict[str, CartLine]) -> None:
-        try:
-            await self.deps.store.save_cart(self.user_id, tuple(lines.values()))
-        except StoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        await self.deps.store.save_cart(self.user_id, tuple(lines.values()))
         self._lines = lines
 
-    async def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
-        line = self._lines.get(add.sku)
-        quantity = add.quantity + (line.quantity if line else 0)
-        available = self.deps.store.stock.get(add.sku, 0)
-        if quantity > available:
-            raise InsufficientStock(add.sku, quantity, available)
-        lines = dict(self._lines)
-        if line is None:
-            lines[add.sku] = CartLine(add.sku, add.title, add.price_cents, quantity)
-        else:  # the line keeps its place and the price it was first added at
-            lines[add.sku] = attrs.evolve(line, quantity=quantity)
+    async def _add(self, ctx: ActorContext, added: CartLine) -> CartLine:
+        available = self.deps.store.stock.get(added.sku, 0)
+        lines = add_line(self._lines, added, available)
         await self._save(lines)
         log_event(
-            logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=add.sku,
-            quantity=add.quantity,
+            logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,
+            quantity=added.quantity,
         )
-        return CartLine(add.sku, add.title, lines[add.sku].price_cents, add.quantity)
+        return attrs.evolve(added, price_cents=lines[added.sku].price_cents)
 
     def _view(self) -> CartView:
         lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
         return CartView(self.user_id, lines, total_cents(lines))
 
-    async def _checkout(self, ctx: ActorContext, idempotency_key: str | None) -> Order:
+    async def _checkout(self, ctx: ActorContext, idempotency_key: str | None) -> Placement:
         if not self._lines:
             raise CartEmpty()
         lines = tuple(self._lines.values())
@@ -163,27 +166,22 @@ class Cart:
             uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
             idempotency_key,
         )
-        try:
-            placed = await self.deps.store.checkout(order)
-        except StoreError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        if placed.order_id == order.order_id:
-            # Stored with its outbox entry first: the event only says "look now".
-            self.deps.bus.publish(
-                ORDER_SYSTEM, ORDER_KIND, f"/orders/{self.user_id}", placed.to_json()
-            )
-            self.deps.counters.checkouts += 1
-            self.deps.counters.revenue_cents += placed.total_cents
-            log_event(
-                logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
-                order_id=placed.order_id, total=to_json_number(placed.total_cents),
-                items=len(lines),
-            )
-            self._lines = {}
-            ctx.stop()
-        # else: the key was used for an earlier order of this user, returned as it was;
-        # this cart is another session and stays.
-        return placed
+        placement = await self.deps.store.checkout(order)
+        if placement.replayed:
+            # The key's earlier order of this user, returned as it was; this cart is another
+            # session and stays.
+            return placement
+        # Stored with its outbox entry first: the event only says "look now".
+        self.deps.bus.publish(ORDER_SYSTEM, ORDER_KIND, f"/orders/{self.user_id}", order)
+        self.deps.counters.checkouts += 1
+        self.deps.counters.revenue_cents += order.total_cents
+        log_event(
+            logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
+            order_id=order.order_id, total=to_json_number(order.total_cents), items=len(lines),
+        )
+        self._lines = {}
+        ctx.stop()
+        return placement
 
 
 def new_cart(user_id: str, deps: CartDeps) -> Cart:

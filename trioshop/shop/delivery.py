@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 
+from trioshop.domain import Order
+from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
 from trioshop.shop.services import ServiceContext, consume_orders
 
 logger = logging.getLogger("trioshop.delivery")
 
 
-async def deliver(ctx: ServiceContext, order: dict[str, Any]) -> str:
+async def deliver(ctx: ServiceContext, order: Order) -> str:
     """Log the DELIVERY block for one order: scheduling, one line per item, dispatched."""
-    user_id, order_id = order["user_id"], order["order_id"]
+    user_id, order_id = order.user_id, order.order_id
     log_event(
         logger, "DELIVERY scheduling", user_id=user_id, order_id=order_id,
-        items_count=len(order["items"]), total=order["total"],
+        items_count=len(order.lines), total=to_json_number(order.total_cents),
     )
-    for item in order["items"]:
+    for line in order.lines:
         log_event(
-            logger, "DELIVERY packing item", order_id=order_id, sku=item["sku"],
-            title=item["title"], quantity=item["quantity"],
+            logger, "DELIVERY packing item", order_id=order_id, sku=line.sku,
+            title=line.title, quantity=line.quantity,
         )
     log_event(logger, f"DELIVERY package dispatched for user {user_id}", order_id=order_id)
     return "dispatched"

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 
+from trioshop.domain import Order
+from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
 from trioshop.shop.services import ServiceContext, consume_orders
 
 logger = logging.getLogger("trioshop.notifier")
 
 
-async def notify(ctx: ServiceContext, order: dict[str, Any]) -> str:
+async def notify(ctx: ServiceContext, order: Order) -> str:
     """Log the EMAIL block for one order: recipient, subject and total."""
-    user_id = order["user_id"]
+    user_id = order.user_id
     log_event(
-        logger, "EMAIL sending order confirmation", to=user_id, order_id=order["order_id"],
-        subject="Your order is confirmed", total=order["total"], items_count=len(order["items"]),
+        logger, "EMAIL sending order confirmation", to=user_id, order_id=order.order_id,
+        subject="Your order is confirmed", total=to_json_number(order.total_cents),
+        items_count=len(order.lines),
     )
-    log_event(logger, f"EMAIL sent to {user_id}", order_id=order["order_id"])
+    log_event(logger, f"EMAIL sent to {user_id}", order_id=order.order_id)
     return "sent"
 
 

@@ -1,22 +1,25 @@
-"""What a supervised shop service gets, and the loop that feeds it orders from the outbox."""
+"""The shop's supervised services: what each one gets, the outbox loop that feeds it orders,
+and starting and stopping them under the supervisor."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import attrs
 import trio
 
+from trioshop.domain import Order
 from trioshop.logs import log_event
-from trioshop.runtime import Subscription
+from trioshop.registry import ServiceDefinition, resolve_callable
+from trioshop.runtime import EventBus, ServiceState, Subscription, Supervisor
+from trioshop.shop.cart import ORDER_KIND, ORDER_SYSTEM
 from trioshop.store import Store
 
 logger = logging.getLogger("trioshop.services")
 
-# Handles one order (its JSON form) and returns the status to record, e.g. "dispatched".
-OrderHandler = Callable[["ServiceContext", dict[str, Any]], Awaitable[str]]
+# Handles one order and returns the status to record, e.g. "dispatched".
+OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
 
 OUTBOX_BATCH = 100
 
@@ -60,10 +63,60 @@ async def consume_orders(
             await _wait_for_news(ctx.events)
             continue
         for entry in entries:
-            status = await handle(ctx, entry.order.to_json())
+            status = await handle(ctx, entry.order)
             await ctx.store.ack(ctx.name, entry.seq, entry.order.order_id, status)
             ctx.processed += 1
             log_event(
                 logger, "order handled", service=ctx.name, order_id=entry.order.order_id,
                 status=status, seq=entry.seq,
             )
+
+
+@attrs.frozen
+class ServiceStatistics:
+    """One running service: the supervisor's view of it and the orders it handled."""
+
+    state: ServiceState
+    processed: int
+
+
+@attrs.define
+class Services:
+    """The shop's running services, each supervised with its own doorbell subscription."""
+
+    _supervisor: Supervisor
+    _bus: EventBus
+    _store: Store
+    _running: dict[str, ServiceContext] = attrs.field(factory=dict)
+
+    async def start(self, entry: ServiceDefinition) -> None:
+        """Supervise the service *entry*; returns once it is ready or its first try failed."""
+        target = resolve_callable(entry.process)
+        system, kind = entry.subscribe or (ORDER_SYSTEM, ORDER_KIND)
+        events = self._bus.subscribe(system, kind, name=entry.name)
+        ctx = ServiceContext(entry.name, self._store, events)
+        self._running[entry.name] = ctx
+        await self._supervisor.start(entry.name, target, entry.restart, ctx)
+
+    async def stop(self, name: str) -> None:
+        """Stop the service *name* and drop its subscription (its outbox cursor stays)."""
+        await self._supervisor.stop(name)
+        self._running.pop(name).events.close()
+
+    @property
+    def names(self) -> list[str]:
+        """The running services' names, in start order."""
+        return list(self._running)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the services the supervisor gave up on."""
+        return self._supervisor.failed
+
+    def statistics(self) -> list[ServiceStatistics]:
+        """Each service's supervisor state and the orders it handled, in start order."""
+        return [
+            ServiceStatistics(state, self._running[state.name].processed)
+            for state in self._supervisor.statistics()
+            if state.name in self._running
+        ]

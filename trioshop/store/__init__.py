@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from trioshop.registry import Product
-from trioshop.runtime._nursery import open_service_nursery
-from trioshop.store.base import OutboxEntry, Store, StoreClosed, StoredOrder, StoreError
+from trioshop.runtime import open_service_nursery
+from trioshop.store.base import (
+    OutboxEntry,
+    Store,
+    StoreClosed,
+    StoredOrder,
+    StoreError,
+    StoreStatistics,
+)
 from trioshop.store.memory import MemoryStore
 from trioshop.store.sqlite import DATABASE_FILE, SqliteStore
 
@@ -18,25 +24,25 @@ from trioshop.store.sqlite import DATABASE_FILE, SqliteStore
 @asynccontextmanager
 async def open_store(
     data_dir: str | Path | None,
-    products: list[Product],
+    initial_stock: Mapping[str, int],
     limiter: trio.CapacityLimiter,
     *,
     synchronous: str = "FULL",
 ) -> AsyncIterator[Store]:
-    """The store for *data_dir* (``None``: in memory), ready, with stock seeded from *products*.
+    """The store for *data_dir* (``None``: in memory), ready, with *initial_stock* seeded.
 
     For SQLite the writer task runs in this block's nursery; leaving the block lets it
     answer every queued operation, then closes the database.
     """
     if data_dir is None:
         store = MemoryStore()
-        await store.add_products(products)
+        await store.add_stock(initial_stock)
         yield store
         return
     sqlite_store = SqliteStore(Path(data_dir) / DATABASE_FILE, limiter, synchronous)
     # Not cancelled on exit: the writer answers what is queued, then closes the database.
     async with open_service_nursery(cancel_on_exit=False) as nursery:
-        await nursery.start(sqlite_store.run, products)
+        await nursery.start(sqlite_store.run, initial_stock)
         try:
             yield sqlite_store
         finally:
@@ -50,6 +56,7 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StoreError",
+    "StoreStatistics",
     "StoredOrder",
     "open_store",
 ]

@@ -1,14 +1,13 @@
-"""What the shop keeps beyond a process's life, and the interface both stores implement."""
+"""What the shop keeps beyond a process's life, and the interface every store implements."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import attrs
 
-from trioshop.registry import Product
-from trioshop.shop.model import CartLine, Order, ServiceStatus
+from trioshop.domain import CartLine, Order, Placement, ServiceOutcome
 
 
 class StoreError(Exception):
@@ -35,7 +34,15 @@ class StoredOrder:
     """An order as stored, with what each service has done with it so far."""
 
     order: Order
-    services: dict[str, ServiceStatus]
+    services: Mapping[str, ServiceOutcome]
+
+
+@attrs.frozen
+class StoreStatistics:
+    """Totals since the store opened: transactions committed and the operations in them."""
+
+    transactions: int
+    operations: int
 
 
 @attrs.define
@@ -45,7 +52,9 @@ class Store(abc.ABC):
     Every method is atomic: it happens whole or not at all. Two views are kept in memory
     because every request needs them and only this process writes: ``stock`` (live stock per
     SKU) and ``cart_owners`` (users with a stored, non-empty cart). Both are updated only
-    after the change they mirror is committed.
+    after the change they mirror is committed. Refusals are the domain's errors
+    (``InsufficientStock``, ``IdempotencyKeyReused``); trouble with the storage itself is a
+    :class:`StoreError`.
     """
 
     stock: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -60,13 +69,14 @@ class Store(abc.ABC):
         """Replace the user's stored cart with *lines* (none: the cart is deleted)."""
 
     @abc.abstractmethod
-    async def checkout(self, order: Order) -> Order:
-        """Store *order* and reserve its stock, delete the cart and queue it for the services.
+    async def checkout(self, order: Order) -> Placement:
+        """Store *order*, reserve its stock, delete the cart and queue it for the services.
 
-        All or nothing: raises ``InsufficientStock`` (nothing changed) when a line asks for
-        more than is in stock. With an idempotency key already used by the same user, returns
-        that earlier order and changes nothing; used by another user, raises
-        ``IdempotencyKeyReused``.
+        One transaction applying :func:`~trioshop.domain.replay` and
+        :func:`~trioshop.domain.reserve_stock`: raises ``InsufficientStock`` (nothing
+        changed) when a line asks for more than is in stock; with an idempotency key already
+        used by the same user, returns that earlier order as a replay and changes nothing;
+        used by another user, raises ``IdempotencyKeyReused``.
         """
 
     @abc.abstractmethod
@@ -90,5 +100,9 @@ class Store(abc.ABC):
         """Record that *service* handled entry *seq* (order *order_id*) with *status*."""
 
     @abc.abstractmethod
-    async def add_products(self, products: Iterable[Product]) -> None:
-        """Give SKUs the store has never seen their registry stock; known SKUs keep theirs."""
+    async def add_stock(self, initial: Mapping[str, int]) -> None:
+        """Give SKUs the store has never seen their *initial* stock; known SKUs keep theirs."""
+
+    @abc.abstractmethod
+    def statistics(self) -> StoreStatistics:
+        """Transactions and operations since the store opened."""

@@ -1,38 +1,40 @@
-"""The in-memory store (``--memory``): same behaviour as SQLite, nothing survives the process."""
+"""The in-memory store (``--memory``): the store contract in dictionaries, kept for nothing.
+
+It applies the same domain rules as the SQLite store; every method completes without a
+checkpoint, which makes each one atomic under Trio.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import attrs
 
-from trioshop.registry import Product
-from trioshop.shop.model import (
-    CartLine,
-    IdempotencyKeyReused,
-    InsufficientStock,
-    Order,
-    ServiceStatus,
-)
-from trioshop.store.base import OutboxEntry, Store, StoredOrder
+from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, replay, reserve_stock
+from trioshop.store.base import OutboxEntry, Store, StoredOrder, StoreStatistics
 
 
 @attrs.define
 class MemoryStore(Store):
-    """Dictionaries instead of tables; every method completes without a checkpoint."""
+    """Dictionaries instead of tables; every operation counts as a transaction of its own."""
 
     _carts: dict[str, tuple[CartLine, ...]] = attrs.field(factory=dict, init=False)
     _orders: dict[str, Order] = attrs.field(factory=dict, init=False)
     _by_key: dict[str, Order] = attrs.field(factory=dict, init=False)
     _outbox: list[OutboxEntry] = attrs.field(factory=list, init=False)
     _cursors: dict[str, int] = attrs.field(factory=dict, init=False)
-    _statuses: dict[str, dict[str, ServiceStatus]] = attrs.field(factory=dict, init=False)
+    _outcomes: dict[str, dict[str, ServiceOutcome]] = attrs.field(factory=dict, init=False)
+    _writes: int = attrs.field(default=0, init=False)
 
     async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
         return self._carts.get(user_id, ())
 
     async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+        self._writes += 1
+        self._put_cart(user_id, lines)
+
+    def _put_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
         if lines:
             self._carts[user_id] = lines
             self.cart_owners.add(user_id)
@@ -40,28 +42,23 @@ class MemoryStore(Store):
             self._carts.pop(user_id, None)
             self.cart_owners.discard(user_id)
 
-    async def checkout(self, order: Order) -> Order:
-        if order.idempotency_key is not None:
-            earlier = self._by_key.get(order.idempotency_key)
+    async def checkout(self, order: Order) -> Placement:
+        self._writes += 1
+        key = order.idempotency_key
+        if key is not None:
+            earlier = replay(self._by_key.get(key), order.user_id)
             if earlier is not None:
-                if earlier.user_id != order.user_id:
-                    raise IdempotencyKeyReused()
-                return earlier
-        for line in order.lines:
-            available = self.stock.get(line.sku, 0)
-            if line.quantity > available:
-                raise InsufficientStock(line.sku, line.quantity, available)
-        for line in order.lines:
-            self.stock[line.sku] -= line.quantity
+                return Placement(earlier, replayed=True)
+        self.stock.update(reserve_stock(order.lines, self.stock))
         self._orders[order.order_id] = order
-        if order.idempotency_key is not None:
-            self._by_key[order.idempotency_key] = order
+        if key is not None:
+            self._by_key[key] = order
         self._outbox.append(OutboxEntry(len(self._outbox) + 1, order))
-        await self.save_cart(order.user_id, ())
-        return order
+        self._put_cart(order.user_id, ())
+        return Placement(order)
 
     def _stored(self, order: Order) -> StoredOrder:
-        return StoredOrder(order, dict(self._statuses.get(order.order_id, {})))
+        return StoredOrder(order, dict(self._outcomes.get(order.order_id, {})))
 
     async def order(self, order_id: str) -> StoredOrder | None:
         order = self._orders.get(order_id)
@@ -79,9 +76,14 @@ class MemoryStore(Store):
         return self._outbox[cursor : cursor + limit]  # seq n sits at index n - 1
 
     async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
+        self._writes += 1
         self._cursors[service] = max(self._cursors.get(service, 0), seq)
-        self._statuses.setdefault(order_id, {})[service] = ServiceStatus(status, time.time())
+        self._outcomes.setdefault(order_id, {})[service] = ServiceOutcome(status, time.time())
 
-    async def add_products(self, products: Iterable[Product]) -> None:
-        for product in products:
-            self.stock.setdefault(product.sku, product.stock)
+    async def add_stock(self, initial: Mapping[str, int]) -> None:
+        self._writes += 1
+        for sku, stock in initial.items():
+            self.stock.setdefault(sku, stock)
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(self._writes, self._writes)

@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from trioshop.logs import log_event
-from trioshop.registry import Product
-from trioshop.runtime import Refusal
-from trioshop.shop.model import (
+from trioshop.domain import (
     CartLine,
-    IdempotencyKeyReused,
-    InsufficientStock,
+    DomainError,
     Order,
-    ServiceStatus,
+    Placement,
+    ServiceOutcome,
+    replay,
+    reserve_stock,
 )
-from trioshop.store.base import OutboxEntry, Store, StoreClosed, StoredOrder, StoreError
+from trioshop.logs import log_event
+from trioshop.store.base import (
+    OutboxEntry,
+    Store,
+    StoreClosed,
+    StoredOrder,
+    StoreError,
+    StoreStatistics,
+)
+from trioshop.store.codec import decode_lines, encode_lines
 from trioshop.store.migrations import migrate
 
 logger = logging.getLogger("trioshop.store")
@@ -40,19 +47,18 @@ DATABASE_FILE = "trioshop.sqlite3"
 
 
 def _order_from_row(row: sqlite3.Row) -> Order:
-    lines = tuple(CartLine.from_record(r) for r in json.loads(row["lines"]))
     return Order(
-        row["order_id"], row["user_id"], lines, row["total_cents"], row["created_at"],
-        row["idempotency_key"],
+        row["order_id"], row["user_id"], decode_lines(row["lines"]), row["total_cents"],
+        row["created_at"], row["idempotency_key"],
     )
 
 
-def _statuses(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceStatus]:
+def _outcomes(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceOutcome]:
     rows = conn.execute(
         "SELECT service, status, at FROM order_status WHERE order_id = ? ORDER BY service",
         (order_id,),
     )
-    return {row["service"]: ServiceStatus(row["status"], row["at"]) for row in rows}
+    return {row["service"]: ServiceOutcome(row["status"], row["at"]) for row in rows}
 
 
 @attrs.define
@@ -72,8 +78,8 @@ class SqliteStore(Store):
     synchronous: str = "FULL"
     max_batch: int = 256
     queue_size: int = 10_000
-    batches: int = attrs.field(default=0, init=False)
-    operations: int = attrs.field(default=0, init=False)
+    _batches: int = attrs.field(default=0, init=False)
+    _operations: int = attrs.field(default=0, init=False)
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
     # Reads use a connection of their own: under WAL they see every committed write and
     # never wait behind a batch of writes (one read at a time, in a worker thread).
@@ -83,7 +89,7 @@ class SqliteStore(Store):
 
     # -- the writer ---------------------------------------------------------------------
 
-    def _open(self, products: list[Product]) -> tuple[dict[str, int], set[str], int]:
+    def _open(self, initial: Mapping[str, int]) -> tuple[dict[str, int], set[str], int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -96,16 +102,15 @@ class SqliteStore(Store):
         reader.row_factory = sqlite3.Row
         reader.execute("PRAGMA query_only=ON")
         self._reader = reader
-        self._seed_stock(conn, products)
+        self._seed_stock(conn, initial)
         stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
         owners = {r["user_id"] for r in conn.execute("SELECT user_id FROM carts")}
         return stock, owners, version
 
     @staticmethod
-    def _seed_stock(conn: sqlite3.Connection, products: Iterable[Product]) -> None:
+    def _seed_stock(conn: sqlite3.Connection, initial: Mapping[str, int]) -> None:
         conn.executemany(
-            "INSERT OR IGNORE INTO stock (sku, available) VALUES (?, ?)",
-            [(p.sku, p.stock) for p in products],
+            "INSERT OR IGNORE INTO stock (sku, available) VALUES (?, ?)", initial.items()
         )
 
     def _apply(self, batch: list[Pending]) -> list[Outcome]:
@@ -118,7 +123,7 @@ class SqliteStore(Store):
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, operation(conn)))
-                except (Refusal, sqlite3.IntegrityError) as refusal:
+                except (DomainError, sqlite3.IntegrityError) as refusal:
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, refusal))
                 conn.execute("RELEASE op")
@@ -132,17 +137,17 @@ class SqliteStore(Store):
 
     async def run(
         self,
-        products: list[Product],
+        initial: Mapping[str, int],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Open the database, migrate, seed stock, then serve operations until closed.
+        """Open the database, migrate, seed *initial* stock, then serve operations until closed.
 
         Ready (``task_status.started()``) once ``stock`` and ``cart_owners`` are loaded. Ends
         when :meth:`close` was called and every queued operation has been answered.
         """
         stock, owners, version = await trio.to_thread.run_sync(
-            self._open, products, limiter=self.limiter
+            self._open, initial, limiter=self.limiter
         )
         self.stock.update(stock)
         self.cart_owners.update(owners)
@@ -165,8 +170,8 @@ class SqliteStore(Store):
                         outcomes = await trio.to_thread.run_sync(
                             self._apply, batch, limiter=self.limiter
                         )
-                    self.batches += 1
-                    self.operations += len(batch)
+                    self._batches += 1
+                    self._operations += len(batch)
                     for (_, on_commit, reply), outcome in zip(batch, outcomes, strict=True):
                         if outcome[0] and on_commit is not None:
                             on_commit(outcome[1])
@@ -230,12 +235,12 @@ class SqliteStore(Store):
 
         def load(conn: sqlite3.Connection) -> tuple[CartLine, ...]:
             row = conn.execute("SELECT lines FROM carts WHERE user_id = ?", (user_id,)).fetchone()
-            return () if row is None else tuple(map(CartLine.from_record, json.loads(row[0])))
+            return () if row is None else decode_lines(row[0])
 
         return await self._read(load)
 
     async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
-        payload = json.dumps([line.to_record() for line in lines])
+        payload = encode_lines(lines)
 
         def save(conn: sqlite3.Connection) -> None:
             if lines:
@@ -256,58 +261,54 @@ class SqliteStore(Store):
 
         await self._submit(save, committed)
 
-    async def checkout(self, order: Order) -> Order:
-        def place(conn: sqlite3.Connection) -> tuple[Order, dict[str, int]]:
+    async def checkout(self, order: Order) -> Placement:
+        def place(conn: sqlite3.Connection) -> tuple[Placement, dict[str, int]]:
             key = order.idempotency_key
             if key is not None:
                 row = conn.execute(
                     "SELECT * FROM orders WHERE idempotency_key = ?", (key,)
                 ).fetchone()
-                if row is not None:
-                    if row["user_id"] != order.user_id:
-                        raise IdempotencyKeyReused()
-                    return _order_from_row(row), {}
-            levels: dict[str, int] = {}
-            for line in order.lines:
-                row = conn.execute(
-                    "SELECT available FROM stock WHERE sku = ?", (line.sku,)
-                ).fetchone()
-                available = 0 if row is None else row[0]
-                if line.quantity > available:
-                    raise InsufficientStock(line.sku, line.quantity, available)
-                levels[line.sku] = available - line.quantity
+                earlier = replay(None if row is None else _order_from_row(row), order.user_id)
+                if earlier is not None:
+                    return Placement(earlier, replayed=True), {}
+            skus = sorted({line.sku for line in order.lines})
+            rows = conn.execute(
+                f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
+                skus,
+            )
+            levels = reserve_stock(order.lines, {r["sku"]: r["available"] for r in rows})
             conn.executemany(
                 "UPDATE stock SET available = ? WHERE sku = ?",
                 [(left, sku) for sku, left in levels.items()],
             )
-            lines = json.dumps([line.to_record() for line in order.lines])
             conn.execute(
                 "INSERT INTO orders (order_id, user_id, lines, total_cents, created_at,"
                 " idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
-                (order.order_id, order.user_id, lines, order.total_cents, order.timestamp, key),
+                (order.order_id, order.user_id, encode_lines(order.lines), order.total_cents,
+                 order.timestamp, key),
             )
             conn.execute(
                 "INSERT INTO outbox (order_id, created_at) VALUES (?, ?)",
                 (order.order_id, time.time()),
             )
             conn.execute("DELETE FROM carts WHERE user_id = ?", (order.user_id,))
-            return order, levels
+            return Placement(order), levels
 
-        def committed(result: tuple[Order, dict[str, int]]) -> None:
-            placed, levels = result
-            self.stock.update(levels)
-            if levels:  # a new order, not an earlier one found by its key
-                self.cart_owners.discard(placed.user_id)
+        def committed(result: tuple[Placement, dict[str, int]]) -> None:
+            placement, levels = result
+            if not placement.replayed:
+                self.stock.update(levels)
+                self.cart_owners.discard(placement.order.user_id)
 
-        placed, _ = await self._submit(place, committed)
-        return placed
+        placement, _ = await self._submit(place, committed)
+        return placement
 
     async def order(self, order_id: str) -> StoredOrder | None:
         def read(conn: sqlite3.Connection) -> StoredOrder | None:
             row = conn.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
             if row is None:
                 return None
-            return StoredOrder(_order_from_row(row), _statuses(conn, order_id))
+            return StoredOrder(_order_from_row(row), _outcomes(conn, order_id))
 
         return await self._read(read)
 
@@ -317,7 +318,7 @@ class SqliteStore(Store):
                 "SELECT * FROM orders WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
                 (user_id,),
             ).fetchall()
-            return [StoredOrder(_order_from_row(r), _statuses(conn, r["order_id"])) for r in rows]
+            return [StoredOrder(_order_from_row(r), _outcomes(conn, r["order_id"])) for r in rows]
 
         return await self._read(read)
 
@@ -358,12 +359,11 @@ class SqliteStore(Store):
 
         await self._submit(record)
 
-    async def add_products(self, products: Iterable[Product]) -> None:
-        products = list(products)
+    async def add_stock(self, initial: Mapping[str, int]) -> None:
+        skus = list(initial)
 
         def seed(conn: sqlite3.Connection) -> dict[str, int]:
-            self._seed_stock(conn, products)
-            skus = [p.sku for p in products]
+            self._seed_stock(conn, initial)
             rows = conn.execute(
                 f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
                 skus,
@@ -371,3 +371,6 @@ class SqliteStore(Store):
             return {r["sku"]: r["available"] for r in rows}
 
         await self._submit(seed, self.stock.update)
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(self._batches, self._operations)

@@ -1,4 +1,4 @@
-"""Helpers for nurseries that host background tasks around a caller's ``async with`` body."""
+"""A nursery for background tasks that live around a caller's ``async with`` body."""
 
 from __future__ import annotations
 

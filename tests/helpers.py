@@ -1,0 +1,82 @@
+"""Shared test helpers: the shipped registry's folder, and an in-process app with its client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from trioshop.config import Settings
+from trioshop.http import create_app
+from trioshop.registry import Registry
+from trioshop.shop import CartFactory, Shop
+from trioshop.shop.services import ServiceStatistics
+
+REGISTRY_DIR = Path(__file__).parents[1] / "registry"
+
+
+class ShopClient:
+    """An in-process app, its test client, and a handle on the running shop."""
+
+    def __init__(self, test_app: Any, app: Any) -> None:
+        self.test_app = test_app
+        self.app = app
+        self.client = test_app.test_client()
+
+    @property
+    def shop(self) -> Shop:
+        shop = self.app.extensions["trioshop"].shop
+        assert shop is not None
+        return shop
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        client: str = "127.0.0.1",
+    ) -> tuple[int, Any, Any]:
+        """One request from *client* (an IP address); returns status, JSON body, headers."""
+        kwargs: dict[str, Any] = {
+            "headers": headers or {},
+            "scope_base": {"client": (client, 50000)},
+        }
+        if json is not None:
+            kwargs["json"] = json
+        if data is not None:
+            kwargs["data"] = data
+        response = await self.client.open(path, method=method, **kwargs)
+        body = await response.get_json() if response.mimetype == "application/json" else None
+        return response.status_code, body, response.headers
+
+    async def add(self, user: str, sku: str, quantity: int = 1) -> tuple[int, Any, Any]:
+        return await self.request(
+            "POST", f"/api/cart/{user}/items", json={"sku": sku, "quantity": quantity}
+        )
+
+
+@asynccontextmanager
+async def open_shop_client(
+    registry: Registry,
+    settings: Settings | None = None,
+    cart_factory: CartFactory | None = None,
+) -> AsyncIterator[ShopClient]:
+    app = create_app(registry, settings, cart_factory=cart_factory)
+    async with app.test_app() as test_app:
+        yield ShopClient(test_app, app)
+
+
+def live_cart_names(shop: Shop) -> set[str]:
+    """The names of the live actors (``cart:{user_id}``)."""
+    return {info.name for info in shop.live_actors() if info.name is not None}
+
+
+def service(shop: Shop, name: str) -> ServiceStatistics:
+    """The running service *name*'s statistics."""
+    found = [s for s in shop.statistics().services if s.state.name == name]
+    assert found, f"no running service {name!r}"
+    return found[0]

@@ -1,0 +1,88 @@
+"""Opening a shop: the store, the actor host, the bus and the services, in shutdown order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from trioshop.config import Settings
+from trioshop.logs import log_event
+from trioshop.registry import Registry
+from trioshop.runtime import open_actor_host, open_event_bus, open_supervisor
+from trioshop.shop.cart import CartDeps, OrderCounters
+from trioshop.shop.carts import CartFactory, Carts
+from trioshop.shop.catalog import Catalog
+from trioshop.shop.runnable import check_runnable
+from trioshop.shop.services import Services
+from trioshop.shop.shop import Shop, cart_definition
+from trioshop.store import open_store
+
+logger = logging.getLogger("trioshop.shop")
+
+
+@asynccontextmanager
+async def open_shop(
+    registry: Registry,
+    settings: Settings,
+    *,
+    cart_factory: CartFactory | None = None,
+) -> AsyncIterator[Shop]:
+    """Open the store, the actor host, the event bus and the services, in that order.
+
+    Ready on entry: the store is migrated and seeded, every service has subscribed (or
+    failed its first attempt). On exit the services stop first, then the bus closes, then
+    the carts end, then the store finishes its queued writes and closes: the nesting below
+    is the shutdown order. Raises ``RegistryError`` if the shop cannot run *registry*.
+    *cart_factory* replaces the registry's cart handler (tests), also across reloads.
+    """
+    check_runnable(registry)
+    definition = cart_definition(registry, settings, cart_factory)
+    # Trio runs actors on one thread; process.host workers bound the threads doing blocking
+    # work (SQLite) so a burst of it cannot exhaust the thread pool.
+    blocking = trio.CapacityLimiter(registry.process_host.workers)
+    idle = settings.cart_idle_timeout
+    initial_stock = {p.sku: p.stock for p in registry.products}
+    async with open_store(
+        settings.data_dir, initial_stock, blocking, synchronous=settings.sqlite_synchronous
+    ) as store, open_actor_host(
+        mailbox_capacity=definition.mailbox,
+        max_actors=settings.max_live_carts,
+        shutdown_timeout=settings.shutdown_timeout,
+        # A cart is passivated between idle and idle + 10 % (at most 10 s) without mail.
+        idle_check_interval=min(10.0, idle / 10) if idle else 10.0,
+    ) as host:
+        with open_event_bus(settings.bus_capacity) as bus:
+            async with open_supervisor() as supervisor:
+                counters = OrderCounters()
+                carts = Carts(host, store, CartDeps(bus, store, counters), settings, definition)
+                services = Services(supervisor, bus, store)
+                shop = Shop(
+                    registry, Catalog.from_registry(registry), carts, services, settings,
+                    host, bus, store, counters, blocking, cart_factory,
+                )
+                for service in registry.services:
+                    await services.start(service)
+                log_event(
+                    logger, "shop started", products=len(shop.catalog),
+                    services=",".join(services.names), store=settings.data_dir or "memory",
+                    stored_carts=len(store.cart_owners),
+                )
+                yield shop
+                log_event(logger, "shop stopping", live_carts=len(host))
+
+
+async def serve_shop(
+    registry: Registry,
+    settings: Settings,
+    stop: trio.Event,
+    *,
+    cart_factory: CartFactory | None = None,
+    task_status: trio.TaskStatus[Shop] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the shop as a task until *stop* is set; reports the ready :class:`Shop` on start."""
+    async with open_shop(registry, settings, cart_factory=cart_factory) as shop:
+        task_status.started(shop)
+        await stop.wait()

@@ -1,0 +1,63 @@
+"""The rules of a cart and of checkout, as pure functions every store and the cart share.
+
+Stores call them inside their own transaction, on the figures that transaction read, so the
+rules are written once and each backend only supplies atomicity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from trioshop.domain.errors import IdempotencyKeyReused, InsufficientStock
+from trioshop.domain.model import CartLine, Order
+
+
+def total_cents(lines: Iterable[CartLine]) -> int:
+    """The exact total of *lines*, in cents."""
+    return sum(line.price_cents * line.quantity for line in lines)
+
+
+def add_line(
+    lines: Mapping[str, CartLine], added: CartLine, available: int
+) -> dict[str, CartLine]:
+    """*lines* with *added* merged in; :class:`InsufficientStock` if the SKU's total would
+    exceed *available*.
+
+    Adding a SKU already there raises that line's quantity; the line keeps its place and the
+    price it was first added at (a cart line is a quote).
+    """
+    line = lines.get(added.sku)
+    quantity = added.quantity + (line.quantity if line else 0)
+    if quantity > available:
+        raise InsufficientStock(added.sku, quantity, available)
+    merged = dict(lines)
+    merged[added.sku] = added if line is None else attrs.evolve(line, quantity=quantity)
+    return merged
+
+
+def replay(earlier: Order | None, user_id: str) -> Order | None:
+    """The order to answer again for a checkout by *user_id* whose key found *earlier*.
+
+    ``None`` when the key is new. Raises :class:`IdempotencyKeyReused` when the key belongs
+    to another user's order.
+    """
+    if earlier is not None and earlier.user_id != user_id:
+        raise IdempotencyKeyReused()
+    return earlier
+
+
+def reserve_stock(lines: Iterable[CartLine], available: Mapping[str, int]) -> dict[str, int]:
+    """The stock levels once every line is taken from *available*: all lines or none.
+
+    Raises :class:`InsufficientStock` for the first line that asks for more than there is
+    (an unknown SKU has none).
+    """
+    levels: dict[str, int] = {}
+    for line in lines:
+        left = levels.get(line.sku, available.get(line.sku, 0))
+        if line.quantity > left:
+            raise InsufficientStock(line.sku, line.quantity, left)
+        levels[line.sku] = left - line.quantity
+    return levels

@@ -1,0 +1,34 @@
+"""How a supervisor paces the restarts of a failing service: a validated, frozen policy."""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+_non_negative = [v.instance_of(float), v.ge(0.0)]
+
+
+def _whole_positive(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    # bool is an int subclass; ``True`` is not an attempt count.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"field '{attribute.name}' must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class RestartPolicy:
+    """Exponential backoff with jitter between restarts, then give up after ``max_attempts``.
+
+    ``stable_threshold``: a run that lasted this long before failing resets the count.
+    """
+
+    max_attempts: int = attrs.field(validator=_whole_positive)
+    initial_delay: float = attrs.field(converter=float, validator=_non_negative)
+    max_delay: float = attrs.field(default=90.0, converter=float, validator=_non_negative)
+    backoff_factor: float = attrs.field(default=2.0, converter=float, validator=v.ge(1.0))
+    jitter: float = attrs.field(default=0.1, converter=float, validator=[v.ge(0.0), v.le(1.0)])
+    stable_threshold: float = attrs.field(default=5.0, converter=float, validator=_non_negative)
+
+    def delay(self, attempt: int, jitter_draw: float = 0.0) -> float:
+        """The pause before restart number *attempt* (1-based); *jitter_draw* lies in [-1, 1]."""
+        base = min(self.initial_delay * self.backoff_factor ** (attempt - 1), self.max_delay)
+        return max(0.0, base * (1.0 + self.jitter * jitter_draw))
