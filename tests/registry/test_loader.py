@@ -66,7 +66,8 @@ def test_find_filters_on_meta_in_file_order() -> None:
     """find(kind, **meta) returns the matching entries in file order; get() by id."""
     registry = load_registry(REGISTRY)
     products = registry.find("registry.entry", type="product")
-    assert [p.name for p in products] == [f"product.{p}" for p in ("laptop", "keyboard", "mouse", "monitor", "headphones")]
+    names = ["laptop", "keyboard", "mouse", "monitor", "headphones"]
+    assert [p.name for p in products] == [f"product.{name}" for name in names]
     assert all(isinstance(p, Product) for p in products)
     assert registry.find("process.service", of_type=ServiceDefinition)[0].name == "delivery"
     with pytest.raises(KeyError, match="no registry entry 'app:nope'"):

@@ -9,8 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioshop.runtime import RestartPolicy
-from trioshop.runtime import ServiceStatus, open_supervisor
+from trioshop.runtime import RestartPolicy, ServiceStatus, open_supervisor
 
 POLICY = RestartPolicy(max_attempts=5, initial_delay=1, max_delay=4, jitter=0, stable_threshold=5)
 

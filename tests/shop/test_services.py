@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import ShopClient, open_shop_client, service
 from tests.fakes import services as fake_services
+from tests.helpers import ShopClient, open_shop_client, service
 from trioshop.registry import load_registry
 from trioshop.runtime import ServiceStatus
 
