@@ -81,9 +81,12 @@ def test_find_filters_on_meta_in_file_order() -> None:
         ("X-1", "abc", 5, "expected a number"),
         ("X-1", "1.999", 5, "at most two decimals"),
         ("X-1", "true", 5, "bool"),
-        ("X-1", "1.5", -2, "field 'stock' must be a non-negative integer"),
-        ("X-1", "1.5", "1.5", "field 'stock' must be a non-negative integer"),
+        ("X-1", "1.5", -2, "field 'stock' must be an integer from 0 to 1000000000"),
+        ("X-1", "1.5", "1.5", "field 'stock' must be an integer from 0 to 1000000000"),
+        ("X-1", "1.5", 100000000000000000000, "field 'stock' must be an integer from 0 to"),
+        ("X-1", "1000000.01", 5, "must be an integer from 0 to 100000000"),
         ("[1]", "1.5", 2, "field 'sku' must be a non-empty string"),
+        ("A/B", "1.5", 2, "without '/'"),
     ],
 )
 def test_bad_product_fields_are_named(

@@ -29,3 +29,10 @@ def is_user_id(value: str) -> bool:
 def is_idempotency_key(value: str) -> bool:
     """Whether *value* is a usable Idempotency-Key."""
     return 1 <= len(value) <= IDEMPOTENCY_KEY_MAX_LENGTH and value.isprintable()
+
+# Catalog bounds (registry validation): every cart and order total stays far inside the
+# 64-bit integers of the databases (1,000,000.00 x 1,000,000,000 < 2**63 / 92 lines).
+MAX_PRICE_CENTS = 100_000_000  # 1,000,000.00
+MAX_STOCK = 1_000_000_000
+# A SKU appears in URL paths (DELETE .../items/{sku}): printable, no '/', bounded.
+MAX_SKU_LENGTH = 64

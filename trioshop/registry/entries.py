@@ -9,12 +9,13 @@ from typing import Any, ClassVar
 import attrs
 from attrs import validators as v
 
+from trioshop.domain.limits import MAX_PRICE_CENTS, MAX_SKU_LENGTH, MAX_STOCK
 from trioshop.runtime import RestartPolicy
 
 
-def _is_reference(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+def _is_reference(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
     """Check that *value* looks like ``package.module:callable``."""
-    module, sep, name = value.partition(":")
+    module, sep, name = value.partition(":") if isinstance(value, str) else ("", "", "")
     if not sep or not module or not name.isidentifier():
         raise ValueError(
             f"field '{attribute.name}' must be 'package.module:callable', got {value!r}"
@@ -41,8 +42,32 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-_non_empty_str = v.and_(v.instance_of(str), v.min_len(1))
-_positive_int = [v.instance_of(int), v.gt(0)]
+def _text(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"field '{_label(attribute)}' must be a non-empty string, got {value!r}")
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Callable[..., None]:
+    """An integer in ``[minimum, maximum]``; a YAML ``true`` is not a count."""
+    bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def check(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            raise ValueError(
+                f"field '{_label(attribute)}' must be an integer {bounds}, got {value!r}"
+            )
+
+    return check
+
+
+def _label(attribute: attrs.Attribute[Any]) -> str:
+    """The field's name as the registry file spells it (``metadata['yaml']``)."""
+    return str(attribute.metadata.get("yaml", attribute.name))
 
 
 @attrs.frozen
@@ -70,12 +95,13 @@ class HttpService(Entry):
 
     KIND: ClassVar[str] = "http.service"
 
-    addr: str = attrs.field(kw_only=True, validator=v.instance_of(str))
+    addr: str = attrs.field(kw_only=True)
 
-    def __attrs_post_init__(self) -> None:
-        _, sep, port = self.addr.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"field 'addr' must be 'host:port' or ':port', got {self.addr!r}")
+    @addr.validator
+    def _check_addr(self, attribute: attrs.Attribute[str], value: object) -> None:
+        port = value.rpartition(":")[2] if isinstance(value, str) else ""
+        if ":" not in str(value) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"field 'addr' must be 'host:port' or ':port', got {value!r}")
 
     @property
     def bind(self) -> str:
@@ -90,12 +116,18 @@ class HttpRouter(Entry):
 
     KIND: ClassVar[str] = "http.router"
 
-    prefix: str = attrs.field(kw_only=True, validator=v.instance_of(str))
+    prefix: str = attrs.field(kw_only=True)
 
-    def __attrs_post_init__(self) -> None:
-        if not self.prefix.startswith("/") or (len(self.prefix) > 1 and self.prefix.endswith("/")):
+    @prefix.validator
+    def _check_prefix(self, attribute: attrs.Attribute[str], value: object) -> None:
+        if (
+            not isinstance(value, str)
+            or not value.startswith("/")
+            or (len(value) > 1 and value.endswith("/"))
+        ):
             raise ValueError(
-                f"field 'prefix' must start with '/' and not end with one, got {self.prefix!r}"
+                f"field 'prefix' must be a path starting with '/' and not ending with one, "
+                f"got {value!r}"
             )
 
 
@@ -109,7 +141,9 @@ class ProcessHost(Entry):
 
     KIND: ClassVar[str] = "process.host"
 
-    workers: int = attrs.field(kw_only=True, validator=_positive_int)
+    workers: int = attrs.field(
+        kw_only=True, default=8, validator=_whole(1), metadata={"yaml": "host.workers"}
+    )
 
 
 @attrs.frozen
@@ -118,10 +152,20 @@ class Product(Entry):
 
     KIND: ClassVar[str] = "registry.entry"
 
-    sku: str = attrs.field(kw_only=True, validator=_non_empty_str)
-    title: str = attrs.field(kw_only=True, validator=_non_empty_str)
-    price_cents: int = attrs.field(kw_only=True, validator=[v.instance_of(int), v.ge(0)])
-    stock: int = attrs.field(kw_only=True, validator=[v.instance_of(int), v.ge(0)])
+    sku: str = attrs.field(kw_only=True, validator=_text)
+    title: str = attrs.field(kw_only=True, validator=_text, metadata={"yaml": "meta.title"})
+    price_cents: int = attrs.field(
+        kw_only=True, validator=_whole(0, MAX_PRICE_CENTS), metadata={"yaml": "price (in cents)"}
+    )
+    stock: int = attrs.field(kw_only=True, validator=_whole(0, MAX_STOCK))
+
+    @sku.validator
+    def _check_sku(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if "/" in value or len(value) > MAX_SKU_LENGTH or not value.isprintable():
+            raise ValueError(
+                f"field 'sku' must be at most {MAX_SKU_LENGTH} printable characters without "
+                f"'/', got {value!r}"
+            )
 
 
 @attrs.frozen
@@ -139,8 +183,8 @@ class ActorDefinition(Entry):
 
     KIND: ClassVar[str] = "process.actor"
 
-    handler: str = attrs.field(kw_only=True, validator=[v.instance_of(str), _is_reference])
-    mailbox: int = attrs.field(kw_only=True, default=256, validator=_positive_int)
+    handler: str = attrs.field(kw_only=True, validator=_is_reference)
+    mailbox: int = attrs.field(kw_only=True, default=256, validator=_whole(1))
 
 
 @attrs.frozen
@@ -149,6 +193,6 @@ class ServiceDefinition(Entry):
 
     KIND: ClassVar[str] = "process.service"
 
-    process: str = attrs.field(kw_only=True, validator=[v.instance_of(str), _is_reference])
+    process: str = attrs.field(kw_only=True, validator=_is_reference)
     restart: RestartPolicy = attrs.field(kw_only=True, validator=v.instance_of(RestartPolicy))
     subscribe: tuple[str, str] | None = attrs.field(kw_only=True, default=None)

@@ -46,18 +46,16 @@ def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _field(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], expected: str) -> Any:
+def _required(raw: Mapping[str, Any], key: str, label: str | None = None) -> Any:
+    """The value of *key*; its type and range are checked by the entry class it goes to."""
     if key not in raw:
-        raise _EntryProblem(f"missing field '{key}' (expected {expected})")
-    value = raw[key]
-    # bool is an int subclass; a YAML 'yes' must not pass for a count.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise _EntryProblem(f"field '{key}' must be {expected}, got {value!r} (bool)")
-    if not isinstance(value, kind):
-        raise _EntryProblem(
-            f"field '{key}' must be {expected}, got {value!r} ({_type_name(value)})"
-        )
-    return value
+        raise _EntryProblem(f"missing field '{label or key}'")
+    return raw[key]
+
+
+def _present(raw: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """The given keys that *raw* has: absent ones take the entry class's default."""
+    return {key: raw[key] for key in keys if key in raw}
 
 
 def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -69,20 +67,17 @@ def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _duration(raw: Mapping[str, Any], key: str, default: float | None = None) -> float:
-    if key not in raw and default is not None:
-        return default
-    value = _field(raw, key, (int, float, str), "a duration such as 1.5, '500ms' or '2s'")
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise _EntryProblem(
-                f"field '{key}' must be a duration such as '500ms', '2s' or '1m', got {value!r}"
-            )
-        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if value < 0:
-        raise _EntryProblem(f"field '{key}' must not be negative, got {value!r}")
-    return float(value)
+def _duration(raw: Mapping[str, Any], key: str) -> Any:
+    """Seconds from a number or a string such as ``'500ms'``, ``'2s'``, ``'1m'``."""
+    value = _required(raw, key)
+    if not isinstance(value, str):
+        return value  # a number: RestartPolicy checks it
+    match = _DURATION.match(value)
+    if match is None:
+        raise _EntryProblem(
+            f"field '{key}' must be a duration such as '500ms', '2s' or '1m', got {value!r}"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def _allow_only(raw: Mapping[str, Any], allowed: set[str]) -> None:
@@ -95,21 +90,17 @@ def _allow_only(raw: Mapping[str, Any], allowed: set[str]) -> None:
 
 def _http_service(id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Entry:
     _allow_only(raw, {"addr"})
-    return HttpService(id, source, meta, addr=_field(raw, "addr", str, "a string 'host:port'"))
+    return HttpService(id, source, meta, addr=_required(raw, "addr"))
 
 
 def _http_router(id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Entry:
     _allow_only(raw, {"prefix"})
-    return HttpRouter(id, source, meta, prefix=_field(raw, "prefix", str, "a path such as '/api'"))
+    return HttpRouter(id, source, meta, prefix=_required(raw, "prefix"))
 
 
 def _process_host(id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Entry:
     _allow_only(raw, {"host"})
-    host = _mapping(raw, "host")
-    workers = _field(host, "workers", int, "a positive integer") if "workers" in host else 8
-    if workers < 1:
-        raise _EntryProblem(f"field 'host.workers' must be a positive integer, got {workers!r}")
-    return ProcessHost(id, source, meta, workers=workers)
+    return ProcessHost(id, source, meta, **_present(_mapping(raw, "host"), "workers"))
 
 
 def _registry_entry(
@@ -119,39 +110,31 @@ def _registry_entry(
         data = {k: v for k, v in raw.items() if k not in {"name", "kind", "meta"}}
         return DataEntry(id, source, meta, data=data)
     _allow_only(raw, {"sku", "price", "stock"})
-    sku = _field(raw, "sku", str, "a non-empty string")
-    if not sku.strip():
-        raise _EntryProblem("field 'sku' must be a non-empty string")
-    price = _field(raw, "price", (int, float, str), "a non-negative number with at most 2 decimals")
     try:
-        price_cents = parse_cents(price)
+        price_cents = parse_cents(_required(raw, "price"))
     except ValueError as exc:
         raise _EntryProblem(f"field 'price': {exc}") from None
-    stock = _field(raw, "stock", int, "a non-negative integer")
-    if stock < 0:
-        raise _EntryProblem(f"field 'stock' must be a non-negative integer, got {stock!r}")
-    title = _field(meta, "title", str, "a non-empty string (meta.title)")
-    if not title.strip():
-        raise _EntryProblem("field 'meta.title' must be a non-empty string")
-    return Product(id, source, meta, sku=sku, title=title, price_cents=price_cents, stock=stock)
+    return Product(
+        id, source, meta, sku=_required(raw, "sku"), title=_required(meta, "title", "meta.title"),
+        price_cents=price_cents, stock=_required(raw, "stock"),
+    )
 
 
 def _process_actor(id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Entry:
     _allow_only(raw, {"handler", "mailbox"})
-    handler = _field(raw, "handler", str, "'package.module:callable'")
-    mailbox = _field(raw, "mailbox", int, "a positive integer") if "mailbox" in raw else 256
-    return ActorDefinition(id, source, meta, handler=handler, mailbox=mailbox)
+    return ActorDefinition(
+        id, source, meta, handler=_required(raw, "handler"), **_present(raw, "mailbox")
+    )
 
 
 def _process_service(
     id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]
 ) -> Entry:
     _allow_only(raw, {"process", "lifecycle", "subscribe"})
-    process = _field(raw, "process", str, "'package.module:callable'")
     subscribe = None
     if "subscribe" in raw:
-        topic = _field(raw, "subscribe", str, "'system/kind' such as 'shop/order.checkout'")
-        system, sep, kind = topic.partition("/")
+        topic = raw["subscribe"]
+        system, sep, kind = topic.partition("/") if isinstance(topic, str) else ("", "", "")
         if not (sep and system and kind):
             raise _EntryProblem(
                 f"field 'subscribe' must be 'system/kind' such as 'shop/order.checkout', "
@@ -159,20 +142,14 @@ def _process_service(
             )
         subscribe = (system, kind)
     restart = _mapping(_mapping(raw, "lifecycle"), "restart")
+    durations = ["initial_delay", *(k for k in ("max_delay", "stable_threshold") if k in restart)]
     policy = RestartPolicy(
-        max_attempts=_field(restart, "max_attempts", int, "a positive integer"),
-        initial_delay=_duration(restart, "initial_delay"),
-        max_delay=_duration(restart, "max_delay", 90.0),
-        backoff_factor=_field(restart, "backoff_factor", (int, float), "a number >= 1")
-        if "backoff_factor" in restart
-        else 2.0,
-        jitter=_field(restart, "jitter", (int, float), "a number in [0, 1]")
-        if "jitter" in restart
-        else 0.1,
-        stable_threshold=_duration(restart, "stable_threshold", 5.0),
+        max_attempts=_required(restart, "max_attempts"),
+        **{key: _duration(restart, key) for key in durations},
+        **_present(restart, "backoff_factor", "jitter"),
     )
     return ServiceDefinition(
-        id, source, meta, process=process, restart=policy, subscribe=subscribe
+        id, source, meta, process=_required(raw, "process"), restart=policy, subscribe=subscribe
     )
 
 

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-import attrs
-from attrs import validators as v
+import math
+from collections.abc import Callable
 
-_non_negative = [v.instance_of(float), v.ge(0.0)]
+import attrs
 
 
 def _whole_positive(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
     # bool is an int subclass; ``True`` is not an attempt count.
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"field '{attribute.name}' must be a positive integer, got {value!r}")
+
+
+def _number(low: float, high: float = math.inf) -> Callable[..., None]:
+    """A finite number (not a bool) from *low* to *high*."""
+    bounds = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+
+    def check(instance: object, attribute: attrs.Attribute[float], value: object) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
+            raise ValueError(f"field '{attribute.name}' must be a number {bounds}, got {value!r}")
+
+    return check
+
+
+_non_negative = _number(0.0)
 
 
 @attrs.frozen
@@ -22,11 +41,11 @@ class RestartPolicy:
     """
 
     max_attempts: int = attrs.field(validator=_whole_positive)
-    initial_delay: float = attrs.field(converter=float, validator=_non_negative)
-    max_delay: float = attrs.field(default=90.0, converter=float, validator=_non_negative)
-    backoff_factor: float = attrs.field(default=2.0, converter=float, validator=v.ge(1.0))
-    jitter: float = attrs.field(default=0.1, converter=float, validator=[v.ge(0.0), v.le(1.0)])
-    stable_threshold: float = attrs.field(default=5.0, converter=float, validator=_non_negative)
+    initial_delay: float = attrs.field(validator=_non_negative)
+    max_delay: float = attrs.field(default=90.0, validator=_non_negative)
+    backoff_factor: float = attrs.field(default=2.0, validator=_number(1.0))
+    jitter: float = attrs.field(default=0.1, validator=_number(0.0, 1.0))
+    stable_threshold: float = attrs.field(default=5.0, validator=_non_negative)
 
     def delay(self, attempt: int, jitter_draw: float = 0.0) -> float:
         """The pause before restart number *attempt* (1-based); *jitter_draw* lies in [-1, 1]."""
