@@ -1,30 +1,44 @@
 # Two commands on a fresh machine: `make run` serves the shop, `make test` runs the tests.
-# Both create the local virtualenv (.venv) first if it is missing or out of date.
+# Each creates the local virtualenv (.venv) first and installs what it needs, no more:
+# `run` the server's dependencies, `test` also the test tools, `lint` also ruff and mypy.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run check test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# One stamp per set of extras; each is redone when pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed-run
 	$(BIN)/trioshop run $(ARGS)
 
-test: $(STAMP)
+check: $(VENV)/.installed-run
+	$(BIN)/trioshop check $(ARGS)
+
+test: $(VENV)/.installed-test
 	$(BIN)/pytest $(ARGS)
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/actors.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/load.py --spawn
