@@ -1,4 +1,4 @@
-"""Tests of the command line: ``trioshop check`` on good and broken registries."""
+"""Tests of the command line: `trioshop check`, and `trioshop run` refusing what it cannot run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import REGISTRY_DIR
 
@@ -78,3 +80,44 @@ def test_run_with_unusable_data_dir_says_so(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "the shop could not start" in result.stderr
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trioshop", "run", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_run_with_an_invalid_registry_exits_1(tmp_path: Path) -> None:
+    """`trioshop run` on a broken registry fails like any failed start: exit 1, the problem."""
+    folder = tmp_path / "registry"
+    shutil.copytree(REGISTRY_DIR, folder)
+    products = folder / "products.yaml"
+    products.write_text(products.read_text().replace("stock: 50", "stock: -1"))
+    result = run_command("--registry", str(folder), "--memory", "--bind", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert "entry 'app:product.laptop'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--log-level", "foo"),
+        ("--max-live-carts", "0"),
+        ("--read-timeout", "-1"),
+        ("--checkout-timeout", "nan"),
+        ("--cart-idle", "-5"),
+        ("--connection-idle", "0"),
+        ("--bind", "127.0.0.1:99999"),
+        ("--bind", "nohost"),
+    ],
+)
+def test_run_refuses_bad_option_values(option: str, value: str) -> None:
+    """A bad option value is refused before anything starts: exit 2, one line naming it."""
+    result = run_command("--memory", option, value)
+    assert result.returncode == 2
+    assert f"argument {option}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout
