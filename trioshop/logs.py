@@ -15,7 +15,15 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
 
-_NEEDS_QUOTES = re.compile(r'[\s"=\\]').search
+# Whitespace, quotes, '=', backslashes, and every control or line-breaking character (C0, DEL,
+# C1, U+2028/2029): a value from a client can neither break the line nor drive a terminal.
+_NEEDS_QUOTES = re.compile(r'[\s"=\\\x00-\x1f\x7f-\x9f\u2028\u2029]').search
+_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]},
+    0x2028: "\\u2028", 0x2029: "\\u2029",
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+    ord("\\"): "\\\\", ord('"'): '\\"',
+}
 
 
 def _quote(value: object) -> str:
@@ -23,8 +31,7 @@ def _quote(value: object) -> str:
         return str(value)
     text = str(value)
     if not text or _NEEDS_QUOTES(text):
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+        return f'"{text.translate(_ESCAPES)}"'
     return text
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 
 CENTS_PER_UNIT = 100
+# Amounts with more integer digits than this are refused before any arithmetic.
+_MAX_DIGITS = 30
 
 
 def parse_cents(value: object) -> int:
@@ -24,8 +26,12 @@ def parse_cents(value: object) -> int:
         raise ValueError(f"expected a finite number, got {value!r}")
     if amount < 0:
         raise ValueError(f"expected a non-negative amount, got {value!r}")
-    cents = amount * CENTS_PER_UNIT
-    if cents != cents.to_integral_value():
+    if amount.adjusted() >= _MAX_DIGITS:
+        raise ValueError(f"expected an amount below 10**{_MAX_DIGITS}, got {value!r}")
+    # Exact: the context holds every digit, so nothing is rounded away before the check.
+    exact = Context(prec=len(amount.as_tuple().digits) + _MAX_DIGITS, Emin=MIN_EMIN, Emax=MAX_EMAX)
+    cents = amount.scaleb(2, context=exact)
+    if cents != cents.to_integral_value(context=exact):
         raise ValueError(f"expected at most two decimals, got {value!r}")
     return int(cents)
 

@@ -51,13 +51,16 @@ def replay(earlier: Order | None, user_id: str) -> Order | None:
 def reserve_stock(lines: Iterable[CartLine], available: Mapping[str, int]) -> dict[str, int]:
     """The stock levels once every line is taken from *available*: all lines or none.
 
-    Raises :class:`InsufficientStock` for the first line that asks for more than there is
-    (an unknown SKU has none).
+    Raises :class:`InsufficientStock` for the first SKU whose lines, together, ask for more
+    than there is (an unknown SKU has none).
     """
-    levels: dict[str, int] = {}
+    wanted: dict[str, int] = {}
     for line in lines:
-        left = levels.get(line.sku, available.get(line.sku, 0))
-        if line.quantity > left:
-            raise InsufficientStock(line.sku, line.quantity, left)
-        levels[line.sku] = left - line.quantity
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+    levels: dict[str, int] = {}
+    for sku, quantity in wanted.items():
+        have = available.get(sku, 0)
+        if quantity > have:
+            raise InsufficientStock(sku, quantity, have)
+        levels[sku] = have - quantity
     return levels

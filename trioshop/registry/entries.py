@@ -25,14 +25,18 @@ def _is_reference(instance: object, attribute: attrs.Attribute[str], value: obje
 def resolve_callable(reference: str) -> Callable[..., Any]:
     """Import the callable named by ``package.module:callable``.
 
-    Raises :class:`LookupError` naming the reference when the module or attribute is missing,
-    and :class:`TypeError` when the attribute is not callable.
+    Raises :class:`LookupError` naming the reference when the module cannot be imported
+    (whatever its import raised: a missing module, a ``SyntaxError``, an exception at import
+    time) or has no such attribute, and :class:`TypeError` when the attribute is not callable.
     """
     module_name, _, attr = reference.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LookupError(f"cannot import module {module_name!r} for {reference!r}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # importing runs arbitrary code: any failure counts
+        raise LookupError(
+            f"cannot import module {module_name!r} for {reference!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     try:
         target = getattr(module, attr)
     except AttributeError:

@@ -149,7 +149,8 @@ class Carts:
         return view
 
     async def clear(self, user_id: str) -> None:
-        """Delete the user's cart, if any, and return once its actor has ended."""
+        """Delete the user's cart, if any: once this returns the store no longer has it and the
+        cart's name is free (its task may still be finishing)."""
         with contextlib.suppress(NoActiveCart):
             await self._ask(user_id, ClearCart(), self._settings.read_timeout)
 

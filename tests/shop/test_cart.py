@@ -1,0 +1,411 @@
+"""Tests of the cart actor driven directly on a real actor host, bus and in-memory store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from trioshop.domain import (
+    CartEmpty,
+    CartLine,
+    CartView,
+    IdempotencyKeyReused,
+    InsufficientStock,
+    ItemNotInCart,
+    Order,
+    Placement,
+)
+from trioshop.runtime import (
+    Actor,
+    ActorCrashed,
+    ActorEnded,
+    ActorHost,
+    EventBus,
+    open_actor_host,
+    open_event_bus,
+)
+from trioshop.shop.cart import (
+    AddItem,
+    Cart,
+    CartDeps,
+    Checkout,
+    ClearCart,
+    RemoveItem,
+    ViewCart,
+    cart_name,
+    new_cart,
+)
+from trioshop.store import MemoryStore, Store, StoreError
+
+STOCK = {"KB-002": 200, "MOUSE-003": 300, "LAPTOP-001": 5}
+KEYBOARD = CartLine("KB-002", "Mechanical Keyboard", 14999, 1)
+MOUSE = CartLine("MOUSE-003", "Wireless Mouse", 7999, 1)
+LAPTOP = CartLine("LAPTOP-001", "Laptop Pro 16", 149999, 1)
+
+
+def qty(line: CartLine, quantity: int) -> CartLine:
+    """*line* with *quantity*."""
+    return attrs.evolve(line, quantity=quantity)
+
+
+@attrs.define
+class FailingStore(MemoryStore):
+    """A memory store whose cart saves or checkouts fail on demand, like a full disk."""
+
+    fail_saves: bool = attrs.field(default=False, init=False)
+    fail_checkouts: bool = attrs.field(default=False, init=False)
+
+    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+        if self.fail_saves:
+            raise StoreError("disk full")
+        await super().save_cart(user_id, lines)
+
+    async def checkout(self, order: Order) -> Placement:
+        if self.fail_checkouts:
+            raise StoreError("database locked")
+        return await super().checkout(order)
+
+
+@attrs.define
+class World:
+    """A running host, bus and store, with the deps every cart gets."""
+
+    host: ActorHost
+    bus: EventBus
+    store: MemoryStore
+    deps: CartDeps
+
+    def spawn(self, user_id: str = "alice", **kwargs: Any) -> Actor:
+        return self.host.spawn(new_cart(user_id, self.deps), name=cart_name(user_id), **kwargs)
+
+    async def ask(self, actor: Actor, message: object) -> Any:
+        return await self.host.request(actor, message, timeout=1)
+
+    async def view(self, actor: Actor) -> CartView:
+        view: CartView = await self.ask(actor, ViewCart())
+        return view
+
+
+@asynccontextmanager
+async def open_world(store: MemoryStore | None = None, **host_options: Any) -> AsyncIterator[World]:
+    """A host, bus and *store* (stocked with STOCK) running for the block."""
+    store = MemoryStore() if store is None else store
+    await store.add_stock(STOCK)
+    async with open_actor_host(**host_options) as host:
+        with open_event_bus() as bus:
+            yield World(host, bus, store, CartDeps(bus, store))
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    """A running world on a plain memory store."""
+    async with open_world() as opened:
+        yield opened
+
+
+async def test_new_cart_is_empty(world: World) -> None:
+    """A cart for a user with nothing stored starts with no lines and a zero total."""
+    cart = world.spawn()
+    assert await world.view(cart) == CartView("alice", (), 0)
+
+
+async def test_new_cart_returns_a_cart_behaviour() -> None:
+    """The registry's factory builds a Cart for the given user with the given deps."""
+    store: Store = MemoryStore()
+    with open_event_bus() as bus:
+        deps = CartDeps(bus, store)
+        cart = new_cart("bob", deps)
+    assert isinstance(cart, Cart)
+    assert (cart.user_id, cart.deps) == ("bob", deps)
+
+
+async def test_add_is_saved_before_reply(world: World) -> None:
+    """When an add is answered the store already holds the cart's lines."""
+    cart = world.spawn()
+    added = await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
+    assert added == qty(KEYBOARD, 2)
+    assert await world.store.load_cart("alice") == (qty(KEYBOARD, 2),)
+    assert "alice" in world.store.cart_owners
+
+
+async def test_adds_merge_and_view_totals(world: World) -> None:
+    """Adds of one SKU merge into its line; the view lists lines in add order with the total."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(qty(KEYBOARD, 1)))
+    await world.ask(cart, AddItem(qty(MOUSE, 3)))
+    await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
+    view = await world.view(cart)
+    assert view.lines == (qty(KEYBOARD, 3), qty(MOUSE, 3))
+    assert view.total_cents == 3 * 14999 + 3 * 7999
+    assert await world.store.load_cart("alice") == view.lines
+
+
+async def test_add_reply_keeps_first_price(world: World) -> None:
+    """A repeated add at a new price is answered with the added quantity at the first price."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(qty(KEYBOARD, 1)))
+    added = await world.ask(cart, AddItem(CartLine("KB-002", "Keyboard v2", 19999, 2)))
+    assert (added.price_cents, added.quantity) == (14999, 2)
+    assert (await world.view(cart)).lines == (qty(KEYBOARD, 3),)
+
+
+async def test_add_over_stock_refused_and_cart_unchanged(world: World) -> None:
+    """Adding past the stock raises InsufficientStock in the caller; the cart lives on as it was."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(qty(LAPTOP, 3)))
+    before = await world.view(cart)
+    with pytest.raises(InsufficientStock) as caught:
+        await world.ask(cart, AddItem(qty(LAPTOP, 3)))
+    assert (caught.value.sku, caught.value.requested, caught.value.available) == (
+        "LAPTOP-001",
+        6,
+        5,
+    )
+    assert world.host.lookup("cart:alice") is cart
+    assert await world.view(cart) == before
+    assert await world.store.load_cart("alice") == before.lines
+    await world.ask(cart, AddItem(qty(LAPTOP, 2)))  # still serving: up to the stock is fine
+    assert (await world.view(cart)).lines == (qty(LAPTOP, 5),)
+
+
+async def test_add_of_unstocked_sku_refused(world: World) -> None:
+    """A SKU the store has no stock for cannot be added at all."""
+    cart = world.spawn()
+    with pytest.raises(InsufficientStock):
+        await world.ask(cart, AddItem(CartLine("GHOST", "Ghost", 100, 1)))
+    assert await world.view(cart) == CartView("alice", (), 0)
+    assert "alice" not in world.store.cart_owners
+
+
+async def test_remove_missing_sku_refused(world: World) -> None:
+    """Removing a SKU the cart does not hold raises ItemNotInCart; the cart is unchanged."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(KEYBOARD))
+    with pytest.raises(ItemNotInCart) as caught:
+        await world.ask(cart, RemoveItem("MOUSE-003"))
+    assert caught.value.sku == "MOUSE-003"
+    assert (await world.view(cart)).lines == (KEYBOARD,)
+
+
+async def test_remove_drops_line_and_saves(world: World) -> None:
+    """Removing a line answers the new view and the store holds the same lines."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(KEYBOARD))
+    await world.ask(cart, AddItem(qty(MOUSE, 2)))
+    view = await world.ask(cart, RemoveItem("KB-002"))
+    assert view == CartView("alice", (qty(MOUSE, 2),), 2 * 7999)
+    assert await world.store.load_cart("alice") == (qty(MOUSE, 2),)
+
+
+async def test_removing_last_line_deletes_stored_cart(world: World) -> None:
+    """Once the last line is removed the store no longer holds a cart for the user."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(KEYBOARD))
+    await world.ask(cart, RemoveItem("KB-002"))
+    assert await world.store.load_cart("alice") == ()
+    assert "alice" not in world.store.cart_owners
+    assert world.host.lookup("cart:alice") is cart
+
+
+async def test_checkout_places_publishes_and_ends(world: World) -> None:
+    """Checkout stores the order, publishes it once, takes the stock, and ends the actor."""
+    subscription = world.bus.subscribe("shop", "order.checkout", name="test")
+    cart = world.spawn()
+    await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
+    await world.ask(cart, AddItem(MOUSE))
+    placement = await world.ask(cart, Checkout())
+    assert isinstance(placement, Placement)
+    assert placement.replayed is False
+    order = placement.order
+    assert (order.user_id, order.lines, order.idempotency_key) == (
+        "alice",
+        (qty(KEYBOARD, 2), MOUSE),
+        None,
+    )
+    assert order.total_cents == 2 * 14999 + 7999
+    assert world.host.lookup("cart:alice") is None
+    event = subscription.receive_nowait()
+    assert (event.system, event.kind, event.path) == ("shop", "order.checkout", "/orders/alice")
+    assert event.data == order
+    with pytest.raises(trio.WouldBlock):
+        subscription.receive_nowait()
+    stored = await world.store.order(order.order_id)
+    assert stored is not None
+    assert stored.order == order
+    assert await world.store.load_cart("alice") == ()
+    assert world.store.stock["KB-002"] == 198
+    assert world.store.stock["MOUSE-003"] == 299
+    assert (world.deps.counters.checkouts, world.deps.counters.revenue_cents) == (
+        1,
+        order.total_cents,
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    assert cart.ended
+    assert len(world.host) == 0
+    with pytest.raises(ActorEnded):
+        await world.ask(cart, ViewCart())
+
+
+async def test_checkout_keeps_idempotency_key(world: World) -> None:
+    """A checkout with a key stores the order under that key."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(KEYBOARD))
+    placement = await world.ask(cart, Checkout("key-1"))
+    assert placement.order.idempotency_key == "key-1"
+    assert await world.store.order_by_key("key-1") == placement.order
+
+
+async def test_checkout_of_empty_cart_refused(world: World) -> None:
+    """Checking out a cart with no lines raises CartEmpty; the cart stays live."""
+    subscription = world.bus.subscribe("shop", "order.checkout", name="test")
+    cart = world.spawn()
+    with pytest.raises(CartEmpty):
+        await world.ask(cart, Checkout())
+    assert world.host.lookup("cart:alice") is cart
+    assert world.bus.published == 0
+    assert subscription.backlog == 0
+
+
+async def test_checkout_short_of_stock_refused_and_cart_stays(world: World) -> None:
+    """When others bought the stock since the add, checkout refuses; the cart stays as it was."""
+    alice, bob = world.spawn("alice"), world.spawn("bob")
+    await world.ask(alice, AddItem(qty(KEYBOARD, 150)))
+    await world.ask(bob, AddItem(qty(KEYBOARD, 150)))
+    await world.ask(alice, Checkout())
+    with pytest.raises(InsufficientStock) as caught:
+        await world.ask(bob, Checkout())
+    assert (caught.value.requested, caught.value.available) == (150, 50)
+    assert world.host.lookup("cart:bob") is bob
+    assert (await world.view(bob)).lines == (qty(KEYBOARD, 150),)
+    assert await world.store.load_cart("bob") == (qty(KEYBOARD, 150),)
+    assert world.store.stock["KB-002"] == 50
+    assert world.bus.published == 1
+
+
+async def test_checkout_replay_answers_earlier_order_and_cart_stays(world: World) -> None:
+    """A key this user used before answers its earlier order; the new cart stays with its lines."""
+    subscription = world.bus.subscribe("shop", "order.checkout", name="test")
+    first = world.spawn()
+    await world.ask(first, AddItem(qty(KEYBOARD, 2)))
+    earlier = (await world.ask(first, Checkout("key-1"))).order
+    subscription.receive_nowait()
+
+    second = world.spawn()  # the name was released by the checkout
+    await world.ask(second, AddItem(MOUSE))
+    placement = await world.ask(second, Checkout("key-1"))
+    assert placement == Placement(earlier, replayed=True)
+    assert world.host.lookup("cart:alice") is second
+    assert (await world.view(second)).lines == (MOUSE,)
+    assert await world.store.load_cart("alice") == (MOUSE,)
+    assert world.store.stock == {**STOCK, "KB-002": 198}
+    assert world.deps.counters.checkouts == 1
+    with pytest.raises(trio.WouldBlock):
+        subscription.receive_nowait()
+
+
+async def test_checkout_with_another_users_key_refused(world: World) -> None:
+    """A key used by another user's checkout raises IdempotencyKeyReused; the cart stays."""
+    bob = world.spawn("bob")
+    await world.ask(bob, AddItem(KEYBOARD))
+    await world.ask(bob, Checkout("shared"))
+    alice = world.spawn("alice")
+    await world.ask(alice, AddItem(MOUSE))
+    with pytest.raises(IdempotencyKeyReused):
+        await world.ask(alice, Checkout("shared"))
+    assert world.host.lookup("cart:alice") is alice
+    assert (await world.view(alice)).lines == (MOUSE,)
+
+
+async def test_store_error_on_save_reaches_caller_and_cart_unchanged() -> None:
+    """A failing save raises StoreError in the caller; lines stay as they were, the actor lives."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(KEYBOARD))
+        store.fail_saves = True
+        with pytest.raises(StoreError, match="disk full"):
+            await world.ask(cart, AddItem(MOUSE))
+        with pytest.raises(StoreError):
+            await world.ask(cart, RemoveItem("KB-002"))
+        with pytest.raises(StoreError):
+            await world.ask(cart, ClearCart())
+        assert world.host.lookup("cart:alice") is cart
+        assert (await world.view(cart)).lines == (KEYBOARD,)
+        assert await store.load_cart("alice") == (KEYBOARD,)
+        store.fail_saves = False
+        await world.ask(cart, AddItem(MOUSE))
+        assert (await world.view(cart)).lines == (KEYBOARD, MOUSE)
+
+
+async def test_store_error_on_checkout_keeps_cart() -> None:
+    """A failing checkout raises StoreError; nothing is published and the cart keeps its lines."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
+        store.fail_checkouts = True
+        with pytest.raises(StoreError, match="database locked"):
+            await world.ask(cart, Checkout())
+        assert world.bus.published == 0
+        assert world.host.lookup("cart:alice") is cart
+        assert (await world.view(cart)).lines == (qty(KEYBOARD, 2),)
+        assert store.stock["KB-002"] == 200
+        store.fail_checkouts = False
+        placement = await world.ask(cart, Checkout())
+        assert placement.order.lines == (qty(KEYBOARD, 2),)
+
+
+async def test_clear_deletes_stored_cart_and_ends(world: World) -> None:
+    """Clearing deletes the stored cart and ends the actor; a new cart for the user is empty."""
+    cart = world.spawn()
+    await world.ask(cart, AddItem(KEYBOARD))
+    assert await world.ask(cart, ClearCart()) is None
+    assert world.host.lookup("cart:alice") is None
+    assert await world.store.load_cart("alice") == ()
+    assert "alice" not in world.store.cart_owners
+    await trio.testing.wait_all_tasks_blocked()
+    assert cart.ended
+    assert await world.view(world.spawn()) == CartView("alice", (), 0)
+
+
+async def test_fresh_cart_reloads_stored_lines(world: World) -> None:
+    """A new actor for a user with a stored cart starts with the stored lines (on_start)."""
+    await world.store.save_cart("alice", (qty(KEYBOARD, 2), MOUSE))
+    cart = world.spawn()
+    view = await world.view(cart)
+    assert view.lines == (qty(KEYBOARD, 2), MOUSE)
+    assert view.total_cents == 2 * 14999 + 7999
+
+
+async def test_passivated_cart_restarts_with_its_lines(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An idle cart is passivated; a cart spawned again for the user reloads its lines."""
+    async with open_world(idle_check_interval=1.0) as world:
+        first = world.spawn(idle_timeout=5.0)
+        await world.ask(first, AddItem(qty(KEYBOARD, 2)))
+        await world.ask(first, AddItem(MOUSE))
+        await trio.sleep(10)  # virtual time: past the idle timeout and the next idle check
+        assert world.host.lookup("cart:alice") is None
+        assert first.ended
+        assert world.host.statistics().passivated == 1
+        second = world.spawn(idle_timeout=5.0)
+        assert second is not first
+        assert (await world.view(second)).lines == (qty(KEYBOARD, 2), MOUSE)
+
+
+async def test_unknown_message_crashes_cart(world: World) -> None:
+    """A message the cart does not know is a crash: the caller gets ActorCrashed."""
+    cart = world.spawn()
+    with pytest.raises(ActorCrashed):
+        await world.ask(cart, "hello")
+    assert cart.crashed
+    await trio.testing.wait_all_tasks_blocked()  # the name is released as the task unwinds
+    assert world.host.lookup("cart:alice") is None
+    assert world.host.statistics().crashed == 1
