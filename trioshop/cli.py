@@ -58,6 +58,11 @@ async def _reload(lifetime: ShopLifetime) -> None:
             logger, "registry reload refused, the previous registry keeps serving",
             logging.ERROR, problems=" | ".join(exc.problems),
         )
+    except Exception as exc:  # e.g. the store refused the new stock: the server stays up
+        log_event(
+            logger, "registry reload failed, the previous registry keeps serving",
+            logging.ERROR, error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 async def _watch_signals(
@@ -124,13 +129,24 @@ def _run(args: argparse.Namespace) -> int:
     bind = args.bind or registry.http_service.bind
     try:
         trio.run(_serve, registry, settings, bind)
+    except KeyboardInterrupt:
+        return _interrupted()
     except BaseExceptionGroup as group:
+        interrupted, rest = group.split(KeyboardInterrupt)
+        if interrupted is not None and rest is None:
+            return _interrupted()
         problem = _startup_problem(group, bind)
         if problem is None:
             raise
         print(f"trioshop: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupted() -> int:
+    """A second Ctrl-C during a graceful shutdown: stop at once, say so, no traceback."""
+    print("trioshop: interrupted before the graceful shutdown finished", file=sys.stderr)
+    return 130  # 128 + SIGINT, as shells report it
 
 
 def _startup_problem(group: BaseExceptionGroup[BaseException], bind: str) -> str | None:

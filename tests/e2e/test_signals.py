@@ -1,0 +1,28 @@
+"""The real server under signals: a second Ctrl-C during a slow shutdown exits without a trace."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+
+from trioshop.testing.server import running_server
+
+
+def test_second_interrupt_exits_at_once_without_traceback() -> None:
+    """SIGINT starts a graceful shutdown; a second SIGINT ends it: exit 130, one line, no trace."""
+    with running_server("--memory") as server:
+        host, port = re.findall(r"//([^:/]+):(\d+)", server.base_url)[0]
+        # A keep-alive connection left open holds the graceful shutdown for up to 5 s.
+        with socket.create_connection((host, int(port)), timeout=10) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert idle.recv(1024).startswith(b"HTTP/1.1 200")
+            assert server.process is not None
+            server.process.send_signal(signal.SIGINT)
+            server.wait_for_line(re.compile(r"event=\"shutdown requested\""))
+            server.process.send_signal(signal.SIGINT)
+            code = server.process.wait(timeout=30)
+        output = server.output()
+    assert code == 130
+    assert "interrupted before the graceful shutdown finished" in output
+    assert "Traceback" not in output
