@@ -230,3 +230,26 @@ def test_openapi_documents_every_route(registry: Registry) -> None:
     document = openapi_document(registry.router.prefix, Settings().max_body_bytes)
     documented = {path: set(ops) for path, ops in document["paths"].items()}
     assert routes == documented
+
+
+async def test_service_restarted_by_a_request_does_not_carry_its_id(
+    registry_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service restarted by an admin reload logs without that request's id, ever after."""
+    caplog.set_level(logging.INFO)
+    async with open_shop_client(load_registry(registry_copy)) as client:
+        processes = registry_copy / "processes.yaml"
+        head, _, tail = processes.read_text().partition("  - name: notifier")
+        processes.write_text(
+            head + "  - name: notifier" + tail.replace("max_attempts: 10", "max_attempts: 5")
+        )
+        status, report, _ = await client.request(
+            "POST", "/api/admin/registry/reload", headers={"X-Request-ID": "reload-1"}
+        )
+        assert (status, report["services_restarted"]) == (200, ["notifier"])
+        await client.add("alice", "KB-002")
+        await client.request("POST", "/api/cart/alice/checkout")
+        await trio.testing.wait_all_tasks_blocked()
+    emails = [r for r in caplog.records if r.getMessage().startswith("EMAIL")]
+    assert emails
+    assert all("request_id" not in r.__dict__["fields"] for r in emails)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import random
@@ -70,6 +71,7 @@ class Supervisor:
     _states: dict[str, ServiceState] = attrs.field(factory=dict)
     _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     _ended: dict[str, trio.Event] = attrs.field(factory=dict)
+    _context: contextvars.Context = attrs.field(factory=contextvars.copy_context)
 
     async def start(
         self, name: str, target: ServiceTarget, policy: RestartPolicy, *args: Any
@@ -78,6 +80,11 @@ class Supervisor:
 
         Returns once the service reported ready, or once its first attempt failed (it is then
         retried in the background), so a broken service never blocks startup.
+
+        The service runs in the supervisor's own context (captured when it opened), whoever
+        starts it: a service restarted by an admin request never carries that request's
+        context variables (its request id). That is why readiness is an event here rather
+        than ``nursery.start``, which would run the task in the caller's context.
         """
         if name in self._states:
             raise ValueError(f"a service named {name!r} is already supervised")
@@ -85,7 +92,11 @@ class Supervisor:
         self._states[name] = state
         self._scopes[name] = trio.CancelScope()
         self._ended[name] = trio.Event()
-        await self._nursery.start(self._supervise, state, target, policy, args)
+        ready = trio.Event()
+        self._context.run(
+            self._nursery.start_soon, self._supervise, state, target, policy, args, ready.set
+        )
+        await ready.wait()
         return state
 
     async def stop(self, name: str) -> None:
@@ -112,16 +123,8 @@ class Supervisor:
         target: ServiceTarget,
         policy: RestartPolicy,
         args: tuple[Any, ...],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        report_ready: Callable[[], None],
     ) -> None:
-        reported = False
-
-        def report_ready() -> None:
-            nonlocal reported
-            if not reported:
-                reported = True
-                task_status.started()
 
         try:
             with self._scopes[state.name]:
