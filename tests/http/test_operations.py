@@ -35,6 +35,19 @@ async def scrape(client: ShopClient) -> str:
     return (await response.get_data()).decode()
 
 
+async def test_request_labels_come_from_fixed_sets(shop_client: ShopClient) -> None:
+    """Client-chosen methods and paths never become label values: the series stay bounded."""
+    for n in range(200):
+        await shop_client.request(f"M{n}X", f"/random/{n}")
+    text = await scrape(shop_client)
+    methods = set(re.findall(r'trioshop_http_requests_total\{[^}]*method="([^"]+)"', text))
+    routes = set(re.findall(r'trioshop_http_requests_total\{[^}]*route="([^"]+)"', text))
+    assert methods <= {"GET", "other"}
+    assert "other" in methods
+    assert routes == {"unmatched"}
+    assert len(text) < 20_000
+
+
 async def test_metrics_follow_a_scripted_flow(shop_client: ShopClient) -> None:
     """Requests, actors, checkouts, bus and service series move as the flow dictates."""
     before = await scrape(shop_client)

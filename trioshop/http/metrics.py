@@ -14,6 +14,10 @@ from trioshop.runtime import ServiceStatus
 from trioshop.shop import Shop
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Label values that come from a request are taken from fixed sets, so no client can grow the
+# series (and the scrape) without bound: a method outside this set is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -118,6 +122,8 @@ class Metrics:
         return cls(registry, requests, latency)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request; *route* is a route template or ``unmatched``."""
+        method = method if method in METHODS else OTHER_METHOD
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
 
