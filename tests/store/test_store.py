@@ -5,13 +5,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order
-from trioshop.store import MemoryStore, Store, open_store
+from trioshop.store import MemoryStore, Store, StoreError, open_store
 from trioshop.store.migrations import MIGRATIONS, migrate, schema_version
 
 INITIAL_STOCK = {"A": 5, "B": 2}
@@ -180,3 +181,27 @@ def test_migrations_apply_once_and_refuse_newer(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="newer than this trioshop"):
         migrate(conn)
     assert schema_version(conn) == len(MIGRATIONS) + 1
+
+
+async def test_sqlite_writer_survives_an_operation_that_raises(tmp_path: Path) -> None:
+    """An operation raising something unexpected fails alone; the rest and the writer go on."""
+    async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
+        huge = Order("big", "u", (LINE_A,), 2**70, 1)  # no 64-bit integer column holds it
+        results: dict[str, object] = {}
+
+        async def attempt(name: str, operation: Any) -> None:
+            try:
+                results[name] = await operation
+            except StoreError as exc:
+                results[name] = exc
+
+        async with trio.open_nursery() as nursery:  # both land in one batch
+            nursery.start_soon(attempt, "huge", store.checkout(huge))
+            nursery.start_soon(attempt, "save", store.save_cart("v", (LINE_B,)))
+        assert isinstance(results["huge"], StoreError)
+        assert "nothing was changed" in str(results["huge"])
+        assert results["save"] is None
+        assert store.stock == INITIAL_STOCK
+        assert await store.order("big") is None
+        await store.save_cart("w", (LINE_A,))  # the writer is still serving
+        assert await store.load_cart("w") == (LINE_A,)

@@ -114,6 +114,12 @@ class SqliteStore(Store):
         )
 
     def _apply(self, batch: list[Pending]) -> list[Outcome]:
+        """Run *batch* in one transaction; every operation gets its own outcome.
+
+        A refusal (a domain error, a constraint) or any unexpected exception in one operation
+        rolls back that operation alone; the others commit. Trouble with the database itself
+        (locked, I/O) fails the whole batch, which is then rolled back.
+        """
         conn = self._conn
         assert conn is not None
         outcomes: list[Outcome] = []
@@ -126,14 +132,31 @@ class SqliteStore(Store):
                 except (DomainError, sqlite3.IntegrityError) as refusal:
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, refusal))
+                except sqlite3.OperationalError:
+                    raise  # the database itself is in trouble: the batch fails
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, self._failed(exc)))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             error = StoreError(f"the database refused the write ({exc}); retry later")
             return [(False, error)] * len(batch)
         return outcomes
+
+    @staticmethod
+    def _failed(exc: Exception) -> StoreError:
+        """One operation raised what no operation should: logged, answered alone."""
+        log_event(
+            logger, "store operation failed", logging.ERROR, error=repr(exc), exc_info=exc
+        )
+        return StoreError(
+            f"the store could not carry out the operation ({type(exc).__name__}: {exc}); "
+            "nothing was changed"
+        )
 
     async def run(
         self,
@@ -174,7 +197,10 @@ class SqliteStore(Store):
                     self._operations += len(batch)
                     for (_, on_commit, reply), outcome in zip(batch, outcomes, strict=True):
                         if outcome[0] and on_commit is not None:
-                            on_commit(outcome[1])
+                            try:
+                                on_commit(outcome[1])
+                            except Exception as exc:  # committed: the caller still hears so
+                                self._failed(exc)
                         # A caller cancelled meanwhile has closed its end; the work is done.
                         with contextlib.suppress(trio.BrokenResourceError):
                             reply.send_nowait(outcome)
@@ -226,6 +252,8 @@ class SqliteStore(Store):
                 return await trio.to_thread.run_sync(self._run_read, query, limiter=self.limiter)
             except sqlite3.Error as exc:
                 raise StoreError(f"the database refused the read ({exc}); retry later") from exc
+            except Exception as exc:
+                raise self._failed(exc) from exc
 
     # -- operations ---------------------------------------------------------------------
 
