@@ -189,3 +189,19 @@ def test_missing_folder() -> None:
     """A registry path that is not a folder says to pass --registry."""
     with pytest.raises(RegistryError, match="--registry"):
         load_registry("/nonexistent/registry")
+
+
+def test_price_with_more_digits_than_a_float_holds_is_refused(tmp_path: Path) -> None:
+    """A price whose digits a float would round (to 1500.0) is refused as written."""
+    write(tmp_path, "p.yaml", PRODUCT.format(sku="X", price="1499.999999999999999999", stock=1))
+    assert "1499.999999999999999999" in load_error(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x: " + "[" * 5000 + "]" * 5000, "x: 2001-13-45", "x: [unclosed"],
+)
+def test_any_yaml_failure_is_a_listed_problem(tmp_path: Path, text: str) -> None:
+    """Whatever parsing a file raises (nesting, bad dates, syntax) is a problem naming it."""
+    path = write(tmp_path, "bad.yaml", text)
+    assert f"{path}: invalid YAML" in load_error(tmp_path)

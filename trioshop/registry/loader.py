@@ -30,6 +30,34 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
+class _WrittenFloat(float):
+    """A YAML float that remembers how it was written, so a price is read from its digits.
+
+    ``price: 1499.999999999999999999`` is 1500.0 as a float; its text shows three decimals
+    and more, and is refused rather than rounded.
+    """
+
+    written: str
+
+    def __str__(self) -> str:
+        return self.written
+
+    __repr__ = __str__
+
+
+class _RegistryYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with floats that keep their written text."""
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = _WrittenFloat(loader.construct_yaml_float(node))
+    value.written = str(loader.construct_scalar(node)).replace("_", "")
+    return value
+
+
+_RegistryYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
 class RegistryError(ValueError):
     """The registry cannot be loaded; ``problems`` lists every fault, each naming file and entry."""
 
@@ -165,12 +193,12 @@ _BUILDERS: dict[str, Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], 
 
 def _load_file(path: Path, label: str, problems: list[str]) -> list[Entry]:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        problems.append(f"{label}: invalid YAML: {exc}")
-        return []
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_RegistryYamlLoader)
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{label}: cannot read file: {exc}")
+        return []
+    except Exception as exc:  # YAMLError, and what constructors raise (bad dates, nesting)
+        problems.append(f"{label}: invalid YAML: {type(exc).__name__}: {exc}")
         return []
     if not isinstance(document, Mapping):
         problems.append(f"{label}: expected a mapping with 'version', 'namespace' and 'entries'")
