@@ -220,6 +220,18 @@ def _bind(text: str) -> str:
     return text
 
 
+def _secret_file(path: str) -> str:
+    """The first line of the file at *path*, stripped: a token kept out of the process list."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {exc}") from None
+    if not secret:
+        raise argparse.ArgumentTypeError(f"{path!r} holds no token on its first line")
+    return secret
+
+
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
@@ -265,10 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before an HTTP connection that sends nothing between requests is closed "
         "(default: %(default)s)",
     )
-    run.add_argument(
+    admin = run.add_mutually_exclusive_group()
+    admin.add_argument(
         "--admin-token", default=os.environ.get("TRIOSHOP_ADMIN_TOKEN"),
         help="bearer token for /api/admin/* (default: $TRIOSHOP_ADMIN_TOKEN; "
         "without one the admin API answers loopback clients only)",
+    )
+    admin.add_argument(
+        "--admin-token-file", type=_secret_file, dest="admin_token", metavar="FILE",
+        help="read the admin token from FILE instead (keeps it out of `ps`)",
     )
     run.add_argument(
         "--sqlite-synchronous", default=_default("sqlite_synchronous"), choices=["NORMAL", "FULL"],

@@ -61,6 +61,23 @@ def test_admin_token_over_real_http(tmp_path: Path) -> None:
         assert "trioshop_http_requests_total" in metrics.text
 
 
+def test_admin_token_from_a_file_stays_out_of_the_process_list(tmp_path: Path) -> None:
+    """--admin-token-file guards the admin API with the file's token, absent from the cmdline."""
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("s3cr3t-from-file\n")
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--admin-token-file", str(token_file)
+    ) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        assert server.process is not None
+        cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
+        assert b"s3cr3t-from-file" not in cmdline
+        assert http.get("/api/admin/processes").status_code == 401
+        good = http.get(
+            "/api/admin/processes", headers={"Authorization": "Bearer s3cr3t-from-file"}
+        )
+        assert good.status_code == 200
+
+
 def test_schemathesis_finds_no_server_error_and_no_schema_violation() -> None:
     """Generated requests for every documented operation: no 5xx, every answer as documented."""
     with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:

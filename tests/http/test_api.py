@@ -222,6 +222,8 @@ async def test_unknown_route_and_method_are_json(shop_client: ShopClient) -> Non
     assert status == 405
     assert "GET" in headers["Allow"]
     assert body == {"error": "Method not allowed"}
+    status, body, _ = await shop_client.request("GET", "/api//products")
+    assert (status, body) == (404, {"error": "Not found"})  # no HTML redirect
 
 
 async def test_concurrent_first_adds_make_one_cart(shop_client: ShopClient) -> None:

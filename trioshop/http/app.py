@@ -61,6 +61,9 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_timeout
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Werkzeug would answer '/api//products' with an HTML 308 redirect that no error handler
+    # can reshape; without merging, such a path is a JSON 404 like any unknown route.
+    app.url_map.merge_slashes = False
     lifetime = ShopLifetime()
     metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
