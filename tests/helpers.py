@@ -9,6 +9,7 @@ from typing import Any
 
 from trioshop.config import Settings
 from trioshop.http import create_app
+from trioshop.http.auth import UserAuth
 from trioshop.registry import Registry
 from trioshop.shop import CartFactory, Shop
 from trioshop.shop.services import ServiceStatistics
@@ -64,8 +65,9 @@ async def open_shop_client(
     registry: Registry,
     settings: Settings | None = None,
     cart_factory: CartFactory | None = None,
+    auth: UserAuth | None = None,
 ) -> AsyncIterator[ShopClient]:
-    app = create_app(registry, settings, cart_factory=cart_factory)
+    app = create_app(registry, settings, cart_factory=cart_factory, auth=auth)
     async with app.test_app() as test_app:
         yield ShopClient(test_app, app)
 

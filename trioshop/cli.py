@@ -23,6 +23,7 @@ from trioshop import logs
 from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
+from trioshop.http.auth import DEFAULT_TTL_SECONDS, SECRET_ENV, UserAuth, mint_token
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
 from trioshop.shop import load_runnable_registry
@@ -87,7 +88,9 @@ async def _watch_signals(
             return
 
 
-async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
+async def _serve(
+    registry: Registry, settings: Settings, bind: str, auth: UserAuth | None
+) -> None:
     config = HypercornConfig()
     config.bind = [bind]
     config.accesslog = None  # trioshop writes its own access log line per request
@@ -97,7 +100,7 @@ async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
     # response task while hypercorn arms it), so idle connections would stay open forever.
     # Arming it costs a task per request; a read deadline closes idle clients for free.
     config.read_timeout = math.ceil(settings.idle_connection_timeout)
-    app = create_app(registry, settings)
+    app = create_app(registry, settings, auth=auth)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
@@ -112,6 +115,13 @@ async def _serve(registry: Registry, settings: Settings, bind: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        # An explicit --auth-public-key wins over a secret from the environment.
+        secret = None if args.auth_public_key else args.auth_secret
+        auth = UserAuth.from_options(secret=secret, public_key_file=args.auth_public_key)
+    except ValueError as exc:
+        print(f"trioshop run: error: {exc}", file=sys.stderr)
+        return 2
     logs.configure(args.log_level.upper())
     registry = _load(args.registry)
     if registry is None:
@@ -128,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     bind = args.bind or registry.http_service.bind
     try:
-        trio.run(_serve, registry, settings, bind)
+        trio.run(_serve, registry, settings, bind, auth)
     except KeyboardInterrupt:
         return _interrupted()
     except BaseExceptionGroup as group:
@@ -160,6 +170,18 @@ def _startup_problem(group: BaseExceptionGroup[BaseException], bind: str) -> str
     if all(isinstance(f, LifespanFailureError) for f in failures):
         return "the shop could not start: " + "; ".join(map(str, failures))
     return f"cannot listen on {bind}: " + "; ".join(map(str, failures)) + "; choose another --bind"
+
+
+def _token(args: argparse.Namespace) -> int:
+    if args.secret is None:
+        print(f"trioshop: pass --secret SECRET or set {SECRET_ENV}", file=sys.stderr)
+        return 2
+    try:
+        print(mint_token(args.secret, args.user_id, args.ttl))
+    except ValueError as exc:
+        print(f"trioshop: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -287,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-token-file", type=_secret_file, dest="admin_token", metavar="FILE",
         help="read the admin token from FILE instead (keeps it out of `ps`)",
     )
+    user_auth = run.add_mutually_exclusive_group()
+    user_auth.add_argument(
+        "--auth-secret", default=os.environ.get(SECRET_ENV), metavar="SECRET",
+        help="require a bearer JWT signed HS256 with SECRET on every user's cart and order "
+        f"route (default: ${SECRET_ENV}; none: user routes are open)",
+    )
+    user_auth.add_argument(
+        "--auth-public-key", metavar="FILE",
+        help="require a bearer JWT verified with this PEM public key (RSA: RS256, EC: ES256)",
+    )
     run.add_argument(
         "--sqlite-synchronous", default=_default("sqlite_synchronous"), choices=["NORMAL", "FULL"],
         help="FULL survives power loss; NORMAL survives process crashes only "
@@ -297,6 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="least severe level logged (default: %(default)s)",
     )
     run.set_defaults(handler=_run)
+
+    token = commands.add_parser(
+        "token", help="print an HS256 bearer token for a user, for local testing"
+    )
+    token.add_argument("user_id", metavar="USER_ID")
+    token.add_argument(
+        "--secret", default=os.environ.get(SECRET_ENV),
+        help=f"the server's --auth-secret (default: ${SECRET_ENV})",
+    )
+    token.add_argument(
+        "--ttl", type=_count, default=DEFAULT_TTL_SECONDS,
+        help="seconds the token stays valid (default: %(default)s)",
+    )
+    token.set_defaults(handler=_token)
 
     check = commands.add_parser("check", help="validate a registry folder and exit")
     check.add_argument(

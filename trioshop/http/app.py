@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 from trioshop.assembly import serve_shop
 from trioshop.config import Settings
 from trioshop.http.admin import admin_routes
+from trioshop.http.auth import UserAuth
 from trioshop.http.errors import ApiError, register_error_handlers
 from trioshop.http.metrics import CONTENT_TYPE, Metrics
 from trioshop.http.openapi import openapi_document
@@ -49,8 +50,11 @@ def create_app(
     settings: Settings | None = None,
     *,
     cart_factory: CartFactory | None = None,
+    auth: UserAuth | None = None,
 ) -> QuartTrio:
     """Build the app for *registry*; the shop starts with the app's lifespan, not before.
+
+    With *auth*, every cart and order route of a user needs that user's bearer token.
 
     Startup opens the store, the actor host, the bus and the services (see ``open_shop``)
     in the app's lifespan nursery; shutdown stops them in reverse and waits at most
@@ -68,7 +72,9 @@ def create_app(
     metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
     app.extensions["trioshop.metrics"] = metrics
-    openapi = openapi_document(registry.router.prefix, settings.max_body_bytes)
+    openapi = openapi_document(
+        registry.router.prefix, settings.max_body_bytes, user_auth=auth is not None
+    )
 
     @app.before_serving
     async def start_shop() -> None:
@@ -123,7 +129,7 @@ def create_app(
     register_error_handlers(
         app, retry_after=settings.retry_after_seconds, max_body_bytes=settings.max_body_bytes
     )
-    app.register_blueprint(api_routes(registry.router.prefix, lifetime.get))
+    app.register_blueprint(api_routes(registry.router.prefix, lifetime.get, auth))
     app.register_blueprint(admin_routes(registry.router.prefix, lifetime.get, settings.admin_token))
     app.register_blueprint(health_routes(lifetime.get))
     return app

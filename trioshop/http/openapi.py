@@ -57,14 +57,22 @@ ADMIN_ERRORS = {
 }
 
 
+USER_TOKEN_ERRORS = {
+    "401": _error("Missing, malformed, badly signed or expired bearer token (auth mode)"),
+    "403": _error("The bearer token is another user's (auth mode)"),
+}
+
+
 def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
     parameters = [*extra.pop("parameters", []), REQUEST_ID]
     return {"summary": summary, "parameters": parameters, "responses": responses, **extra}
 
 
-def openapi_document(prefix: str, max_body_bytes: int) -> dict[str, Any]:
+def openapi_document(
+    prefix: str, max_body_bytes: int, *, user_auth: bool = False
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document for an API mounted under *prefix* (e.g. ``/api``) that takes
-    request bodies of up to *max_body_bytes*."""
+    request bodies of up to *max_body_bytes*; with *user_auth*, user routes need a JWT."""
     cart = f"{prefix}/cart/{{user_id}}"
     paths: dict[str, Any] = {
         f"{prefix}/products": {"get": _operation(
@@ -167,6 +175,16 @@ def openapi_document(prefix: str, max_body_bytes: int) -> dict[str, Any]:
             {"200": _json({"type": "object"}, "The OpenAPI document")},
         )},
     }
+    schemes: dict[str, Any] = {"adminToken": {"type": "http", "scheme": "bearer"}}
+    if user_auth:
+        schemes["userToken"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        for path, operations in paths.items():
+            if "{user_id}" in path or path == f"{prefix}/orders/{{order_id}}":
+                for operation in operations.values():
+                    operation["security"] = [{"userToken": []}]
+                    operation["responses"]["401"] = USER_TOKEN_ERRORS["401"]
+                    if "{user_id}" in path:
+                        operation["responses"]["403"] = USER_TOKEN_ERRORS["403"]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -177,6 +195,6 @@ def openapi_document(prefix: str, max_body_bytes: int) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {shape.name: shape.schema() for shape in SHAPES},
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": schemes,
         },
     }

@@ -17,6 +17,7 @@ from trioshop.domain import (
     NoActiveCart,
 )
 from trioshop.domain.limits import ORDER_ID_MAX_LENGTH
+from trioshop.http.auth import UserAuth
 from trioshop.http.errors import ApiError, error_response
 from trioshop.http.shapes import (
     ADDED,
@@ -39,9 +40,23 @@ from trioshop.shop import Shop
 EMPTY_CART_MESSAGE = "Cart is empty (no active session)"
 
 
-def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
-    """The public API, mounted under *prefix* (the registry's ``http.router``)."""
+def api_routes(
+    prefix: str, get_shop: Callable[[], Shop], auth: UserAuth | None = None
+) -> Blueprint:
+    """The public API, mounted under *prefix* (the registry's ``http.router``).
+
+    With *auth*, a route naming a user needs a bearer token for that user (401, 403), and an
+    order is shown only to its owner (another user's order is a 404, as if it did not exist).
+    """
     api = Blueprint("api", __name__, url_prefix=prefix)
+
+    if auth is not None:
+
+        @api.before_request
+        async def authenticate_user() -> None:
+            user_id = (request.view_args or {}).get("user_id")
+            if user_id is not None:
+                auth.check(request.headers.get("Authorization"), user_id)
 
     @api.get("/products")
     async def list_products() -> dict[str, Any]:
@@ -106,10 +121,11 @@ def api_routes(prefix: str, get_shop: Callable[[], Shop]) -> Blueprint:
 
     @api.get("/orders/<order_id>")
     async def get_order(order_id: str) -> dict[str, Any]:
+        owner = None if auth is None else auth.authenticate(request.headers.get("Authorization"))
         shop = get_shop()
         too_long = len(order_id) > ORDER_ID_MAX_LENGTH
         stored = None if too_long else await shop.carts.order(order_id)
-        if stored is None:
+        if stored is None or owner not in (None, stored.order.user_id):
             raise ApiError(404, f"Order not found: {order_id}")
         return ORDER_ANSWER.render(None, order=(stored, shop.services.names))
 

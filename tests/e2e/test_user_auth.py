@@ -1,0 +1,57 @@
+"""The user authentication mode on the real server, with tokens from `trioshop token`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from trioshop.testing.server import ServerProcess
+
+SECRET = "e2e-secret-0123456789abcdef012345"
+
+
+def trioshop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trioshop", *args],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env},
+    )
+
+
+def test_tokens_from_the_cli_open_only_their_users_cart() -> None:
+    """`trioshop token alice` opens alice's cart on a server run with the secret; no token: 401."""
+    env = {"TRIOSHOP_AUTH_SECRET": SECRET}
+    minted = trioshop("token", "alice", env=env)
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    server = ServerProcess("--memory")
+    server.env = env
+    server.start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            add = {"sku": "KB-002", "quantity": 1}
+            refused = http.post("/api/cart/alice/items", json=add)
+            assert refused.status_code == 401
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+            mine = {"Authorization": f"Bearer {token}"}
+            assert http.post("/api/cart/alice/items", json=add, headers=mine).status_code == 200
+            assert http.get("/api/cart/bob", headers=mine).status_code == 403
+            assert http.get("/api/cart/alice", headers=mine).json()["total"] == 149.99
+        assert server.terminate() == 0
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+
+
+def test_unusable_auth_options_are_refused_before_start(tmp_path: Path) -> None:
+    """A short secret or an unreadable key file: exit 2 with one line, nothing listens."""
+    short = trioshop("run", "--memory", "--auth-secret", "short", env={})
+    assert short.returncode == 2
+    assert "32" in short.stderr and "Traceback" not in short.stderr
+    missing = trioshop("run", "--memory", "--auth-public-key", str(tmp_path / "nope.pem"), env={})
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+    assert "listening" not in short.stdout + missing.stdout
