@@ -38,6 +38,10 @@ class Settings:
     read_timeout: float = _seconds(3.0)
     checkout_timeout: float = _seconds(5.0)
     shutdown_timeout: float = _seconds(5.0)
+    # A write that started before its request's deadline (its ticket was claimed: the store
+    # took it into a transaction) is waited for up to this long more, so that a 504 never
+    # hides a change that happened. Past it, the 504 says the change may have happened.
+    settle_timeout: float = _seconds(10.0)
     # An HTTP connection that sends nothing for this long is closed (idle keep-alive clients).
     idle_connection_timeout: float = _seconds(30.0)
     max_live_carts: int = attrs.field(default=100_000, validator=[v.instance_of(int), v.gt(0)])

@@ -61,15 +61,17 @@ class FailingStore(MemoryStore):
     fail_saves: bool = attrs.field(default=False, init=False)
     fail_checkouts: bool = attrs.field(default=False, init=False)
 
-    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+    async def save_cart(
+        self, user_id: str, lines: tuple[CartLine, ...], **options: Any
+    ) -> None:
         if self.fail_saves:
             raise StoreError("disk full")
-        await super().save_cart(user_id, lines)
+        await super().save_cart(user_id, lines, **options)
 
-    async def checkout(self, order: Order) -> Placement:
+    async def checkout(self, order: Order, **options: Any) -> Placement:
         if self.fail_checkouts:
             raise StoreError("database locked")
-        return await super().checkout(order)
+        return await super().checkout(order, **options)
 
 
 @attrs.define

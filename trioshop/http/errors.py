@@ -33,6 +33,17 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return response
 
 
+def timeout_message(what: str, error: ActorTimeout) -> str:
+    """*what* timed out, and whether a change can have happened (see ``Ticket``)."""
+    if error.maybe_applied is None:  # a read, or nothing the caller could have changed
+        return what
+    if error.maybe_applied:
+        return (
+            f"{what}; the change may have been applied: retry with the same Idempotency-Key"
+        )
+    return f"{what}; nothing was changed"
+
+
 _HTTP_MESSAGES = {
     404: "Not found",
     405: "Method not allowed",
@@ -58,7 +69,7 @@ def register_error_handlers(app: Quart, *, retry_after: int, max_body_bytes: int
 
     @app.errorhandler(ActorTimeout)
     async def timeout(error: ActorTimeout) -> Response:
-        return error_response(504, "Cart process did not respond")
+        return error_response(504, timeout_message("Cart process did not respond", error))
 
     @app.errorhandler(ActorCrashed)
     async def crashed(error: ActorCrashed) -> Response:

@@ -47,6 +47,10 @@ REQUEST_ID = {
     "schema": {"type": "string"},
 }
 USER_ID_PARAMETER = {"name": "user_id", "in": "path", "required": True, "schema": USER_ID}
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key", "in": "header", "required": False, "schema": IDEMPOTENCY_KEY,
+    "description": "A retry with the same key gets the first answer and changes nothing more.",
+}
 
 BAD_USER = _error("Invalid user_id")
 BUSY = _error("The cart or the store is busy; retry after Retry-After", retry_after=True)
@@ -89,7 +93,7 @@ def openapi_document(
                 "413": _error(f"Body over {max_body_bytes} bytes"),
                 "503": BUSY, "504": SLOW,
             },
-            parameters=[USER_ID_PARAMETER],
+            parameters=[USER_ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
             requestBody={"required": True, "content": {"application/json": {
                 "schema": ADD_ITEM_BODY}}},
         )},
@@ -116,10 +120,7 @@ def openapi_document(
                 "422": _error("Idempotency-Key already used by another user"),
                 "503": BUSY, "504": _error("Checkout timed out"),
             },
-            parameters=[USER_ID_PARAMETER, {
-                "name": "Idempotency-Key", "in": "header", "required": False,
-                "schema": IDEMPOTENCY_KEY,
-            }],
+            parameters=[USER_ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
         )},
         f"{cart}/items/{{sku}}": {"delete": _operation(
             "Remove one SKU from the cart",

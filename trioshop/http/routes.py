@@ -18,7 +18,7 @@ from trioshop.domain import (
 )
 from trioshop.domain.limits import ORDER_ID_MAX_LENGTH
 from trioshop.http.auth import UserAuth
-from trioshop.http.errors import ApiError, error_response
+from trioshop.http.errors import ApiError, error_response, timeout_message
 from trioshop.http.shapes import (
     ADDED,
     CART,
@@ -66,6 +66,7 @@ def api_routes(
     @api.post("/cart/<user_id>/items")
     async def add_item(user_id: str) -> dict[str, Any]:
         check_user_id(user_id)
+        key = check_idempotency_key(request.headers.get("Idempotency-Key"))
         sku, quantity = check_add_item(parse_json_object(await request.get_data()))
         shop = get_shop()
         product = shop.catalog.get(sku)
@@ -73,7 +74,7 @@ def api_routes(
             raise ApiError(404, f"Product not found: {sku}")
         line = CartLine(product.sku, product.title, product.price_cents, quantity)
         try:
-            added = await shop.carts.add_item(user_id, line)
+            added = await shop.carts.add_item(user_id, line, key)
         except InsufficientStock as refusal:
             raise ApiError(409, str(refusal)) from None
         return ADDED.render((user_id, added))
@@ -100,8 +101,8 @@ def api_routes(
             raise ApiError(409, str(refusal)) from None
         except IdempotencyKeyReused as refusal:
             raise ApiError(422, str(refusal)) from None
-        except ActorTimeout:
-            raise ApiError(504, "Checkout timed out") from None
+        except ActorTimeout as timeout:
+            raise ApiError(504, timeout_message("Checkout timed out", timeout)) from None
         return CHECKED_OUT.render(order)
 
     @api.delete("/cart/<user_id>/items/<sku>")

@@ -30,6 +30,7 @@ from trioshop.runtime.supervisor import (
     Supervisor,
     open_supervisor,
 )
+from trioshop.runtime.ticket import Ticket
 
 __all__ = [
     "Actor",
@@ -54,6 +55,7 @@ __all__ = [
     "SubscriberStatistics",
     "Subscription",
     "Supervisor",
+    "Ticket",
     "TooManyActors",
     "open_actor_host",
     "open_event_bus",

@@ -38,4 +38,15 @@ class ActorCrashed(ActorEnded):
 
 
 class ActorTimeout(ActorError, TimeoutError):
-    """The actor did not reply within the request's deadline; it may still handle the message."""
+    """The actor did not reply within the request's deadline.
+
+    Without a :class:`~trioshop.runtime.ticket.Ticket` (``maybe_applied`` is ``None``) the
+    actor may still handle the message. With one, ``maybe_applied`` tells the truth:
+    ``False`` means the work was abandoned before it started and never happens; ``True``
+    means it started and its outcome did not come in time either (it may have happened:
+    retry with the same idempotency key).
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool | None = None) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied

@@ -31,6 +31,7 @@ from trioshop.runtime.errors import (
     TooManyActors,
 )
 from trioshop.runtime.nursery import open_service_nursery
+from trioshop.runtime.ticket import Ticket
 
 logger = logging.getLogger("trioshop.runtime")
 
@@ -175,14 +176,28 @@ class ActorHost:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorEnded(f"actor {actor.name or actor.pid} has ended") from None
 
-    async def request(self, actor: Actor, message: Any, *, timeout: float) -> Any:
+    async def request(
+        self,
+        actor: Actor,
+        message: Any,
+        *,
+        timeout: float,
+        ticket: Ticket | None = None,
+        settle_timeout: float = 0.0,
+    ) -> Any:
         """Send *message* and wait up to *timeout* seconds for the actor's reply.
 
         The reply travels on a one-shot channel (capacity 1) made for this call, so a late
         reply is dropped without blocking the actor. Raises what :meth:`send` raises,
         :class:`ActorTimeout` after *timeout*, :class:`ActorCrashed` or :class:`ActorEnded`
-        as soon as the actor crashes or ends without replying, and the actor's
-        :class:`~trioshop.runtime.actor.Refusal` if it refused the request.
+        as soon as the actor crashes or ends without replying, and the actor's refusal if it
+        refused the request.
+
+        With a *ticket* (the message carries it to whoever does the work), a timeout first
+        abandons the ticket: if that succeeds the work will never happen and
+        ``ActorTimeout.maybe_applied`` is ``False``. If the work was already claimed, the
+        caller waits up to *settle_timeout* more for its outcome, and only then gives up with
+        ``maybe_applied`` ``True``.
         """
         reply_send, reply_receive = trio.open_memory_channel[Reply](1)
         with reply_receive:
@@ -192,20 +207,26 @@ class ActorHost:
                 reply_send.close()
                 raise
             with trio.move_on_after(timeout):
-                try:
-                    ok, value = await reply_receive.receive()
-                except trio.EndOfChannel:
-                    error = ActorCrashed if actor.crashed else ActorEnded
-                    raise error(
-                        f"actor {actor.name or actor.pid} ended before replying"
-                    ) from None
-                if ok:
-                    return value
-                raise value
+                return await self._reply(actor, reply_receive)
+            if ticket is not None and not ticket.abandon():
+                with trio.move_on_after(settle_timeout):  # claimed: its outcome is coming
+                    return await self._reply(actor, reply_receive)
             self._counters.timeouts += 1
             raise ActorTimeout(
-                f"actor {actor.name or actor.pid} did not reply within {timeout:g} s"
+                f"actor {actor.name or actor.pid} did not reply within {timeout:g} s",
+                maybe_applied=None if ticket is None else ticket.claimed,
             )
+
+    @staticmethod
+    async def _reply(actor: Actor, reply_receive: trio.MemoryReceiveChannel[Reply]) -> Any:
+        try:
+            ok, value = await reply_receive.receive()
+        except trio.EndOfChannel:
+            error = ActorCrashed if actor.crashed else ActorEnded
+            raise error(f"actor {actor.name or actor.pid} ended before replying") from None
+        if ok:
+            return value
+        raise value
 
     # -- introspection ------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from trioshop.domain import (
 )
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
-from trioshop.runtime import ActorContext, EventBus
+from trioshop.runtime import ActorContext, EventBus, Ticket
 from trioshop.store import Store, StoreError
 
 logger = logging.getLogger("trioshop.cart")
@@ -42,9 +42,15 @@ def cart_name(user_id: str) -> str:
 
 @attrs.frozen
 class AddItem:
-    """Add the line (price fixed now, at add time); replies with the line as added now."""
+    """Add the line (price fixed now, at add time); replies with the line as added now.
+
+    With *idempotency_key*, an add this user already made with that key is answered again
+    and not repeated. The *ticket* decides whether a late add still happens (see Ticket).
+    """
 
     line: CartLine
+    idempotency_key: str | None = None
+    ticket: Ticket | None = None
 
 
 @attrs.frozen
@@ -57,6 +63,7 @@ class RemoveItem:
     """Remove a SKU's line; replies with the new view or refuses with ``ItemNotInCart``."""
 
     sku: str
+    ticket: Ticket | None = None
 
 
 @attrs.frozen
@@ -67,11 +74,14 @@ class Checkout:
     """
 
     idempotency_key: str | None = None
+    ticket: Ticket | None = None
 
 
 @attrs.frozen
 class ClearCart:
     """Drop the cart (also from the store): the actor ends and its memory is freed."""
+
+    ticket: Ticket | None = None
 
 
 @attrs.define
@@ -123,42 +133,57 @@ class Cart:
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
         match message:
-            case AddItem(line=line):
-                return await self._add(ctx, line)
+            case AddItem():
+                return await self._add(ctx, message)
             case ViewCart():
                 return self._view()
-            case RemoveItem(sku=sku):
+            case RemoveItem(sku=sku, ticket=ticket):
                 if sku not in self._lines:
                     raise ItemNotInCart(sku)
-                await self._save({k: v for k, v in self._lines.items() if k != sku})
+                await self._save({k: v for k, v in self._lines.items() if k != sku}, ticket)
                 return self._view()
-            case Checkout(idempotency_key=key):
-                return await self._checkout(ctx, key)
-            case ClearCart():
-                await self._save({})
+            case Checkout(idempotency_key=key, ticket=ticket):
+                return await self._checkout(ctx, key, ticket)
+            case ClearCart(ticket=ticket):
+                await self._save({}, ticket)
                 ctx.stop()
                 return None
         raise TypeError(f"cart actor got an unknown message: {message!r}")
 
-    async def _save(self, lines: dict[str, CartLine]) -> None:
-        await self.deps.store.save_cart(self.user_id, tuple(lines.values()))
+    async def _save(
+        self,
+        lines: dict[str, CartLine],
+        ticket: Ticket | None,
+        add_key: tuple[str, CartLine] | None = None,
+    ) -> None:
+        await self.deps.store.save_cart(
+            self.user_id, tuple(lines.values()), ticket=ticket, add_key=add_key
+        )
         self._lines = lines
 
-    async def _add(self, ctx: ActorContext, added: CartLine) -> CartLine:
+    async def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
+        key, added = add.idempotency_key, add.line
+        if key is not None:
+            earlier = await self.deps.store.added_with_key(self.user_id, key)
+            if earlier is not None:
+                return earlier  # a retry: answered as the first time, not added again
         available = self.deps.store.stock.get(added.sku, 0)
         lines = add_line(self._lines, added, available)
-        await self._save(lines)
+        answer = attrs.evolve(added, price_cents=lines[added.sku].price_cents)
+        await self._save(lines, add.ticket, None if key is None else (key, answer))
         log_event(
             logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,
             quantity=added.quantity,
         )
-        return attrs.evolve(added, price_cents=lines[added.sku].price_cents)
+        return answer
 
     def _view(self) -> CartView:
         lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
         return CartView(self.user_id, lines, total_cents(lines))
 
-    async def _checkout(self, ctx: ActorContext, idempotency_key: str | None) -> Placement:
+    async def _checkout(
+        self, ctx: ActorContext, idempotency_key: str | None, ticket: Ticket | None
+    ) -> Placement:
         if not self._lines:
             raise CartEmpty()
         lines = tuple(self._lines.values())
@@ -166,7 +191,7 @@ class Cart:
             uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
             idempotency_key,
         )
-        placement = await self.deps.store.checkout(order)
+        placement = await self.deps.store.checkout(order, ticket=ticket)
         if placement.replayed:
             # The key's earlier order of this user, returned as it was; this cart is another
             # session and stays.

@@ -17,7 +17,7 @@ from trioshop.domain import (
     Order,
     replay,
 )
-from trioshop.runtime import Actor, ActorCrashed, ActorEnded, ActorHost, Behaviour
+from trioshop.runtime import Actor, ActorCrashed, ActorEnded, ActorHost, Behaviour, Ticket
 from trioshop.shop.cart import (
     AddItem,
     CartDeps,
@@ -79,19 +79,23 @@ class Carts:
             cart = self._spawn(user_id)
         return cart
 
-    async def add_item(self, user_id: str, line: CartLine) -> CartLine:
+    async def add_item(
+        self, user_id: str, line: CartLine, idempotency_key: str | None = None
+    ) -> CartLine:
         """Add *line* to the user's cart, starting the cart if needed.
 
         Returns the line as added now, only once the cart has saved it: a success means it is
-        there. Raises ``InsufficientStock`` when the cart would hold more than the stock.
+        there. With *idempotency_key*, a repeat of an add this user made with that key is
+        answered as the first time and adds nothing. Raises ``InsufficientStock`` when the
+        cart would hold more than the stock, and ``ActorTimeout`` whose ``maybe_applied``
+        says whether the add can still have happened.
         """
-        message = AddItem(line)
+        ticket = Ticket()
+        message = AddItem(line, idempotency_key, ticket)
         for _ in range(_ADD_ATTEMPTS):
             cart = self._spawn(user_id)
             try:
-                added: CartLine = await self._host.request(
-                    cart, message, timeout=self._settings.read_timeout
-                )
+                added: CartLine = await self._write(cart, message, ticket)
             except ActorCrashed:
                 raise
             except ActorEnded:
@@ -99,12 +103,29 @@ class Carts:
             return added
         raise ActorEnded(f"the cart of {user_id!r} kept ending; retry")
 
-    async def _ask(self, user_id: str, message: object, timeout: float) -> Any:
+    async def _write(
+        self, cart: Actor, message: object, ticket: Ticket, timeout: float | None = None
+    ) -> Any:
+        """A request whose change happens only if the cart starts it before the deadline.
+
+        At the deadline an unstarted change is abandoned (never applied); a started one is
+        waited for up to ``settle_timeout`` more, so a timeout tells the truth.
+        """
+        return await self._host.request(
+            cart, message, timeout=timeout or self._settings.read_timeout, ticket=ticket,
+            settle_timeout=self._settings.settle_timeout,
+        )
+
+    async def _ask(
+        self, user_id: str, message: object, timeout: float, ticket: Ticket | None = None
+    ) -> Any:
         """Request/reply with the user's cart; :class:`NoActiveCart` if it has none."""
         cart = self._existing(user_id)
         if cart is None:
             raise NoActiveCart(user_id)
         try:
+            if ticket is not None:
+                return await self._write(cart, message, ticket, timeout)
             return await self._host.request(cart, message, timeout=timeout)
         except ActorCrashed:
             raise
@@ -128,9 +149,11 @@ class Carts:
         ``IdempotencyKeyReused``. Raises :class:`NoActiveCart`, ``CartEmpty`` and
         ``InsufficientStock`` (the cart stays as it was).
         """
+        ticket = Ticket()
         try:
             placement = await self._ask(
-                user_id, Checkout(idempotency_key), self._settings.checkout_timeout
+                user_id, Checkout(idempotency_key, ticket), self._settings.checkout_timeout,
+                ticket,
             )
         except (NoActiveCart, CartEmpty):
             if idempotency_key is None:
@@ -145,14 +168,18 @@ class Carts:
 
     async def remove_item(self, user_id: str, sku: str) -> CartView:
         """Remove *sku*; raises ``ItemNotInCart`` (or :class:`NoActiveCart`) if it is not there."""
-        view: CartView = await self._ask(user_id, RemoveItem(sku), self._settings.read_timeout)
+        ticket = Ticket()
+        view: CartView = await self._ask(
+            user_id, RemoveItem(sku, ticket), self._settings.read_timeout, ticket
+        )
         return view
 
     async def clear(self, user_id: str) -> None:
         """Delete the user's cart, if any: once this returns the store no longer has it and the
         cart's name is free (its task may still be finishing)."""
+        ticket = Ticket()
         with contextlib.suppress(NoActiveCart):
-            await self._ask(user_id, ClearCart(), self._settings.read_timeout)
+            await self._ask(user_id, ClearCart(ticket), self._settings.read_timeout, ticket)
 
     async def order(self, order_id: str) -> StoredOrder | None:
         """The stored order *order_id* with its services' outcomes, or ``None``."""

@@ -10,6 +10,7 @@ import trio
 
 from trioshop.runtime import open_service_nursery
 from trioshop.store.base import (
+    OperationAbandoned,
     OutboxEntry,
     Store,
     StoreClosed,
@@ -51,6 +52,7 @@ async def open_store(
 
 __all__ = [
     "MemoryStore",
+    "OperationAbandoned",
     "OutboxEntry",
     "SqliteStore",
     "Store",

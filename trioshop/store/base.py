@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import attrs
 
 from trioshop.domain import CartLine, Order, Placement, ServiceOutcome
+from trioshop.runtime import Ticket
 
 
 class StoreError(Exception):
@@ -19,6 +20,18 @@ class StoreError(Exception):
 
 class StoreClosed(StoreError):
     """The store is shut down; no more operations are accepted."""
+
+
+class OperationAbandoned(StoreError):
+    """The caller gave up (its ticket was abandoned) before the operation started: nothing
+    was changed, and nothing will be."""
+
+    def __init__(self) -> None:
+        super().__init__("the caller gave up before the change started; nothing was changed")
+
+
+# How long an add's Idempotency-Key is remembered: a retry later than this adds again.
+ADD_KEY_RETENTION_SECONDS = 24 * 3600
 
 
 @attrs.frozen
@@ -65,18 +78,36 @@ class Store(abc.ABC):
         """The user's stored cart lines, in the order first added (empty if none)."""
 
     @abc.abstractmethod
-    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
-        """Replace the user's stored cart with *lines* (none: the cart is deleted)."""
+    async def save_cart(
+        self,
+        user_id: str,
+        lines: tuple[CartLine, ...],
+        *,
+        ticket: Ticket | None = None,
+        add_key: tuple[str, CartLine] | None = None,
+    ) -> None:
+        """Replace the user's stored cart with *lines* (none: the cart is deleted).
+
+        With *add_key* ``(key, answer)``, the add's idempotency key and its answer are stored
+        in the same transaction (see :meth:`added_with_key`). With a *ticket*, the change is
+        made only if the ticket can be claimed when it starts; else
+        :class:`OperationAbandoned`, nothing changed.
+        """
 
     @abc.abstractmethod
-    async def checkout(self, order: Order) -> Placement:
+    async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
+        """The answer of the user's add made with *key* (within the retention), or ``None``."""
+
+    @abc.abstractmethod
+    async def checkout(self, order: Order, *, ticket: Ticket | None = None) -> Placement:
         """Store *order*, reserve its stock, delete the cart and queue it for the services.
 
         One transaction applying :func:`~trioshop.domain.replay` and
         :func:`~trioshop.domain.reserve_stock`: raises ``InsufficientStock`` (nothing
         changed) when a line asks for more than is in stock; with an idempotency key already
         used by the same user, returns that earlier order as a replay and changes nothing;
-        used by another user, raises ``IdempotencyKeyReused``.
+        used by another user, raises ``IdempotencyKeyReused``. A *ticket* is claimed as in
+        :meth:`save_cart`.
         """
 
     @abc.abstractmethod

@@ -12,7 +12,20 @@ from collections.abc import Mapping
 import attrs
 
 from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, replay, reserve_stock
-from trioshop.store.base import OutboxEntry, Store, StoredOrder, StoreStatistics
+from trioshop.runtime import Ticket
+from trioshop.store.base import (
+    ADD_KEY_RETENTION_SECONDS,
+    OperationAbandoned,
+    OutboxEntry,
+    Store,
+    StoredOrder,
+    StoreStatistics,
+)
+
+
+def _claim(ticket: Ticket | None) -> None:
+    if ticket is not None and not ticket.claim():
+        raise OperationAbandoned()
 
 
 @attrs.define
@@ -26,13 +39,39 @@ class MemoryStore(Store):
     _cursors: dict[str, int] = attrs.field(factory=dict, init=False)
     _outcomes: dict[str, dict[str, ServiceOutcome]] = attrs.field(factory=dict, init=False)
     _writes: int = attrs.field(default=0, init=False)
+    # (user_id, key) -> (answer, when), oldest first: pruned as new keys arrive.
+    _add_keys: dict[tuple[str, str], tuple[CartLine, float]] = attrs.field(
+        factory=dict, init=False
+    )
 
     async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
         return self._carts.get(user_id, ())
 
-    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+    async def save_cart(
+        self,
+        user_id: str,
+        lines: tuple[CartLine, ...],
+        *,
+        ticket: Ticket | None = None,
+        add_key: tuple[str, CartLine] | None = None,
+    ) -> None:
+        _claim(ticket)
         self._writes += 1
         self._put_cart(user_id, lines)
+        if add_key is not None:
+            now = time.time()
+            while self._add_keys:
+                oldest = next(iter(self._add_keys))
+                if now - self._add_keys[oldest][1] < ADD_KEY_RETENTION_SECONDS:
+                    break
+                del self._add_keys[oldest]
+            self._add_keys[user_id, add_key[0]] = (add_key[1], now)
+
+    async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
+        found = self._add_keys.get((user_id, key))
+        if found is None or time.time() - found[1] >= ADD_KEY_RETENTION_SECONDS:
+            return None
+        return found[0]
 
     def _put_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
         if lines:
@@ -42,7 +81,8 @@ class MemoryStore(Store):
             self._carts.pop(user_id, None)
             self.cart_owners.discard(user_id)
 
-    async def checkout(self, order: Order) -> Placement:
+    async def checkout(self, order: Order, *, ticket: Ticket | None = None) -> Placement:
+        _claim(ticket)
         self._writes += 1
         key = order.idempotency_key
         if key is not None:

@@ -43,6 +43,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (order_id, service)
     );
     """,
+    # 2: idempotency keys of adds, with the answer each got
+    """
+    CREATE TABLE add_keys (
+        user_id    TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        line       TEXT NOT NULL,          -- JSON [[sku, title, price_cents, quantity]]
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    CREATE INDEX add_keys_by_age ON add_keys (created_at);
+    """,
 ]
 
 

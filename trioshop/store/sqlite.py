@@ -23,7 +23,10 @@ from trioshop.domain import (
     reserve_stock,
 )
 from trioshop.logs import log_event
+from trioshop.runtime import Ticket
 from trioshop.store.base import (
+    ADD_KEY_RETENTION_SECONDS,
+    OperationAbandoned,
     OutboxEntry,
     Store,
     StoreClosed,
@@ -41,7 +44,9 @@ T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
 # What the writer sends back: (True, result) or (False, exception to raise in the caller).
 Outcome = tuple[bool, Any]
-Pending = tuple[Operation, Callable[[Any], None] | None, "trio.MemorySendChannel[Outcome]"]
+Pending = tuple[
+    Operation, Callable[[Any], None] | None, "trio.MemorySendChannel[Outcome]", Ticket | None
+]
 
 DATABASE_FILE = "trioshop.sqlite3"
 
@@ -103,6 +108,9 @@ class SqliteStore(Store):
         reader.execute("PRAGMA query_only=ON")
         self._reader = reader
         self._seed_stock(conn, initial)
+        conn.execute(
+            "DELETE FROM add_keys WHERE created_at < ?", (time.time() - ADD_KEY_RETENTION_SECONDS,)
+        )
         stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
         owners = {r["user_id"] for r in conn.execute("SELECT user_id FROM carts")}
         return stock, owners, version
@@ -125,7 +133,7 @@ class SqliteStore(Store):
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for operation, _, _ in batch:
+            for operation, _, _, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, operation(conn)))
@@ -182,12 +190,15 @@ class SqliteStore(Store):
         try:
             async with receive:
                 async for first in receive:
-                    batch = [first]
-                    while len(batch) < self.max_batch:
+                    taken = [first]
+                    while len(taken) < self.max_batch:
                         try:
-                            batch.append(receive.receive_nowait())
+                            taken.append(receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
+                    batch = self._claimed(taken)
+                    if not batch:
+                        continue
                     # Shielded: an operation whose transaction started must get its answer.
                     with trio.CancelScope(shield=True):
                         outcomes = await trio.to_thread.run_sync(
@@ -195,7 +206,7 @@ class SqliteStore(Store):
                         )
                     self._batches += 1
                     self._operations += len(batch)
-                    for (_, on_commit, reply), outcome in zip(batch, outcomes, strict=True):
+                    for (_, on_commit, reply, _), outcome in zip(batch, outcomes, strict=True):
                         if outcome[0] and on_commit is not None:
                             try:
                                 on_commit(outcome[1])
@@ -210,6 +221,20 @@ class SqliteStore(Store):
                     conn.close()
             self._conn = self._reader = None
 
+    @staticmethod
+    def _claimed(taken: list[Pending]) -> list[Pending]:
+        """The operations of *taken* whose callers still wait: each ticket is claimed now,
+        before the transaction; an abandoned one is answered at once and never applied."""
+        batch = []
+        for pending in taken:
+            ticket, reply = pending[3], pending[2]
+            if ticket is None or ticket.claim():
+                batch.append(pending)
+                continue
+            with contextlib.suppress(trio.BrokenResourceError):
+                reply.send_nowait((False, OperationAbandoned()))
+        return batch
+
     def close(self) -> None:
         """Stop accepting operations; the writer finishes the queued ones, then ends."""
         if self._send is not None:
@@ -218,12 +243,13 @@ class SqliteStore(Store):
     async def _submit(
         self, operation: Callable[[sqlite3.Connection], T],
         on_commit: Callable[[T], None] | None = None,
+        ticket: Ticket | None = None,
     ) -> T:
         if self._send is None:
             raise StoreClosed("the store is not open")
         reply_send, reply_receive = trio.open_memory_channel[Outcome](1)
         try:
-            self._send.send_nowait((operation, on_commit, reply_send))
+            self._send.send_nowait((operation, on_commit, reply_send, ticket))
         except trio.WouldBlock:
             raise StoreError("the store's write queue is full; retry later") from None
         except trio.ClosedResourceError:
@@ -267,10 +293,23 @@ class SqliteStore(Store):
 
         return await self._read(load)
 
-    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
+    async def save_cart(
+        self,
+        user_id: str,
+        lines: tuple[CartLine, ...],
+        *,
+        ticket: Ticket | None = None,
+        add_key: tuple[str, CartLine] | None = None,
+    ) -> None:
         payload = encode_lines(lines)
 
         def save(conn: sqlite3.Connection) -> None:
+            if add_key is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO add_keys (user_id, key, line, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (user_id, add_key[0], encode_lines((add_key[1],)), time.time()),
+                )
             if lines:
                 conn.execute(
                     "INSERT INTO carts (user_id, lines, updated_at) VALUES (?, ?, ?) "
@@ -287,9 +326,19 @@ class SqliteStore(Store):
             else:
                 self.cart_owners.discard(user_id)
 
-        await self._submit(save, committed)
+        await self._submit(save, committed, ticket)
 
-    async def checkout(self, order: Order) -> Placement:
+    async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
+        def read(conn: sqlite3.Connection) -> CartLine | None:
+            row = conn.execute(
+                "SELECT line FROM add_keys WHERE user_id = ? AND key = ? AND created_at > ?",
+                (user_id, key, time.time() - ADD_KEY_RETENTION_SECONDS),
+            ).fetchone()
+            return None if row is None else decode_lines(row[0])[0]
+
+        return await self._read(read)
+
+    async def checkout(self, order: Order, *, ticket: Ticket | None = None) -> Placement:
         def place(conn: sqlite3.Connection) -> tuple[Placement, dict[str, int]]:
             key = order.idempotency_key
             if key is not None:
@@ -328,7 +377,7 @@ class SqliteStore(Store):
                 self.stock.update(levels)
                 self.cart_owners.discard(placement.order.user_id)
 
-        placement, _ = await self._submit(place, committed)
+        placement, _ = await self._submit(place, committed, ticket)
         return placement
 
     async def order(self, order_id: str) -> StoredOrder | None:
