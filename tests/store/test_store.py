@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order
-from trioshop.store import MemoryStore, Store, StoreError, open_store
+from trioshop.runtime import Ticket
+from trioshop.store import MemoryStore, OperationAbandoned, Store, StoreError, open_store
 from trioshop.store.migrations import MIGRATIONS, migrate, schema_version
 
 INITIAL_STOCK = {"A": 5, "B": 2}
@@ -205,3 +206,26 @@ async def test_sqlite_writer_survives_an_operation_that_raises(tmp_path: Path) -
         assert await store.order("big") is None
         await store.save_cart("w", (LINE_A,))  # the writer is still serving
         assert await store.load_cart("w") == (LINE_A,)
+
+
+async def test_add_key_is_kept_with_the_cart(store: Store) -> None:
+    """An add's key and answer are stored with the cart change, per user."""
+    await store.save_cart("u", (LINE_A,), add_key=("k", LINE_A))
+    assert await store.added_with_key("u", "k") == LINE_A
+    assert await store.added_with_key("other", "k") is None
+    assert await store.added_with_key("u", "unknown") is None
+
+
+async def test_abandoned_ticket_changes_nothing(store: Store) -> None:
+    """A change whose caller gave up before it started is refused and leaves everything as is."""
+    gone = Ticket()
+    assert gone.abandon()
+    with pytest.raises(OperationAbandoned):
+        await store.save_cart("u", (LINE_A,), ticket=gone)
+    with pytest.raises(OperationAbandoned):
+        await store.checkout(order("o1", "u", LINE_A), ticket=gone)
+    assert await store.load_cart("u") == ()
+    assert store.stock == INITIAL_STOCK
+    kept = Ticket()
+    await store.save_cart("u", (LINE_A,), ticket=kept)
+    assert kept.claimed and not kept.abandon()  # claimed: its caller must wait for the outcome
