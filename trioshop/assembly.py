@@ -68,7 +68,6 @@ async def open_shop(
                 log_event(
                     logger, "shop started", products=len(shop.catalog),
                     services=",".join(services.names), store=settings.data_dir or "memory",
-                    stored_carts=len(store.cart_owners),
                 )
                 yield shop
                 log_event(logger, "shop stopping", live_carts=len(host))

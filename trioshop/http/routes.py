@@ -61,7 +61,8 @@ def api_routes(
     @api.get("/products")
     async def list_products() -> dict[str, Any]:
         shop = get_shop()
-        return PRODUCTS.render([(p, shop.stock(p)) for p in shop.catalog])
+        stock = await shop.stock_levels()
+        return PRODUCTS.render([(p, stock.get(p.sku, 0)) for p in shop.catalog])
 
     @api.post("/cart/<user_id>/items")
     async def add_item(user_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -23,7 +24,7 @@ from trioshop.domain import (
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
 from trioshop.runtime import ActorContext, EventBus, Ticket
-from trioshop.store import Store, StoreError
+from trioshop.store import CartConflict, Store, StoredCart, StoreError
 
 logger = logging.getLogger("trioshop.cart")
 
@@ -104,14 +105,22 @@ class CartDeps:
 # -- the actor --------------------------------------------------------------------------
 
 
+# How many times a change is re-applied to a cart another node changed meanwhile.
+CONFLICT_ATTEMPTS = 5
+
+
 @attrs.define
 class Cart:
     """The behaviour of a cart actor, registered as ``cart:{user_id}``.
 
     Only this actor touches ``_lines``, one message at a time, so no lock is needed. Every
     change is saved to the store before it is acknowledged, and the in-memory lines change
-    only once the store has them: a 200 means the item is durable. The domain's refusals
-    and the store's errors go back to the caller; the cart lives on, unchanged.
+    only once the store has them: a 200 means the item is durable. Every write is
+    conditional on the version the actor holds; if another writer (another node) changed the
+    cart meanwhile, the actor reloads it and applies the command again, so an add stays an
+    add. On a shared store each message first checks the stored version, so nothing is
+    answered from a stale copy. The domain's refusals and the store's errors go back to the
+    caller; the cart lives on, unchanged.
     """
 
     refusals: ClassVar[tuple[type[Exception], ...]] = (DomainError, StoreError)
@@ -119,63 +128,91 @@ class Cart:
     user_id: str
     deps: CartDeps
     _lines: dict[str, CartLine] = attrs.field(factory=dict)
+    _version: int = 0
 
     async def on_start(self, ctx: ActorContext) -> None:
-        stored = await self.deps.store.load_cart(self.user_id)
-        self._lines = {line.sku: line for line in stored}
+        self._adopt(await self.deps.store.load_cart(self.user_id))
         log_event(
-            logger, "cart created" if not stored else "cart restored", user_id=self.user_id,
-            pid=ctx.pid, items=len(stored),
+            logger, "cart restored" if self._lines else "cart created", user_id=self.user_id,
+            pid=ctx.pid, items=len(self._lines),
         )
 
     async def on_stop(self, ctx: ActorContext, reason: str) -> None:
         log_event(logger, "cart ended", user_id=self.user_id, pid=ctx.pid, reason=reason)
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
+        store = self.deps.store
+        if not store.exclusive and await store.cart_version(self.user_id) != self._version:
+            self._adopt(await store.load_cart(self.user_id))  # another node changed it
         match message:
             case AddItem():
                 return await self._add(ctx, message)
             case ViewCart():
                 return self._view()
             case RemoveItem(sku=sku, ticket=ticket):
-                if sku not in self._lines:
-                    raise ItemNotInCart(sku)
-                await self._save({k: v for k, v in self._lines.items() if k != sku}, ticket)
+
+                def remove(lines: dict[str, CartLine]) -> dict[str, CartLine]:
+                    if sku not in lines:
+                        raise ItemNotInCart(sku)
+                    return {k: v for k, v in lines.items() if k != sku}
+
+                await self._change(remove, ticket)
                 return self._view()
             case Checkout(idempotency_key=key, ticket=ticket):
                 return await self._checkout(ctx, key, ticket)
             case ClearCart(ticket=ticket):
-                await self._save({}, ticket)
+                await self._change(lambda lines: {}, ticket)
                 ctx.stop()
                 return None
         raise TypeError(f"cart actor got an unknown message: {message!r}")
 
-    async def _save(
+    def _adopt(self, stored: StoredCart) -> None:
+        self._lines = {line.sku: line for line in stored.lines}
+        self._version = stored.version
+
+    async def _change(
         self,
-        lines: dict[str, CartLine],
+        change: Callable[[dict[str, CartLine]], dict[str, CartLine]],
         ticket: Ticket | None,
-        add_key: tuple[str, CartLine] | None = None,
     ) -> None:
-        await self.deps.store.save_cart(
-            self.user_id, tuple(lines.values()), ticket=ticket, add_key=add_key
-        )
-        self._lines = lines
+        """Store ``change(lines)``; on a conflict, reload and apply *change* again."""
+        for _ in range(CONFLICT_ATTEMPTS):
+            lines = change(self._lines)
+            try:
+                self._version = await self.deps.store.save_cart(
+                    self.user_id, tuple(lines.values()), version=self._version, ticket=ticket
+                )
+            except CartConflict as conflict:
+                self._adopt(conflict.current)
+                continue
+            self._lines = lines
+            return
+        raise StoreError("the cart kept changing elsewhere while this change was made; retry")
 
     async def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
-        key, added = add.idempotency_key, add.line
-        if key is not None:
-            earlier = await self.deps.store.added_with_key(self.user_id, key)
-            if earlier is not None:
-                return earlier  # a retry: answered as the first time, not added again
-        available = self.deps.store.stock.get(added.sku, 0)
-        lines = add_line(self._lines, added, available)
-        answer = attrs.evolve(added, price_cents=lines[added.sku].price_cents)
-        await self._save(lines, add.ticket, None if key is None else (key, answer))
-        log_event(
-            logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,
-            quantity=added.quantity,
-        )
-        return answer
+        store, key, added = self.deps.store, add.idempotency_key, add.line
+        for _ in range(CONFLICT_ATTEMPTS):
+            if key is not None:
+                earlier = await store.added_with_key(self.user_id, key)
+                if earlier is not None:
+                    return earlier  # a retry: answered as the first time, not added again
+            lines = add_line(self._lines, added, await store.available(added.sku))
+            answer = attrs.evolve(added, price_cents=lines[added.sku].price_cents)
+            try:
+                self._version = await store.save_cart(
+                    self.user_id, tuple(lines.values()), version=self._version,
+                    ticket=add.ticket, add_key=None if key is None else (key, answer),
+                )
+            except CartConflict as conflict:
+                self._adopt(conflict.current)  # re-apply the add to the cart as it is now
+                continue
+            self._lines = lines
+            log_event(
+                logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,
+                quantity=added.quantity,
+            )
+            return answer
+        raise StoreError("the cart kept changing elsewhere while this item was added; retry")
 
     def _view(self) -> CartView:
         lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
@@ -184,14 +221,24 @@ class Cart:
     async def _checkout(
         self, ctx: ActorContext, idempotency_key: str | None, ticket: Ticket | None
     ) -> Placement:
-        if not self._lines:
-            raise CartEmpty()
-        lines = tuple(self._lines.values())
-        order = Order(
-            uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
-            idempotency_key,
-        )
-        placement = await self.deps.store.checkout(order, ticket=ticket)
+        for _ in range(CONFLICT_ATTEMPTS):
+            if not self._lines:
+                raise CartEmpty()
+            lines = tuple(self._lines.values())
+            order = Order(
+                uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
+                idempotency_key,
+            )
+            try:
+                placement = await self.deps.store.checkout(
+                    order, version=self._version, ticket=ticket
+                )
+            except CartConflict as conflict:
+                self._adopt(conflict.current)  # check out the cart as it is now
+                continue
+            break
+        else:
+            raise StoreError("the cart kept changing elsewhere during checkout; retry")
         if placement.replayed:
             # The key's earlier order of this user, returned as it was; this cart is another
             # session and stays.
@@ -204,7 +251,7 @@ class Cart:
             logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
             order_id=order.order_id, total=to_json_number(order.total_cents), items=len(lines),
         )
-        self._lines = {}
+        self._lines, self._version = {}, self._version + 1
         ctx.stop()
         return placement
 

@@ -72,11 +72,11 @@ class Carts:
             idle_timeout=self._settings.cart_idle_timeout,
         )
 
-    def _existing(self, user_id: str) -> Actor | None:
+    async def _existing(self, user_id: str) -> Actor | None:
         """The live cart, or a restored one if the store holds a cart for the user."""
         cart = self._host.lookup(cart_name(user_id))
-        if cart is None and user_id in self._store.cart_owners:
-            cart = self._spawn(user_id)
+        if cart is None and await self._store.has_cart(user_id):
+            cart = self._spawn(user_id)  # atomic: a cart spawned meanwhile is the one returned
         return cart
 
     async def add_item(
@@ -120,7 +120,7 @@ class Carts:
         self, user_id: str, message: object, timeout: float, ticket: Ticket | None = None
     ) -> Any:
         """Request/reply with the user's cart; :class:`NoActiveCart` if it has none."""
-        cart = self._existing(user_id)
+        cart = await self._existing(user_id)
         if cart is None:
             raise NoActiveCart(user_id)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import attrs
 import trio
@@ -22,6 +23,9 @@ logger = logging.getLogger("trioshop.services")
 OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
 
 OUTBOX_BATCH = 100
+# A shared store's services also look at the outbox this often, should a wake-up from another
+# node be lost (LISTEN/NOTIFY is best effort across reconnects).
+OUTBOX_POLL_SECONDS = 5.0
 
 
 @attrs.define
@@ -38,11 +42,24 @@ class ServiceContext:
     processed: int = 0
 
 
-async def _wait_for_news(events: Subscription) -> None:
-    await events.receive()
+async def _wait_for_news(ctx: ServiceContext) -> None:
+    """Until new orders may be waiting: a local checkout's event, or (shared stores) another
+    node's wake-up or the poll interval, whichever comes first."""
+    if ctx.store.exclusive:
+        await ctx.events.receive()
+    else:
+        async with trio.open_nursery() as nursery:
+
+            async def first(wait: Callable[[], Awaitable[object]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, ctx.events.receive)
+            nursery.start_soon(first, ctx.store.wait_for_outbox)
+            nursery.start_soon(first, partial(trio.sleep, OUTBOX_POLL_SECONDS))
     while True:  # one look at the outbox serves every event that came meanwhile
         try:
-            events.receive_nowait()
+            ctx.events.receive_nowait()
         except trio.WouldBlock:
             return
 
@@ -60,11 +77,11 @@ async def consume_orders(
     while True:
         entries = await ctx.store.pending(ctx.name, OUTBOX_BATCH)
         if not entries:
-            await _wait_for_news(ctx.events)
+            await _wait_for_news(ctx)
             continue
         for entry in entries:
             status = await handle(ctx, entry.order)
-            await ctx.store.ack(ctx.name, entry.seq, entry.order.order_id, status)
+            await ctx.store.ack(ctx.name, entry, status)
             ctx.processed += 1
             log_event(
                 logger, "order handled", service=ctx.name, order_id=entry.order.order_id,
@@ -93,6 +110,7 @@ class Services:
         """Supervise the service *entry*; returns once it is ready or its first try failed."""
         target = resolve_callable(entry.process)
         system, kind = entry.subscribe or (ORDER_SYSTEM, ORDER_KIND)
+        await self._store.register_service(entry.name)
         events = self._bus.subscribe(system, kind, name=entry.name)
         ctx = ServiceContext(entry.name, self._store, events)
         self._running[entry.name] = ctx

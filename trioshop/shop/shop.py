@@ -9,7 +9,7 @@ import trio
 
 from trioshop.config import Settings
 from trioshop.logs import log_event
-from trioshop.registry import Product, Registry, resolve_callable
+from trioshop.registry import Registry, resolve_callable
 from trioshop.runtime import ActorHost, ActorInfo, BusStatistics, EventBus, HostStatistics
 from trioshop.shop.cart import OrderCounters
 from trioshop.shop.carts import CartDefinition, CartFactory, Carts
@@ -64,9 +64,9 @@ class Shop:
     _fixed_cart_factory: CartFactory | None = None  # given by the caller: survives reloads
     _reload_lock: trio.Lock = attrs.field(factory=trio.Lock)
 
-    def stock(self, product: Product) -> int:
-        """Live stock of *product*."""
-        return self._store.stock.get(product.sku, 0)
+    async def stock_levels(self) -> dict[str, int]:
+        """Live stock per SKU."""
+        return await self._store.stock_levels()
 
     def live_actors(self, limit: int | None = None) -> list[ActorInfo]:
         """The live actors (at most *limit*), oldest first."""

@@ -10,10 +10,12 @@ import trio
 
 from trioshop.runtime import open_service_nursery
 from trioshop.store.base import (
+    CartConflict,
     OperationAbandoned,
     OutboxEntry,
     Store,
     StoreClosed,
+    StoredCart,
     StoredOrder,
     StoreError,
     StoreStatistics,
@@ -51,6 +53,7 @@ async def open_store(
 
 
 __all__ = [
+    "CartConflict",
     "MemoryStore",
     "OperationAbandoned",
     "OutboxEntry",
@@ -59,6 +62,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreStatistics",
+    "StoredCart",
     "StoredOrder",
     "open_store",
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import ClassVar
 
 import attrs
+import trio
 
 from trioshop.domain import CartLine, Order, Placement, ServiceOutcome
 from trioshop.runtime import Ticket
@@ -51,6 +53,30 @@ class StoredOrder:
 
 
 @attrs.frozen
+class StoredCart:
+    """A user's cart as stored: its lines and its version (0: never stored).
+
+    Every change makes the version one higher, and it never goes back (a cleared or checked
+    out cart keeps its row, empty): a write conditional on an old version can never match.
+    """
+
+    lines: tuple[CartLine, ...]
+    version: int
+
+
+class CartConflict(Exception):
+    """The stored cart is not at the version the writer expected: another writer changed it.
+
+    Nothing was changed. ``current`` is the cart as stored now: reload it, re-apply the
+    command, and write again conditional on its version.
+    """
+
+    def __init__(self, current: StoredCart) -> None:
+        super().__init__(f"the stored cart is at version {current.version}")
+        self.current = current
+
+
+@attrs.frozen
 class StoreStatistics:
     """Totals since the store opened: transactions committed and the operations in them."""
 
@@ -58,24 +84,34 @@ class StoreStatistics:
     operations: int
 
 
-@attrs.define
 class Store(abc.ABC):
-    """Carts, live stock, orders and their outbox, and each service's delivery cursor.
+    """Carts, stock, orders and their outbox, and what each service did with each order.
 
-    Every method is atomic: it happens whole or not at all. Two views are kept in memory
-    because every request needs them and only this process writes: ``stock`` (live stock per
-    SKU) and ``cart_owners`` (users with a stored, non-empty cart). Both are updated only
-    after the change they mirror is committed. Refusals are the domain's errors
-    (``InsufficientStock``, ``IdempotencyKeyReused``); trouble with the storage itself is a
-    :class:`StoreError`.
+    Every method is atomic: it happens whole or not at all. Refusals are the domain's errors
+    (``InsufficientStock``, ``IdempotencyKeyReused``); a write conditional on a cart version
+    that is no longer stored raises :class:`CartConflict`; trouble with the storage itself is
+    a :class:`StoreError`. Memory use is bounded by what is live, never by what is stored.
+
+    ``exclusive`` stores (memory, SQLite) are written by this process only: a cart actor's
+    copy is then the truth and reads need not ask the store. A shared store (PostgreSQL) is
+    written by many nodes: reads check the stored version first.
     """
 
-    stock: dict[str, int] = attrs.field(factory=dict, init=False)
-    cart_owners: set[str] = attrs.field(factory=set, init=False)
+    exclusive: ClassVar[bool] = True
+
+    # -- carts ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
-        """The user's stored cart lines, in the order first added (empty if none)."""
+    async def load_cart(self, user_id: str) -> StoredCart:
+        """The user's stored cart (no lines, version 0, if it was never stored)."""
+
+    @abc.abstractmethod
+    async def cart_version(self, user_id: str) -> int:
+        """The stored version of the user's cart (0 if none): one cheap read."""
+
+    @abc.abstractmethod
+    async def has_cart(self, user_id: str) -> bool:
+        """Whether the user has a stored cart with lines."""
 
     @abc.abstractmethod
     async def save_cart(
@@ -83,31 +119,51 @@ class Store(abc.ABC):
         user_id: str,
         lines: tuple[CartLine, ...],
         *,
+        version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
-    ) -> None:
-        """Replace the user's stored cart with *lines* (none: the cart is deleted).
+    ) -> int:
+        """Store *lines* as the user's cart if it is still at *version*; returns the new one.
 
-        With *add_key* ``(key, answer)``, the add's idempotency key and its answer are stored
-        in the same transaction (see :meth:`added_with_key`). With a *ticket*, the change is
-        made only if the ticket can be claimed when it starts; else
-        :class:`OperationAbandoned`, nothing changed.
+        Raises :class:`CartConflict` if another writer got there first. With *add_key*
+        ``(key, answer)``, the add's idempotency key and its answer are stored in the same
+        transaction (see :meth:`added_with_key`); a key stored meanwhile by another writer is
+        a conflict too. With a *ticket*, the change is made only if the ticket can be claimed
+        when it starts; else :class:`OperationAbandoned`, nothing changed.
         """
 
     @abc.abstractmethod
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         """The answer of the user's add made with *key* (within the retention), or ``None``."""
 
+    # -- stock ----------------------------------------------------------------------------
+
     @abc.abstractmethod
-    async def checkout(self, order: Order, *, ticket: Ticket | None = None) -> Placement:
-        """Store *order*, reserve its stock, delete the cart and queue it for the services.
+    async def available(self, sku: str) -> int:
+        """Stock on hand for *sku* now (0 if unknown)."""
+
+    @abc.abstractmethod
+    async def stock_levels(self) -> dict[str, int]:
+        """Stock on hand for every known SKU."""
+
+    @abc.abstractmethod
+    async def add_stock(self, initial: Mapping[str, int]) -> None:
+        """Give SKUs the store has never seen their *initial* stock; known SKUs keep theirs."""
+
+    # -- orders ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def checkout(
+        self, order: Order, *, version: int, ticket: Ticket | None = None
+    ) -> Placement:
+        """Store *order*, reserve its stock, empty the cart and queue it for the services.
 
         One transaction applying :func:`~trioshop.domain.replay` and
         :func:`~trioshop.domain.reserve_stock`: raises ``InsufficientStock`` (nothing
         changed) when a line asks for more than is in stock; with an idempotency key already
         used by the same user, returns that earlier order as a replay and changes nothing;
-        used by another user, raises ``IdempotencyKeyReused``. A *ticket* is claimed as in
-        :meth:`save_cart`.
+        used by another user, raises ``IdempotencyKeyReused``. The cart must still be at
+        *version* (else :class:`CartConflict`). A *ticket* is claimed as in :meth:`save_cart`.
         """
 
     @abc.abstractmethod
@@ -122,17 +178,28 @@ class Store(abc.ABC):
     async def order_by_key(self, idempotency_key: str) -> Order | None:
         """The order placed with *idempotency_key*, or ``None``."""
 
+    # -- the outbox -----------------------------------------------------------------------
+
+    async def register_service(self, service: str) -> None:  # noqa: B027 - optional hook
+        """Make sure orders placed from now on are queued for *service* (shared stores)."""
+
     @abc.abstractmethod
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
-        """Up to *limit* outbox entries *service* has not acknowledged yet, oldest first."""
+        """Up to *limit* outbox entries *service* has not acknowledged yet, oldest first.
+
+        On a shared store the entries are claimed for this process for a while, so that no
+        other node hands them to its copy of the service meanwhile.
+        """
 
     @abc.abstractmethod
-    async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
-        """Record that *service* handled entry *seq* (order *order_id*) with *status*."""
+    async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
+        """Record that *service* handled *entry* with *status* (``dispatched``, ``sent``)."""
 
-    @abc.abstractmethod
-    async def add_stock(self, initial: Mapping[str, int]) -> None:
-        """Give SKUs the store has never seen their *initial* stock; known SKUs keep theirs."""
+    async def wait_for_outbox(self) -> None:
+        """Return when other processes may have queued orders; never, for exclusive stores."""
+        await trio.sleep_forever()
+
+    # -- the store itself -----------------------------------------------------------------
 
     @abc.abstractmethod
     def statistics(self) -> StoreStatistics:

@@ -1,6 +1,6 @@
 """The in-memory store (``--memory``): the store contract in dictionaries, kept for nothing.
 
-It applies the same domain rules as the SQLite store; every method completes without a
+It applies the same domain rules as the other stores; every method completes without a
 checkpoint, which makes each one atomic under Trio.
 """
 
@@ -15,12 +15,16 @@ from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, replay, 
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
+    CartConflict,
     OperationAbandoned,
     OutboxEntry,
     Store,
+    StoredCart,
     StoredOrder,
     StoreStatistics,
 )
+
+_NO_CART = StoredCart((), 0)
 
 
 def _claim(ticket: Ticket | None) -> None:
@@ -32,7 +36,8 @@ def _claim(ticket: Ticket | None) -> None:
 class MemoryStore(Store):
     """Dictionaries instead of tables; every operation counts as a transaction of its own."""
 
-    _carts: dict[str, tuple[CartLine, ...]] = attrs.field(factory=dict, init=False)
+    _carts: dict[str, StoredCart] = attrs.field(factory=dict, init=False)
+    _stock: dict[str, int] = attrs.field(factory=dict, init=False)
     _orders: dict[str, Order] = attrs.field(factory=dict, init=False)
     _by_key: dict[str, Order] = attrs.field(factory=dict, init=False)
     _outbox: list[OutboxEntry] = attrs.field(factory=list, init=False)
@@ -44,20 +49,40 @@ class MemoryStore(Store):
         factory=dict, init=False
     )
 
-    async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
-        return self._carts.get(user_id, ())
+    # -- carts ----------------------------------------------------------------------------
+
+    async def load_cart(self, user_id: str) -> StoredCart:
+        return self._carts.get(user_id, _NO_CART)
+
+    async def cart_version(self, user_id: str) -> int:
+        return self._carts.get(user_id, _NO_CART).version
+
+    async def has_cart(self, user_id: str) -> bool:
+        return bool(self._carts.get(user_id, _NO_CART).lines)
+
+    def _put_cart(self, user_id: str, lines: tuple[CartLine, ...], version: int) -> int:
+        current = self._carts.get(user_id, _NO_CART)
+        if current.version != version:
+            raise CartConflict(current)
+        if not lines and not current.version:
+            return version  # nothing stored, nothing to store
+        self._carts[user_id] = StoredCart(lines, version + 1)  # an emptied cart keeps its row
+        return version + 1
 
     async def save_cart(
         self,
         user_id: str,
         lines: tuple[CartLine, ...],
         *,
+        version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
-    ) -> None:
+    ) -> int:
         _claim(ticket)
         self._writes += 1
-        self._put_cart(user_id, lines)
+        if add_key is not None and await self.added_with_key(user_id, add_key[0]):
+            raise CartConflict(self._carts.get(user_id, _NO_CART))
+        stored = self._put_cart(user_id, lines, version)
         if add_key is not None:
             now = time.time()
             while self._add_keys:
@@ -66,6 +91,7 @@ class MemoryStore(Store):
                     break
                 del self._add_keys[oldest]
             self._add_keys[user_id, add_key[0]] = (add_key[1], now)
+        return stored
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         found = self._add_keys.get((user_id, key))
@@ -73,15 +99,24 @@ class MemoryStore(Store):
             return None
         return found[0]
 
-    def _put_cart(self, user_id: str, lines: tuple[CartLine, ...]) -> None:
-        if lines:
-            self._carts[user_id] = lines
-            self.cart_owners.add(user_id)
-        else:
-            self._carts.pop(user_id, None)
-            self.cart_owners.discard(user_id)
+    # -- stock ----------------------------------------------------------------------------
 
-    async def checkout(self, order: Order, *, ticket: Ticket | None = None) -> Placement:
+    async def available(self, sku: str) -> int:
+        return self._stock.get(sku, 0)
+
+    async def stock_levels(self) -> dict[str, int]:
+        return dict(self._stock)
+
+    async def add_stock(self, initial: Mapping[str, int]) -> None:
+        self._writes += 1
+        for sku, stock in initial.items():
+            self._stock.setdefault(sku, stock)
+
+    # -- orders ---------------------------------------------------------------------------
+
+    async def checkout(
+        self, order: Order, *, version: int, ticket: Ticket | None = None
+    ) -> Placement:
         _claim(ticket)
         self._writes += 1
         key = order.idempotency_key
@@ -89,12 +124,16 @@ class MemoryStore(Store):
             earlier = replay(self._by_key.get(key), order.user_id)
             if earlier is not None:
                 return Placement(earlier, replayed=True)
-        self.stock.update(reserve_stock(order.lines, self.stock))
+        current = self._carts.get(order.user_id, _NO_CART)
+        if current.version != version:
+            raise CartConflict(current)
+        levels = reserve_stock(order.lines, self._stock)
+        self._put_cart(order.user_id, (), version)
+        self._stock.update(levels)
         self._orders[order.order_id] = order
         if key is not None:
             self._by_key[key] = order
         self._outbox.append(OutboxEntry(len(self._outbox) + 1, order))
-        self._put_cart(order.user_id, ())
         return Placement(order)
 
     def _stored(self, order: Order) -> StoredOrder:
@@ -111,19 +150,17 @@ class MemoryStore(Store):
     async def order_by_key(self, idempotency_key: str) -> Order | None:
         return self._by_key.get(idempotency_key)
 
+    # -- the outbox -----------------------------------------------------------------------
+
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         cursor = self._cursors.get(service, 0)
         return self._outbox[cursor : cursor + limit]  # seq n sits at index n - 1
 
-    async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
+    async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
         self._writes += 1
-        self._cursors[service] = max(self._cursors.get(service, 0), seq)
-        self._outcomes.setdefault(order_id, {})[service] = ServiceOutcome(status, time.time())
-
-    async def add_stock(self, initial: Mapping[str, int]) -> None:
-        self._writes += 1
-        for sku, stock in initial.items():
-            self.stock.setdefault(sku, stock)
+        self._cursors[service] = max(self._cursors.get(service, 0), entry.seq)
+        outcome = ServiceOutcome(status, time.time())
+        self._outcomes.setdefault(entry.order.order_id, {})[service] = outcome
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(self._writes, self._writes)

@@ -54,6 +54,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX add_keys_by_age ON add_keys (created_at);
     """,
+    # 3: cart versions: every write is conditional on the version its writer read
+    """
+    ALTER TABLE carts ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 

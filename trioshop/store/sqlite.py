@@ -26,10 +26,12 @@ from trioshop.logs import log_event
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
+    CartConflict,
     OperationAbandoned,
     OutboxEntry,
     Store,
     StoreClosed,
+    StoredCart,
     StoredOrder,
     StoreError,
     StoreStatistics,
@@ -56,6 +58,35 @@ def _order_from_row(row: sqlite3.Row) -> Order:
         row["order_id"], row["user_id"], decode_lines(row["lines"]), row["total_cents"],
         row["created_at"], row["idempotency_key"],
     )
+
+
+def _stored_cart(conn: sqlite3.Connection, user_id: str) -> StoredCart:
+    row = conn.execute("SELECT lines, version FROM carts WHERE user_id = ?", (user_id,)).fetchone()
+    return StoredCart((), 0) if row is None else StoredCart(decode_lines(row[0]), row[1])
+
+
+def _write_cart(conn: sqlite3.Connection, user_id: str, payload: str, version: int) -> int:
+    """Store the cart if it is at *version*; the new version, or :class:`CartConflict`."""
+    if version == 0:
+        if payload == "[]":  # nothing stored, nothing to store, unless a row appeared
+            current = _stored_cart(conn, user_id)
+            if current.version:
+                raise CartConflict(current)
+            return 0
+        written = conn.execute(
+            "INSERT INTO carts (user_id, lines, updated_at, version) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (user_id) DO NOTHING",
+            (user_id, payload, time.time()),
+        ).rowcount
+    else:
+        written = conn.execute(
+            "UPDATE carts SET lines = ?, updated_at = ?, version = version + 1 "
+            "WHERE user_id = ? AND version = ?",
+            (payload, time.time(), user_id, version),
+        ).rowcount
+    if not written:
+        raise CartConflict(_stored_cart(conn, user_id))
+    return version + 1
 
 
 def _outcomes(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceOutcome]:
@@ -91,10 +122,12 @@ class SqliteStore(Store):
     _reader: sqlite3.Connection | None = attrs.field(default=None, init=False)
     _read_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
     _send: trio.MemorySendChannel[Pending] | None = attrs.field(default=None, init=False)
+    # Live stock per SKU, mirrored after each commit: only this process writes (exclusive).
+    _stock: dict[str, int] = attrs.field(factory=dict, init=False)
 
     # -- the writer ---------------------------------------------------------------------
 
-    def _open(self, initial: Mapping[str, int]) -> tuple[dict[str, int], set[str], int]:
+    def _open(self, initial: Mapping[str, int]) -> tuple[dict[str, int], int, int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -112,8 +145,8 @@ class SqliteStore(Store):
             "DELETE FROM add_keys WHERE created_at < ?", (time.time() - ADD_KEY_RETENTION_SECONDS,)
         )
         stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
-        owners = {r["user_id"] for r in conn.execute("SELECT user_id FROM carts")}
-        return stock, owners, version
+        carts = conn.execute("SELECT count(*) FROM carts WHERE lines != '[]'").fetchone()[0]
+        return stock, carts, version
 
     @staticmethod
     def _seed_stock(conn: sqlite3.Connection, initial: Mapping[str, int]) -> None:
@@ -137,7 +170,7 @@ class SqliteStore(Store):
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, operation(conn)))
-                except (DomainError, sqlite3.IntegrityError) as refusal:
+                except (DomainError, CartConflict, sqlite3.IntegrityError) as refusal:
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, refusal))
                 except sqlite3.OperationalError:
@@ -174,18 +207,17 @@ class SqliteStore(Store):
     ) -> None:
         """Open the database, migrate, seed *initial* stock, then serve operations until closed.
 
-        Ready (``task_status.started()``) once ``stock`` and ``cart_owners`` are loaded. Ends
-        when :meth:`close` was called and every queued operation has been answered.
+        Ready (``task_status.started()``) once the live stock is loaded. Ends when
+        :meth:`close` was called and every queued operation has been answered.
         """
-        stock, owners, version = await trio.to_thread.run_sync(
+        stock, carts, version = await trio.to_thread.run_sync(
             self._open, initial, limiter=self.limiter
         )
-        self.stock.update(stock)
-        self.cart_owners.update(owners)
+        self._stock.update(stock)
         send, receive = trio.open_memory_channel[Pending](self.queue_size)
         self._send = send
         log_event(logger, "store opened", path=str(self.path), schema_version=version,
-                  carts=len(owners))
+                  carts=carts)
         task_status.started()
         try:
             async with receive:
@@ -283,50 +315,48 @@ class SqliteStore(Store):
 
     # -- operations ---------------------------------------------------------------------
 
-    async def load_cart(self, user_id: str) -> tuple[CartLine, ...]:
-        if user_id not in self.cart_owners:
-            return ()
+    async def load_cart(self, user_id: str) -> StoredCart:
+        return await self._read(lambda conn: _stored_cart(conn, user_id))
 
-        def load(conn: sqlite3.Connection) -> tuple[CartLine, ...]:
-            row = conn.execute("SELECT lines FROM carts WHERE user_id = ?", (user_id,)).fetchone()
-            return () if row is None else decode_lines(row[0])
+    async def cart_version(self, user_id: str) -> int:
+        return (await self.load_cart(user_id)).version
 
-        return await self._read(load)
+    async def has_cart(self, user_id: str) -> bool:
+        def read(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM carts WHERE user_id = ? AND lines != '[]'", (user_id,)
+            ).fetchone()
+            return row is not None
+
+        return await self._read(read)
 
     async def save_cart(
         self,
         user_id: str,
         lines: tuple[CartLine, ...],
         *,
+        version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
-    ) -> None:
+    ) -> int:
         payload = encode_lines(lines)
 
-        def save(conn: sqlite3.Connection) -> None:
+        def save(conn: sqlite3.Connection) -> int:
             if add_key is not None:
+                fresh = conn.execute(
+                    "SELECT 1 FROM add_keys WHERE user_id = ? AND key = ? AND created_at > ?",
+                    (user_id, add_key[0], time.time() - ADD_KEY_RETENTION_SECONDS),
+                ).fetchone()
+                if fresh is not None:  # a retry beat us to it: reload and answer that
+                    raise CartConflict(_stored_cart(conn, user_id))
                 conn.execute(
                     "INSERT OR REPLACE INTO add_keys (user_id, key, line, created_at) "
                     "VALUES (?, ?, ?, ?)",
                     (user_id, add_key[0], encode_lines((add_key[1],)), time.time()),
                 )
-            if lines:
-                conn.execute(
-                    "INSERT INTO carts (user_id, lines, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (user_id) DO UPDATE SET lines = excluded.lines, "
-                    "updated_at = excluded.updated_at",
-                    (user_id, payload, time.time()),
-                )
-            else:
-                conn.execute("DELETE FROM carts WHERE user_id = ?", (user_id,))
+            return _write_cart(conn, user_id, payload, version)
 
-        def committed(_: None) -> None:
-            if lines:
-                self.cart_owners.add(user_id)
-            else:
-                self.cart_owners.discard(user_id)
-
-        await self._submit(save, committed, ticket)
+        return await self._submit(save, None, ticket)
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         def read(conn: sqlite3.Connection) -> CartLine | None:
@@ -338,7 +368,9 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def checkout(self, order: Order, *, ticket: Ticket | None = None) -> Placement:
+    async def checkout(
+        self, order: Order, *, version: int, ticket: Ticket | None = None
+    ) -> Placement:
         def place(conn: sqlite3.Connection) -> tuple[Placement, dict[str, int]]:
             key = order.idempotency_key
             if key is not None:
@@ -348,6 +380,7 @@ class SqliteStore(Store):
                 earlier = replay(None if row is None else _order_from_row(row), order.user_id)
                 if earlier is not None:
                     return Placement(earlier, replayed=True), {}
+            _write_cart(conn, order.user_id, encode_lines(()), version)
             skus = sorted({line.sku for line in order.lines})
             rows = conn.execute(
                 f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
@@ -368,17 +401,19 @@ class SqliteStore(Store):
                 "INSERT INTO outbox (order_id, created_at) VALUES (?, ?)",
                 (order.order_id, time.time()),
             )
-            conn.execute("DELETE FROM carts WHERE user_id = ?", (order.user_id,))
             return Placement(order), levels
 
         def committed(result: tuple[Placement, dict[str, int]]) -> None:
-            placement, levels = result
-            if not placement.replayed:
-                self.stock.update(levels)
-                self.cart_owners.discard(placement.order.user_id)
+            self._stock.update(result[1])
 
         placement, _ = await self._submit(place, committed, ticket)
         return placement
+
+    async def available(self, sku: str) -> int:
+        return self._stock.get(sku, 0)
+
+    async def stock_levels(self) -> dict[str, int]:
+        return dict(self._stock)
 
     async def order(self, order_id: str) -> StoredOrder | None:
         def read(conn: sqlite3.Connection) -> StoredOrder | None:
@@ -421,7 +456,9 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def ack(self, service: str, seq: int, order_id: str, status: str) -> None:
+    async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
+        seq, order_id = entry.seq, entry.order.order_id
+
         def record(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO service_cursors (service, last_seq) VALUES (?, ?) "
@@ -447,7 +484,7 @@ class SqliteStore(Store):
             )
             return {r["sku"]: r["available"] for r in rows}
 
-        await self._submit(seed, self.stock.update)
+        await self._submit(seed, self._stock.update)
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(self._batches, self._operations)
