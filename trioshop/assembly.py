@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 
@@ -46,7 +47,8 @@ async def open_shop(
     idle = settings.cart_idle_timeout
     initial_stock = {p.sku: p.stock for p in registry.products}
     async with open_store(
-        settings.data_dir, initial_stock, blocking, synchronous=settings.sqlite_synchronous
+        settings.data_dir, initial_stock, blocking, synchronous=settings.sqlite_synchronous,
+        database_url=settings.database_url, pool_size=settings.database_pool_size,
     ) as store, open_actor_host(
         mailbox_capacity=definition.mailbox,
         max_actors=settings.max_live_carts,
@@ -67,10 +69,18 @@ async def open_shop(
                     await services.start(service)
                 log_event(
                     logger, "shop started", products=len(shop.catalog),
-                    services=",".join(services.names), store=settings.data_dir or "memory",
+                    services=",".join(services.names), store=_describe(settings),
                 )
                 yield shop
                 log_event(logger, "shop stopping", live_carts=len(host))
+
+
+def _describe(settings: Settings) -> str:
+    """Which store the shop runs on, for the log (a database URL without its password)."""
+    if settings.database_url is not None:
+        parts = urlsplit(settings.database_url)
+        return f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    return settings.data_dir or "memory"
 
 
 async def serve_shop(

@@ -24,6 +24,7 @@ from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
 from trioshop.http.auth import DEFAULT_TTL_SECONDS, SECRET_ENV, UserAuth, mint_token
+from trioshop.http.connection_close import CloseAfterLastAnswer
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
 from trioshop.shop import load_runnable_registry
@@ -104,7 +105,12 @@ async def _serve(
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
-        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
+        # quart-trio cancels hypercorn's close after an HTTP/1.0 or Connection: close answer,
+        # leaving the socket open until read_timeout: see trioshop/http/connection_close.py.
+        served = CloseAfterLastAnswer(app)
+        binds = await nursery.start(
+            partial(serve, served, config, shutdown_trigger=shutdown.wait)
+        )
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.
         gc.freeze()
@@ -133,6 +139,7 @@ def _run(args: argparse.Namespace) -> int:
         cart_idle_timeout=args.cart_idle or None,
         idle_connection_timeout=args.connection_idle,
         data_dir=None if args.memory else args.data_dir,
+        database_url=None if args.memory else args.database,
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
     )
@@ -254,6 +261,15 @@ def _secret_file(path: str) -> str:
     return secret
 
 
+def _database_url(text: str) -> str:
+    """A ``postgresql://`` (or ``postgres://``) URL."""
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(
+            f"expected a URL such as postgresql://user@host:5432/db, got {text!r}"
+        )
+    return text
+
+
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
@@ -284,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data-dir", default=DEFAULT_DATA_DIR,
         help="folder of the SQLite database (default: %(default)s)",
+    )
+    run.add_argument(
+        "--database", type=_database_url, default=os.environ.get("TRIOSHOP_DATABASE"),
+        metavar="URL",
+        help="postgresql://user@host:port/db (add ?options=-csearch_path%%3DNAME for a schema): "
+        "the PostgreSQL store many nodes can share, instead of SQLite in --data-dir "
+        "(default: $TRIOSHOP_DATABASE, else SQLite)",
     )
     run.add_argument(
         "--memory", action="store_true",

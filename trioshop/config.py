@@ -55,6 +55,12 @@ class Settings:
     cart_idle_timeout: float | None = attrs.field(default=1800.0, validator=_positive_or_none)
     # None keeps everything in memory (--memory); otherwise the SQLite database's folder.
     data_dir: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    # A postgresql:// URL: the shared PostgreSQL store instead (data_dir is then unused).
+    database_url: str | None = attrs.field(
+        default=None, repr=False, validator=v.optional(v.instance_of(str))
+    )
+    # Connections (and worker threads) of the PostgreSQL store's pool.
+    database_pool_size: int = attrs.field(default=8, validator=[v.instance_of(int), v.gt(0)])
     # Bearer token for /api/admin/*; None: the admin API answers loopback clients only.
     admin_token: str | None = attrs.field(default=None, repr=False)
     sqlite_synchronous: str = attrs.field(

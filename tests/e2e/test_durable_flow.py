@@ -60,14 +60,15 @@ def test_stock_idempotency_orders_and_passivation_over_http(tmp_path: Path) -> N
 
 def test_add_retried_with_its_idempotency_key_adds_once(tmp_path: Path) -> None:
     """Over real HTTP, an add repeated with its Idempotency-Key gets the same answer, adds once."""
-    with running_server("--data-dir", str(tmp_path / "data")) as server:
-        with httpx.Client(base_url=server.base_url, timeout=10) as http:
-            key = {"Idempotency-Key": "add-7f3a"}
-            body = {"sku": "KB-002", "quantity": 2}
-            first = http.post("/api/cart/kim/items", json=body, headers=key)
-            again = http.post("/api/cart/kim/items", json=body, headers=key)
-            assert first.status_code == again.status_code == 200
-            assert again.json() == first.json()
-            assert http.get("/api/cart/kim").json()["items"][0]["quantity"] == 2
-            bad = http.post("/api/cart/kim/items", json=body, headers={"Idempotency-Key": ""})
-            assert bad.status_code == 400
+    with running_server("--data-dir", str(tmp_path / "data")) as server, httpx.Client(
+        base_url=server.base_url, timeout=10
+    ) as http:
+        key = {"Idempotency-Key": "add-7f3a"}
+        body = {"sku": "KB-002", "quantity": 2}
+        first = http.post("/api/cart/kim/items", json=body, headers=key)
+        again = http.post("/api/cart/kim/items", json=body, headers=key)
+        assert first.status_code == again.status_code == 200
+        assert again.json() == first.json()
+        assert http.get("/api/cart/kim").json()["items"][0]["quantity"] == 2
+        bad = http.post("/api/cart/kim/items", json=body, headers={"Idempotency-Key": ""})
+        assert bad.status_code == 400

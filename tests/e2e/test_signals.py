@@ -16,7 +16,10 @@ def test_second_interrupt_exits_at_once_without_traceback() -> None:
         # A keep-alive connection left open holds the graceful shutdown for up to 5 s.
         with socket.create_connection((host, int(port)), timeout=10) as idle:
             idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-            assert idle.recv(1024).startswith(b"HTTP/1.1 200")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}\n'):  # the whole answer, body included
+                answer += idle.recv(1024)
+            assert answer.startswith(b"HTTP/1.1 200")
             assert server.process is not None
             server.process.send_signal(signal.SIGINT)
             server.wait_for_line(re.compile(r"event=\"shutdown requested\""))

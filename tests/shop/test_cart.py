@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -31,6 +31,7 @@ from trioshop.runtime import (
     open_event_bus,
 )
 from trioshop.shop.cart import (
+    CONFLICT_ATTEMPTS,
     AddItem,
     Cart,
     CartDeps,
@@ -41,7 +42,7 @@ from trioshop.shop.cart import (
     cart_name,
     new_cart,
 )
-from trioshop.store import MemoryStore, Store, StoreError
+from trioshop.store import CartConflict, MemoryStore, Store, StoredCart, StoreError
 
 STOCK = {"KB-002": 200, "MOUSE-003": 300, "LAPTOP-001": 5}
 KEYBOARD = CartLine("KB-002", "Mechanical Keyboard", 14999, 1)
@@ -56,22 +57,50 @@ def qty(line: CartLine, quantity: int) -> CartLine:
 
 @attrs.define
 class FailingStore(MemoryStore):
-    """A memory store whose cart saves or checkouts fail on demand, like a full disk."""
+    """A memory store whose cart saves or checkouts fail on demand, like a full disk.
+
+    It counts the conflicts it answers, and *before_write*, if set, runs before each cart
+    save or checkout: what another node does just then.
+    """
 
     fail_saves: bool = attrs.field(default=False, init=False)
     fail_checkouts: bool = attrs.field(default=False, init=False)
+    conflicts: int = attrs.field(default=0, init=False)
+    before_write: Callable[[], Awaitable[None]] | None = attrs.field(default=None, init=False)
 
-    async def save_cart(
-        self, user_id: str, lines: tuple[CartLine, ...], **options: Any
-    ) -> None:
+    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...], **options: Any) -> int:
         if self.fail_saves:
             raise StoreError("disk full")
-        await super().save_cart(user_id, lines, **options)
+        if self.before_write is not None:
+            await self.before_write()
+        try:
+            return await super().save_cart(user_id, lines, **options)
+        except CartConflict:
+            self.conflicts += 1
+            raise
 
     async def checkout(self, order: Order, **options: Any) -> Placement:
         if self.fail_checkouts:
             raise StoreError("database locked")
-        return await super().checkout(order, **options)
+        if self.before_write is not None:
+            await self.before_write()
+        try:
+            return await super().checkout(order, **options)
+        except CartConflict:
+            self.conflicts += 1
+            raise
+
+
+@attrs.define
+class SharedStore(FailingStore):
+    """The same, but not exclusive: as if other nodes wrote to it too (like PostgreSQL)."""
+
+    exclusive: ClassVar[bool] = False
+
+
+async def elsewhere(store: Store, user_id: str, *lines: CartLine) -> int:
+    """Another node stores *lines* as the user's cart, at the version the store has."""
+    return await store.save_cart(user_id, lines, version=await store.cart_version(user_id))
 
 
 @attrs.define
@@ -132,8 +161,8 @@ async def test_add_is_saved_before_reply(world: World) -> None:
     cart = world.spawn()
     added = await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
     assert added == qty(KEYBOARD, 2)
-    assert await world.store.load_cart("alice") == (qty(KEYBOARD, 2),)
-    assert "alice" in world.store.cart_owners
+    assert await world.store.load_cart("alice") == StoredCart((qty(KEYBOARD, 2),), 1)
+    assert await world.store.has_cart("alice")
 
 
 async def test_adds_merge_and_view_totals(world: World) -> None:
@@ -145,7 +174,7 @@ async def test_adds_merge_and_view_totals(world: World) -> None:
     view = await world.view(cart)
     assert view.lines == (qty(KEYBOARD, 3), qty(MOUSE, 3))
     assert view.total_cents == 3 * 14999 + 3 * 7999
-    assert await world.store.load_cart("alice") == view.lines
+    assert await world.store.load_cart("alice") == StoredCart(view.lines, 3)
 
 
 async def test_add_reply_keeps_first_price(world: World) -> None:
@@ -171,7 +200,7 @@ async def test_add_over_stock_refused_and_cart_unchanged(world: World) -> None:
     )
     assert world.host.lookup("cart:alice") is cart
     assert await world.view(cart) == before
-    assert await world.store.load_cart("alice") == before.lines
+    assert await world.store.load_cart("alice") == StoredCart(before.lines, 1)
     await world.ask(cart, AddItem(qty(LAPTOP, 2)))  # still serving: up to the stock is fine
     assert (await world.view(cart)).lines == (qty(LAPTOP, 5),)
 
@@ -182,7 +211,7 @@ async def test_add_of_unstocked_sku_refused(world: World) -> None:
     with pytest.raises(InsufficientStock):
         await world.ask(cart, AddItem(CartLine("GHOST", "Ghost", 100, 1)))
     assert await world.view(cart) == CartView("alice", (), 0)
-    assert "alice" not in world.store.cart_owners
+    assert await world.store.load_cart("alice") == StoredCart((), 0)
 
 
 async def test_remove_missing_sku_refused(world: World) -> None:
@@ -202,16 +231,16 @@ async def test_remove_drops_line_and_saves(world: World) -> None:
     await world.ask(cart, AddItem(qty(MOUSE, 2)))
     view = await world.ask(cart, RemoveItem("KB-002"))
     assert view == CartView("alice", (qty(MOUSE, 2),), 2 * 7999)
-    assert await world.store.load_cart("alice") == (qty(MOUSE, 2),)
+    assert await world.store.load_cart("alice") == StoredCart((qty(MOUSE, 2),), 3)
 
 
-async def test_removing_last_line_deletes_stored_cart(world: World) -> None:
-    """Once the last line is removed the store no longer holds a cart for the user."""
+async def test_removing_last_line_empties_stored_cart(world: World) -> None:
+    """Once the last line is removed the store holds no cart with lines for the user."""
     cart = world.spawn()
     await world.ask(cart, AddItem(KEYBOARD))
     await world.ask(cart, RemoveItem("KB-002"))
-    assert await world.store.load_cart("alice") == ()
-    assert "alice" not in world.store.cart_owners
+    assert await world.store.load_cart("alice") == StoredCart((), 2)
+    assert not await world.store.has_cart("alice")
     assert world.host.lookup("cart:alice") is cart
 
 
@@ -240,9 +269,9 @@ async def test_checkout_places_publishes_and_ends(world: World) -> None:
     stored = await world.store.order(order.order_id)
     assert stored is not None
     assert stored.order == order
-    assert await world.store.load_cart("alice") == ()
-    assert world.store.stock["KB-002"] == 198
-    assert world.store.stock["MOUSE-003"] == 299
+    assert await world.store.load_cart("alice") == StoredCart((), 3)
+    assert await world.store.available("KB-002") == 198
+    assert await world.store.available("MOUSE-003") == 299
     assert (world.deps.counters.checkouts, world.deps.counters.revenue_cents) == (
         1,
         order.total_cents,
@@ -285,8 +314,8 @@ async def test_checkout_short_of_stock_refused_and_cart_stays(world: World) -> N
     assert (caught.value.requested, caught.value.available) == (150, 50)
     assert world.host.lookup("cart:bob") is bob
     assert (await world.view(bob)).lines == (qty(KEYBOARD, 150),)
-    assert await world.store.load_cart("bob") == (qty(KEYBOARD, 150),)
-    assert world.store.stock["KB-002"] == 50
+    assert await world.store.load_cart("bob") == StoredCart((qty(KEYBOARD, 150),), 1)
+    assert await world.store.available("KB-002") == 50
     assert world.bus.published == 1
 
 
@@ -304,8 +333,8 @@ async def test_checkout_replay_answers_earlier_order_and_cart_stays(world: World
     assert placement == Placement(earlier, replayed=True)
     assert world.host.lookup("cart:alice") is second
     assert (await world.view(second)).lines == (MOUSE,)
-    assert await world.store.load_cart("alice") == (MOUSE,)
-    assert world.store.stock == {**STOCK, "KB-002": 198}
+    assert (await world.store.load_cart("alice")).lines == (MOUSE,)
+    assert await world.store.stock_levels() == {**STOCK, "KB-002": 198}
     assert world.deps.counters.checkouts == 1
     with pytest.raises(trio.WouldBlock):
         subscription.receive_nowait()
@@ -324,6 +353,149 @@ async def test_checkout_with_another_users_key_refused(world: World) -> None:
     assert (await world.view(alice)).lines == (MOUSE,)
 
 
+def meddle(
+    store: FailingStore, action: Callable[[], Awaitable[object]], times: int | None = 1
+) -> None:
+    """Have another node run *action* just before each of the store's next *times* cart
+    writes (``None``: every one); the other node's own writes go straight in."""
+    left = times
+
+    async def before_write() -> None:
+        nonlocal left
+        if left == 0:
+            return
+        if left is not None:
+            left -= 1
+        store.before_write = None
+        try:
+            await action()
+        finally:
+            store.before_write = before_write
+
+    store.before_write = before_write
+
+
+async def test_add_after_change_elsewhere_reloads_and_reapplies() -> None:
+    """On an exclusive store, an add over a cart changed elsewhere conflicts, reloads and adds."""
+    store = FailingStore()
+    assert store.exclusive
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(KEYBOARD))
+        assert await elsewhere(store, "alice", KEYBOARD, qty(MOUSE, 2)) == 2
+        added = await world.ask(cart, AddItem(KEYBOARD))
+        assert added == KEYBOARD  # answered as the add it was
+        both = (qty(KEYBOARD, 2), qty(MOUSE, 2))  # the add stays an add, over the other change
+        assert (await world.view(cart)).lines == both
+        assert await store.load_cart("alice") == StoredCart(both, 3)
+        assert store.conflicts == 1
+        await world.ask(cart, RemoveItem("MOUSE-003"))  # the actor now holds the new version
+        assert await store.load_cart("alice") == StoredCart((qty(KEYBOARD, 2),), 4)
+        assert store.conflicts == 1
+
+
+async def test_remove_after_change_elsewhere_keeps_the_other_change() -> None:
+    """A remove over a cart changed elsewhere is applied to the cart as stored now."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(KEYBOARD))
+        await elsewhere(store, "alice", KEYBOARD, MOUSE)
+        view = await world.ask(cart, RemoveItem("KB-002"))
+        assert view.lines == (MOUSE,)
+        assert await store.load_cart("alice") == StoredCart((MOUSE,), 3)
+        await elsewhere(store, "alice", LAPTOP)
+        with pytest.raises(ItemNotInCart):  # removed elsewhere meanwhile
+            await world.ask(cart, RemoveItem("MOUSE-003"))
+        assert (await world.view(cart)).lines == (LAPTOP,)
+        assert world.host.lookup("cart:alice") is cart
+
+
+async def test_checkout_after_change_elsewhere_checks_out_the_cart_as_stored() -> None:
+    """A checkout over a cart changed elsewhere conflicts, reloads, and orders the stored lines."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        subscription = world.bus.subscribe("shop", "order.checkout", name="test")
+        cart = world.spawn()
+        await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
+        await elsewhere(store, "alice", MOUSE)
+        placement = await world.ask(cart, Checkout())
+        assert placement.order.lines == (MOUSE,)
+        assert placement.order.total_cents == 7999
+        assert subscription.receive_nowait().data == placement.order
+        assert await store.available("KB-002") == 200
+        assert await store.available("MOUSE-003") == 299
+        assert await store.load_cart("alice") == StoredCart((), 3)
+        assert store.conflicts == 1
+        assert world.host.lookup("cart:alice") is None
+
+
+async def test_checkout_after_cart_emptied_elsewhere_refused() -> None:
+    """A checkout of a cart emptied elsewhere raises CartEmpty; the cart lives on, empty."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(KEYBOARD))
+        await elsewhere(store, "alice")
+        with pytest.raises(CartEmpty):
+            await world.ask(cart, Checkout())
+        assert world.host.lookup("cart:alice") is cart
+        assert (await world.view(cart)).lines == ()
+        assert await store.orders_for("alice") == []
+        assert await store.available("KB-002") == 200
+
+
+async def test_keyed_add_stored_elsewhere_meanwhile_is_answered_not_repeated() -> None:
+    """An add whose key another node stored just before it is answered with that add, once."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(MOUSE))
+        other_answer = qty(KEYBOARD, 2)
+
+        async def same_add_elsewhere() -> None:
+            await store.save_cart(
+                "alice", (MOUSE, other_answer), version=1, add_key=("k", other_answer)
+            )
+
+        meddle(store, same_add_elsewhere)
+        assert await world.ask(cart, AddItem(qty(KEYBOARD, 2), "k")) == other_answer
+        assert store.conflicts == 1
+        assert (await world.view(cart)).lines == (MOUSE, qty(KEYBOARD, 2))  # not 4
+        assert await store.load_cart("alice") == StoredCart((MOUSE, qty(KEYBOARD, 2)), 2)
+
+
+async def test_cart_changing_on_every_write_gives_up_with_store_error() -> None:
+    """A cart changed elsewhere before every write gives up after a few tries, adding nothing."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(MOUSE))
+        meddle(store, lambda: elsewhere(store, "alice", MOUSE), times=None)
+        with pytest.raises(StoreError, match="kept changing"):
+            await world.ask(cart, AddItem(KEYBOARD))
+        store.before_write = None
+        assert store.conflicts == CONFLICT_ATTEMPTS
+        assert await store.load_cart("alice") == StoredCart((MOUSE,), 1 + CONFLICT_ATTEMPTS)
+        assert world.host.lookup("cart:alice") is cart
+        assert (await world.view(cart)).lines == (MOUSE,)
+        await world.ask(cart, AddItem(KEYBOARD))  # once it settles, the cart serves again
+        assert (await world.view(cart)).lines == (MOUSE, KEYBOARD)
+
+
+async def test_shared_store_is_read_before_each_message() -> None:
+    """On a shared store a cart checks the stored version first: it never answers stale lines."""
+    store = SharedStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(KEYBOARD))
+        await elsewhere(store, "alice", KEYBOARD, MOUSE)
+        assert (await world.view(cart)).lines == (KEYBOARD, MOUSE)
+        await world.ask(cart, AddItem(MOUSE))
+        assert await store.load_cart("alice") == StoredCart((KEYBOARD, qty(MOUSE, 2)), 3)
+        assert store.conflicts == 0
+
+
 async def test_store_error_on_save_reaches_caller_and_cart_unchanged() -> None:
     """A failing save raises StoreError in the caller; lines stay as they were, the actor lives."""
     store = FailingStore()
@@ -339,7 +511,7 @@ async def test_store_error_on_save_reaches_caller_and_cart_unchanged() -> None:
             await world.ask(cart, ClearCart())
         assert world.host.lookup("cart:alice") is cart
         assert (await world.view(cart)).lines == (KEYBOARD,)
-        assert await store.load_cart("alice") == (KEYBOARD,)
+        assert await store.load_cart("alice") == StoredCart((KEYBOARD,), 1)
         store.fail_saves = False
         await world.ask(cart, AddItem(MOUSE))
         assert (await world.view(cart)).lines == (KEYBOARD, MOUSE)
@@ -357,32 +529,38 @@ async def test_store_error_on_checkout_keeps_cart() -> None:
         assert world.bus.published == 0
         assert world.host.lookup("cart:alice") is cart
         assert (await world.view(cart)).lines == (qty(KEYBOARD, 2),)
-        assert store.stock["KB-002"] == 200
+        assert await store.available("KB-002") == 200
         store.fail_checkouts = False
         placement = await world.ask(cart, Checkout())
         assert placement.order.lines == (qty(KEYBOARD, 2),)
 
 
-async def test_clear_deletes_stored_cart_and_ends(world: World) -> None:
-    """Clearing deletes the stored cart and ends the actor; a new cart for the user is empty."""
+async def test_clear_empties_stored_cart_and_ends(world: World) -> None:
+    """Clearing empties the stored cart and ends the actor; a new cart for the user is empty."""
     cart = world.spawn()
     await world.ask(cart, AddItem(KEYBOARD))
     assert await world.ask(cart, ClearCart()) is None
     assert world.host.lookup("cart:alice") is None
-    assert await world.store.load_cart("alice") == ()
-    assert "alice" not in world.store.cart_owners
+    assert await world.store.load_cart("alice") == StoredCart((), 2)
+    assert not await world.store.has_cart("alice")
     await trio.testing.wait_all_tasks_blocked()
     assert cart.ended
     assert await world.view(world.spawn()) == CartView("alice", (), 0)
 
 
-async def test_fresh_cart_reloads_stored_lines(world: World) -> None:
-    """A new actor for a user with a stored cart starts with the stored lines (on_start)."""
-    await world.store.save_cart("alice", (qty(KEYBOARD, 2), MOUSE))
-    cart = world.spawn()
-    view = await world.view(cart)
-    assert view.lines == (qty(KEYBOARD, 2), MOUSE)
-    assert view.total_cents == 2 * 14999 + 7999
+async def test_fresh_cart_reloads_stored_lines_and_version() -> None:
+    """A new actor for a user with a stored cart starts with its lines and version (on_start)."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        await store.save_cart("alice", (qty(KEYBOARD, 2), MOUSE), version=0)
+        await store.save_cart("alice", (qty(KEYBOARD, 2), MOUSE), version=1)
+        cart = world.spawn()
+        view = await world.view(cart)
+        assert view.lines == (qty(KEYBOARD, 2), MOUSE)
+        assert view.total_cents == 2 * 14999 + 7999
+        await world.ask(cart, AddItem(MOUSE))
+        assert await store.load_cart("alice") == StoredCart((qty(KEYBOARD, 2), qty(MOUSE, 2)), 3)
+        assert store.conflicts == 0  # it wrote at the version it loaded
 
 
 async def test_passivated_cart_restarts_with_its_lines(

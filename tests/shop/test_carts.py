@@ -111,7 +111,7 @@ async def test_checkout_places_order_and_ends_cart(shop: Shop) -> None:
     assert stored is not None
     assert stored.order == order
     assert [o.order.order_id for o in await shop.carts.orders_for("alice")] == [order.order_id]
-    assert shop.stock(keyboard) == keyboard.stock - 3
+    assert (await shop.stock_levels())[keyboard.sku] == keyboard.stock - 3
     assert await shop.carts.view("alice") is None
     await trio.testing.wait_all_tasks_blocked()
     assert live_cart_names(shop) == set()
@@ -127,7 +127,7 @@ async def test_retry_with_same_key_after_cart_ended_returns_same_order(shop: Sho
     again = await shop.carts.checkout("alice", "key-1")
     assert again == first
     assert again.order_id == first.order_id
-    assert shop.stock(keyboard) == keyboard.stock - 2
+    assert (await shop.stock_levels())[keyboard.sku] == keyboard.stock - 2
     assert len(await shop.carts.orders_for("alice")) == 1
     assert shop.statistics().orders.checkouts == 1
 
@@ -169,7 +169,7 @@ async def test_same_key_by_another_user_refused(shop: Shop) -> None:
     view = await shop.carts.view("bob")
     assert view is not None
     assert [x.sku for x in view.lines] == ["MOUSE-003"]
-    assert shop.stock(mouse) == mouse.stock
+    assert (await shop.stock_levels())[mouse.sku] == mouse.stock
 
 
 async def test_clear_ends_actor_and_cart_is_gone(shop: Shop) -> None:

@@ -105,8 +105,11 @@ class CartDeps:
 # -- the actor --------------------------------------------------------------------------
 
 
-# How many times a change is re-applied to a cart another node changed meanwhile.
-CONFLICT_ATTEMPTS = 5
+# How many times a change is re-applied to a cart another node changed meanwhile. A retry
+# goes at once, on the cart the conflict returned: a pause would only hand the row to the
+# other writer again (measured: with a 2-20 ms backoff, 2-3 % of 400 adds racing on two
+# nodes ran out of attempts; without, none did).
+CONFLICT_ATTEMPTS = 50
 
 
 @attrs.define

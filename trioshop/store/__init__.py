@@ -21,6 +21,7 @@ from trioshop.store.base import (
     StoreStatistics,
 )
 from trioshop.store.memory import MemoryStore
+from trioshop.store.postgres import PostgresStore, open_postgres_store
 from trioshop.store.sqlite import DATABASE_FILE, SqliteStore
 
 
@@ -31,12 +32,22 @@ async def open_store(
     limiter: trio.CapacityLimiter,
     *,
     synchronous: str = "FULL",
+    database_url: str | None = None,
+    pool_size: int = 8,
 ) -> AsyncIterator[Store]:
-    """The store for *data_dir* (``None``: in memory), ready, with *initial_stock* seeded.
+    """The store, ready, with *initial_stock* seeded: PostgreSQL at *database_url* if given,
+    else SQLite in *data_dir*, else (``None``) in memory.
 
     For SQLite the writer task runs in this block's nursery; leaving the block lets it
-    answer every queued operation, then closes the database.
+    answer every queued operation, then closes the database. PostgreSQL uses a pool of
+    *pool_size* connections and as many worker threads; *limiter* is for SQLite's.
     """
+    if database_url is not None:
+        async with open_postgres_store(
+            database_url, initial_stock, pool_size=pool_size
+        ) as postgres_store:
+            yield postgres_store
+        return
     if data_dir is None:
         store = MemoryStore()
         await store.add_stock(initial_stock)
@@ -57,6 +68,7 @@ __all__ = [
     "MemoryStore",
     "OperationAbandoned",
     "OutboxEntry",
+    "PostgresStore",
     "SqliteStore",
     "Store",
     "StoreClosed",

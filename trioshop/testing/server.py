@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -67,6 +68,18 @@ class ServerProcess:
             if match := pattern.search(line):
                 return match
 
+    def read_line(self, timeout: float) -> str | None:
+        """The next line the server prints within *timeout* seconds (kept in ``lines``)."""
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if line is None:
+            self._queue.put(None)  # the end stays visible to later readers
+            return None
+        self.lines.append(line)
+        return line
+
     def output(self) -> str:
         """Everything printed so far (drains what the reader thread has collected)."""
         while True:
@@ -94,6 +107,32 @@ class ServerProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=30)
+
+
+def wait_for_count(
+    servers: list[ServerProcess], pattern: re.Pattern[str], count: int, timeout: float = 60.0
+) -> list[re.Match[str]]:
+    """Block until the *servers* together printed *count* lines matching *pattern*.
+
+    Wakes on every printed line (no polling interval); fails after *timeout* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for server in servers:
+            while server.read_line(0) is not None:
+                pass
+        found = [m for server in servers for line in server.lines if (m := pattern.search(line))]
+        if len(found) >= count:
+            return found
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{len(found)} of {count} lines match {pattern.pattern!r}")
+        if len(servers) == 1:
+            servers[0].read_line(remaining)
+            continue
+        for each in servers:  # wake on the next line of any server
+            if each.read_line(min(remaining, 0.05)) is not None:
+                break
 
 
 @contextmanager

@@ -1,0 +1,411 @@
+"""Tests of the PostgreSQL store, with two stores on one schema standing for two nodes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+import trio
+import trio.testing
+
+from tests.postgres import fresh_schema
+from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order
+from trioshop.runtime import Ticket
+from trioshop.store import CartConflict, OperationAbandoned, StoredCart, StoreError
+from trioshop.store.postgres import PostgresStore, open_postgres_store
+from trioshop.store.postgres_schema import MIGRATIONS
+
+INITIAL_STOCK = {"A": 5, "B": 2}
+LINE_A = CartLine("A", "Thing A", 250, 2)
+LINE_B = CartLine("B", "Thing B", 1000, 1)
+ONE_A = CartLine("A", "Thing A", 250, 1)
+
+Nodes = tuple[PostgresStore, PostgresStore]
+
+
+def order(order_id: str, user: str, *lines: CartLine, key: str | None = None) -> Order:
+    return Order(order_id, user, lines, sum(x.price_cents * x.quantity for x in lines), 1, key)
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with fresh_schema() as schema_url:
+        yield schema_url
+
+
+@pytest.fixture
+async def nodes(url: str) -> AsyncIterator[Nodes]:
+    async with (
+        open_postgres_store(url, INITIAL_STOCK, pool_size=4) as a,
+        open_postgres_store(url, INITIAL_STOCK, pool_size=4) as b,
+    ):
+        yield a, b
+
+
+def sql(url: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query)
+        return cursor.fetchall() if cursor.description else []
+
+
+async def place(store: PostgresStore, user: str, *lines: CartLine, key: str | None = None) -> str:
+    """Save *user*'s cart with *lines* and check it out; the order's id."""
+    version = await store.save_cart(user, lines, version=await store.cart_version(user))
+    placed = await store.checkout(order(f"o-{user}", user, *lines, key=key), version=version)
+    return placed.order.order_id
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+async def test_nodes_starting_together_migrate_once(url: str) -> None:
+    """Two stores opened at once on a fresh schema both start; each migration is applied once."""
+    async def node(*, task_status: trio.TaskStatus[PostgresStore]) -> None:
+        async with open_postgres_store(url, INITIAL_STOCK) as store:
+            task_status.started(store)
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        opened: list[PostgresStore] = []
+
+        async def start() -> None:
+            opened.append(await nursery.start(node))
+
+        async with trio.open_nursery() as starters:
+            starters.start_soon(start)
+            starters.start_soon(start)
+        assert await opened[0].stock_levels() == await opened[1].stock_levels() == INITIAL_STOCK
+        nursery.cancel_scope.cancel()
+    versions = sql(url, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
+
+
+async def test_unreachable_server_is_a_one_line_store_error() -> None:
+    """A server that refuses the connection is a StoreError naming host, port and database."""
+    with pytest.raises(StoreError) as caught:
+        async with open_postgres_store("postgresql://postgres@127.0.0.1:1/nowhere", {}):
+            pass  # pragma: no cover
+    message = str(caught.value)
+    assert "127.0.0.1:1/nowhere" in message and "\n" not in message
+
+
+async def test_reopening_keeps_stock_and_carts(url: str) -> None:
+    """A restart sees what was stored; known SKUs keep their stock, new ones get theirs."""
+    async with open_postgres_store(url, INITIAL_STOCK) as store:
+        await place(store, "u", LINE_A)
+        await store.save_cart("w", (LINE_B,), version=0)
+    async with open_postgres_store(url, {**INITIAL_STOCK, "C": 7}) as store:
+        assert await store.stock_levels() == {"A": 3, "B": 2, "C": 7}
+        assert await store.load_cart("w") == StoredCart((LINE_B,), 1)
+        assert await store.cart_version("u") == 2
+
+
+async def test_closed_store_refuses_operations(url: str) -> None:
+    """After the block, operations raise StoreError (StoreClosed)."""
+    async with open_postgres_store(url, INITIAL_STOCK) as store:
+        pass
+    with pytest.raises(StoreError):
+        await store.load_cart("u")
+
+
+# -- carts ----------------------------------------------------------------------------------
+
+
+async def test_cart_round_trip(nodes: Nodes) -> None:
+    """A cart saved on one node loads on the other; emptying keeps the row, version + 1."""
+    a, b = nodes
+    assert await b.load_cart("u") == StoredCart((), 0) and not await b.has_cart("u")
+    assert await a.save_cart("u", (LINE_B, LINE_A), version=0) == 1
+    assert await b.load_cart("u") == StoredCart((LINE_B, LINE_A), 1)
+    assert await b.has_cart("u") and await b.cart_version("u") == 1
+    assert await b.save_cart("u", (), version=1) == 2
+    assert await a.load_cart("u") == StoredCart((), 2)
+    assert not await a.has_cart("u") and await a.cart_version("u") == 2
+
+
+async def test_stale_version_is_a_conflict_with_the_stored_cart(nodes: Nodes) -> None:
+    """A write conditional on an old version changes nothing and carries the current cart."""
+    a, b = nodes
+    await a.save_cart("u", (LINE_A,), version=0)
+    await a.save_cart("u", (LINE_A, LINE_B), version=1)
+    with pytest.raises(CartConflict) as caught:
+        await b.save_cart("u", (), version=1)
+    assert caught.value.current == StoredCart((LINE_A, LINE_B), 2)
+    with pytest.raises(CartConflict):
+        await b.save_cart("u", (), version=0)  # an emptied or new cart is no exception
+    assert await b.load_cart("u") == StoredCart((LINE_A, LINE_B), 2)
+
+
+async def test_concurrent_writes_one_winner_per_version(nodes: Nodes) -> None:
+    """Both nodes write each of 20 carts at once, version by version: one wins each round."""
+    a, b = nodes
+    users = [f"user{n}" for n in range(20)]
+    outcomes: dict[tuple[str, str], int | CartConflict] = {}
+
+    async def write(
+        store: PostgresStore, name: str, user: str, line: CartLine, version: int
+    ) -> None:
+        try:
+            outcomes[user, name] = await store.save_cart(user, (line,), version=version)
+        except CartConflict as conflict:
+            outcomes[user, name] = conflict
+
+    for version in range(3):
+        async with trio.open_nursery() as nursery:
+            for user in users:
+                nursery.start_soon(write, a, "a", user, LINE_A, version)
+                nursery.start_soon(write, b, "b", user, LINE_B, version)
+        for user in users:
+            won = [name for name in "ab" if outcomes[user, name] == version + 1]
+            assert len(won) == 1, (user, outcomes[user, "a"], outcomes[user, "b"])
+            lost = outcomes[user, "b" if won == ["a"] else "a"]
+            assert isinstance(lost, CartConflict)
+            winner = LINE_A if won == ["a"] else LINE_B
+            assert lost.current == StoredCart((winner,), version + 1)
+            assert await a.load_cart(user) == lost.current
+
+
+async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
+    """An add's key and answer commit with the cart; the same key again is a conflict."""
+    a, b = nodes
+    await a.save_cart("u", (LINE_A,), version=0, add_key=("k1", LINE_A))
+    assert await b.added_with_key("u", "k1") == LINE_A
+    assert await b.added_with_key("u", "k2") is None and await b.added_with_key("v", "k1") is None
+    with pytest.raises(CartConflict) as caught:
+        await b.save_cart("u", (LINE_A, LINE_B), version=1, add_key=("k1", LINE_B))
+    assert caught.value.current == StoredCart((LINE_A,), 1)
+    assert await a.added_with_key("u", "k1") == LINE_A
+    with pytest.raises(CartConflict):  # a conflict on the cart stores no key either
+        await b.save_cart("u", (LINE_B,), version=0, add_key=("k3", LINE_B))
+    assert await a.added_with_key("u", "k3") is None
+
+
+async def test_abandoned_ticket_changes_nothing(nodes: Nodes) -> None:
+    """A ticket abandoned before the change starts: OperationAbandoned, nothing stored."""
+    a, _ = nodes
+    ticket = Ticket()
+    assert ticket.abandon()
+    with pytest.raises(OperationAbandoned):
+        await a.save_cart("u", (LINE_A,), version=0, ticket=ticket)
+    with pytest.raises(OperationAbandoned):
+        await a.checkout(order("o1", "u", LINE_A), version=0, ticket=ticket)
+    assert await a.cart_version("u") == 0 and await a.order("o1") is None
+    claimed = Ticket()
+    await a.save_cart("u", (LINE_A,), version=0, ticket=claimed)
+    assert claimed.claimed and not claimed.abandon()
+
+
+# -- stock and checkout ---------------------------------------------------------------------
+
+
+async def test_checkout_reserves_stock_and_empties_cart(nodes: Nodes) -> None:
+    """Checkout stores the order, takes the stock, empties the cart (version + 1)."""
+    a, b = nodes
+    await a.save_cart("u", (LINE_A, LINE_B), version=0)
+    placed = await a.checkout(order("o1", "u", LINE_A, LINE_B), version=1)
+    assert placed.order.order_id == "o1" and not placed.replayed
+    assert await b.stock_levels() == {"A": 3, "B": 1}
+    assert await b.available("A") == 3 and await b.available("nope") == 0
+    assert await b.load_cart("u") == StoredCart((), 2)
+    stored = await b.order("o1")
+    assert stored is not None and stored.order == placed.order and stored.services == {}
+    assert [s.order.order_id for s in await b.orders_for("u")] == ["o1"]
+    assert await b.order_by_key("none") is None and await b.order("o2") is None
+    assert a.statistics().transactions == 2
+
+
+async def test_insufficient_stock_changes_nothing(nodes: Nodes) -> None:
+    """A checkout asking more than there is (lines of one SKU summed) is refused whole."""
+    a, b = nodes
+    await a.save_cart("u", (LINE_A, LINE_B), version=0)
+    with pytest.raises(InsufficientStock) as caught:
+        await b.checkout(order("o1", "u", LINE_A, LINE_B, LINE_B, LINE_B), version=1)
+    assert (caught.value.sku, caught.value.requested, caught.value.available) == ("B", 3, 2)
+    assert await a.stock_levels() == INITIAL_STOCK
+    assert await a.load_cart("u") == StoredCart((LINE_A, LINE_B), 1)
+    assert await a.order("o1") is None
+
+
+async def test_stale_checkout_is_a_conflict(nodes: Nodes) -> None:
+    """A checkout of a cart changed meanwhile is a CartConflict; nothing is taken."""
+    a, b = nodes
+    await a.save_cart("u", (LINE_A,), version=0)
+    await a.save_cart("u", (LINE_A, LINE_B), version=1)
+    with pytest.raises(CartConflict) as caught:
+        await b.checkout(order("o1", "u", LINE_A), version=1)
+    assert caught.value.current.version == 2
+    assert await a.stock_levels() == INITIAL_STOCK and await a.order("o1") is None
+
+
+async def test_concurrent_checkouts_sell_exactly_the_stock(url: str) -> None:
+    """40 one-unit checkouts split over two nodes against a stock of 10: exactly 10 sell."""
+    one = CartLine("S", "Scarce", 100, 1)
+    async with (
+        open_postgres_store(url, {"S": 10}) as a,
+        open_postgres_store(url, {"S": 10}) as b,
+    ):
+        users = [f"user{n}" for n in range(40)]
+        for user in users:
+            await a.save_cart(user, (one,), version=0)
+        sold: list[str] = []
+        refused: list[str] = []
+
+        async def buy(store: PostgresStore, user: str) -> None:
+            try:
+                await store.checkout(order(f"o-{user}", user, one), version=1)
+            except InsufficientStock:
+                refused.append(user)
+            else:
+                sold.append(user)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for n, user in enumerate(users):
+                    nursery.start_soon(buy, (a, b)[n % 2], user)
+        assert len(sold) == 10 and len(refused) == 30
+        assert await b.stock_levels() == {"S": 0}
+        assert sql(url, "SELECT count(*) FROM orders") == [(10,)]
+
+
+async def test_idempotency_key_replays_and_refuses_other_users(nodes: Nodes) -> None:
+    """The same key replays the user's order on any node; another user's use is refused."""
+    a, b = nodes
+    first = await a.checkout(order("o1", "u", LINE_A, key="k"), version=0)
+    again = await b.checkout(order("o2", "u", LINE_B, key="k"), version=1)
+    assert again.replayed and again.order == first.order
+    with pytest.raises(IdempotencyKeyReused):
+        await b.checkout(order("o3", "v", LINE_B, key="k"), version=0)
+    assert await a.order_by_key("k") == first.order
+    assert await a.stock_levels() == {"A": 3, "B": 2}
+
+
+async def test_concurrent_checkouts_with_one_key(nodes: Nodes) -> None:
+    """Two users' checkouts racing with one key: one order, the other refused, stock taken once."""
+    a, b = nodes
+    outcomes: list[object] = []
+
+    async def buy(store: PostgresStore, user: str) -> None:
+        try:
+            outcomes.append(await store.checkout(order(f"o-{user}", user, LINE_A, key="k"),
+                                                 version=0))
+        except IdempotencyKeyReused as refused:
+            outcomes.append(refused)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(buy, a, "u")
+        nursery.start_soon(buy, b, "v")
+    assert sorted(type(x).__name__ for x in outcomes) == ["IdempotencyKeyReused", "Placement"]
+    assert await a.available("A") == 3
+
+
+async def test_orders_for_newest_first(nodes: Nodes) -> None:
+    """A user's orders come newest first, ties of the timestamp in placing order."""
+    a, b = nodes
+    await a.checkout(order("o1", "u", LINE_A), version=0)
+    await b.checkout(order("o2", "u", LINE_B), version=0)
+    assert [s.order.order_id for s in await a.orders_for("u")] == ["o2", "o1"]
+
+
+# -- the outbox ---------------------------------------------------------------------------
+
+
+async def test_orders_of_one_node_are_claimed_by_another(nodes: Nodes) -> None:
+    """Orders placed on A after register_service are handed to B's pending, in order."""
+    a, b = nodes
+    await a.checkout(order("o0", "u0", LINE_B), version=0)  # before: not queued
+    await b.register_service("delivery")
+    await a.register_service("delivery")  # again, from another node: no harm
+    for n in (1, 2):
+        await a.checkout(order(f"o{n}", f"u{n}", LINE_A), version=0)
+    entries = await b.pending("delivery")
+    assert [e.order.order_id for e in entries] == ["o1", "o2"]
+    assert entries[0].seq < entries[1].seq and entries[0].order.lines == (LINE_A,)
+    assert await b.pending("email") == []
+
+
+async def test_a_claim_is_skipped_until_it_runs_out(nodes: Nodes, url: str) -> None:
+    """Entries A claimed are not handed to B (nor to A again) until the claim expires."""
+    a, b = nodes
+    await a.register_service("delivery")
+    for n in (1, 2, 3):
+        await a.checkout(order(f"o{n}", f"u{n}", ONE_A), version=0)
+    assert [e.order.order_id for e in await a.pending("delivery", limit=2)] == ["o1", "o2"]
+    assert [e.order.order_id for e in await b.pending("delivery")] == ["o3"]
+    assert await b.pending("delivery") == [] and await a.pending("delivery") == []
+    sql(url, "UPDATE outbox SET claimed_until = now() - interval '1 second'")  # A died
+    assert [e.order.order_id for e in await b.pending("delivery")] == ["o1", "o2", "o3"]
+
+
+async def test_ack_records_the_first_status_only(nodes: Nodes, url: str) -> None:
+    """An ack records status and time once; a repeat changes nothing; acked entries leave."""
+    a, b = nodes
+    await a.register_service("delivery")
+    await a.register_service("email")
+    await a.checkout(order("o1", "u", LINE_A), version=0)
+    [entry] = await a.pending("delivery")
+    await a.ack("delivery", entry, "dispatched")
+    stored = await b.order("o1")
+    assert stored is not None and list(stored.services) == ["delivery"]
+    first = stored.services["delivery"]
+    assert first.status == "dispatched" and first.at > 0
+    await b.ack("delivery", entry, "again")
+    assert await b.order("o1") == stored
+    [listed] = await b.orders_for("u")
+    assert listed.services == {"delivery": first}
+    sql(url, "UPDATE outbox SET claimed_until = NULL")
+    assert await b.pending("delivery") == []
+    assert [e.order.order_id for e in await b.pending("email")] == ["o1"]
+
+
+async def test_wait_for_outbox_wakes_on_another_nodes_checkout(nodes: Nodes) -> None:
+    """B's wait_for_outbox returns after a checkout on A queued an order."""
+    a, b = nodes
+    await a.register_service("delivery")
+    woken = trio.Event()
+
+    async def wait() -> None:
+        await b.wait_for_outbox()
+        woken.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woken.is_set()
+            await a.checkout(order("o1", "u", LINE_A), version=0)
+            await woken.wait()
+
+
+async def test_listener_reconnects_and_wakes_waiters(nodes: Nodes, url: str) -> None:
+    """A killed listen connection is replaced; waiters wake then, and at later checkouts."""
+    a, b = nodes
+    await a.register_service("delivery")
+    killed = b._listener_pid
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.wait_for_outbox)  # woken by the reconnection
+            await trio.testing.wait_all_tasks_blocked()
+            sql(url, f"SELECT pg_terminate_backend({killed})")
+        assert b._listener_pid not in (0, killed)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.wait_for_outbox)
+            await trio.testing.wait_all_tasks_blocked()
+            await a.checkout(order("o1", "u", LINE_A), version=0)
+
+
+async def test_racing_retries_of_one_checkout_place_one_order(nodes: Nodes) -> None:
+    """The same user's checkout sent to both nodes at once with one key: one order, one replay."""
+    a, b = nodes
+    await a.save_cart("u", (LINE_A,), version=0)
+    placements = []
+
+    async def buy(store: PostgresStore, order_id: str) -> None:
+        placements.append(await store.checkout(order(order_id, "u", LINE_A, key="k"), version=1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(buy, a, "o1")
+        nursery.start_soon(buy, b, "o2")
+    assert sorted(p.replayed for p in placements) == [False, True]
+    assert placements[0].order == placements[1].order
+    assert await a.available("A") == 3 and await a.load_cart("u") == StoredCart((), 2)

@@ -1,0 +1,630 @@
+"""The PostgreSQL store: one database shared by many trioshop nodes, each change one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import psycopg
+import trio
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from trioshop.domain import (
+    CartLine,
+    DomainError,
+    Order,
+    Placement,
+    ServiceOutcome,
+    replay,
+    reserve_stock,
+)
+from trioshop.logs import log_event
+from trioshop.runtime import Ticket, open_service_nursery
+from trioshop.store.base import (
+    ADD_KEY_RETENTION_SECONDS,
+    CartConflict,
+    OperationAbandoned,
+    OutboxEntry,
+    Store,
+    StoreClosed,
+    StoredCart,
+    StoredOrder,
+    StoreError,
+    StoreStatistics,
+)
+from trioshop.store.codec import decode_lines, encode_lines
+from trioshop.store.postgres_schema import migrate
+
+logger = logging.getLogger("trioshop.store")
+
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+Row = tuple[Any, ...]
+
+# Every checkout that queues an order notifies this channel; each node's listener wakes its
+# services' outbox loops (which also poll, so a lost notification costs latency only).
+OUTBOX_CHANNEL = "trioshop_outbox"
+# libpq's connect_timeout (whole seconds), and how long an operation waits for a pooled
+# connection (the pool reconnects meanwhile) before it is a StoreError.
+CONNECT_TIMEOUT = 5
+POOL_TIMEOUT = 10.0
+# How long an outbox entry handed out by pending() stays claimed by this node.
+CLAIM_SECONDS = 30.0
+# The outbox listener's reconnection delays: doubling from the first to the last.
+LISTEN_BACKOFF = (0.1, 10.0)
+# The listen connection notices a dead server or network within about a minute.
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
+# A conditional decrement that failed while the figure read just after suffices: the stock
+# rose in between; try again this many times in all.
+STOCK_ATTEMPTS = 3
+
+_NO_CART = StoredCart((), 0)
+_RETENTION = float(ADD_KEY_RETENTION_SECONDS)
+_KEY_CONSTRAINT = "orders_idempotency_key"
+_ORDER_COLUMNS = (
+    "o.order_id, o.user_id, o.lines::text, o.total_cents, o.created_at, o.idempotency_key"
+)
+_WITH_OUTCOMES = (
+    f"SELECT {_ORDER_COLUMNS}, b.service, b.status, extract(epoch FROM b.at)::float8 "
+    "FROM orders o LEFT JOIN outbox b ON b.order_id = o.order_id AND b.status IS NOT NULL "
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of *exc*'s message (libpq adds hints on further lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    """``host:port/database`` of *url*, for messages (never the password)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(an unreadable database URL)"
+    host = params.get("host") or "localhost"
+    port = params.get("port") or 5432
+    database = params.get("dbname") or params.get("user") or "?"
+    return f"{host}:{port}/{database}"
+
+
+def _order(row: Row) -> Order:
+    return Order(row[0], row[1], decode_lines(row[2]), row[3], row[4], row[5])
+
+
+def _with_outcomes(rows: list[Row]) -> list[StoredOrder]:
+    """Rows of :data:`_WITH_OUTCOMES` (one per order and acknowledged service), grouped."""
+    found: dict[str, tuple[Order, dict[str, ServiceOutcome]]] = {}
+    for row in rows:
+        order_id = row[0]
+        if order_id not in found:
+            found[order_id] = (_order(row), {})
+        if row[6] is not None:
+            found[order_id][1][row[6]] = ServiceOutcome(row[7], row[8])
+    return [StoredOrder(order, outcomes) for order, outcomes in found.values()]
+
+
+def _stored_cart(conn: Connection, user_id: str) -> StoredCart:
+    row = conn.execute(
+        "SELECT lines::text, version FROM carts WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    return _NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
+
+
+def _write_cart(conn: Connection, user_id: str, payload: str, version: int) -> int:
+    """Store the cart if it is at *version*; the new version, or :class:`CartConflict`.
+
+    A concurrent writer of the same row makes this one wait for its commit; the version it
+    then finds no longer matches, and the conflict carries the winner's cart.
+    """
+    if version == 0:
+        if payload == "[]":  # nothing stored, nothing to store, unless a row appeared
+            current = _stored_cart(conn, user_id)
+            if current.version:
+                raise CartConflict(current)
+            return 0
+        written = conn.execute(
+            "INSERT INTO carts (user_id, lines, version) VALUES (%s, %s, 1) "
+            "ON CONFLICT (user_id) DO NOTHING",
+            (user_id, payload),
+        ).rowcount
+    else:
+        written = conn.execute(
+            "UPDATE carts SET lines = %s, version = version + 1, updated_at = now() "
+            "WHERE user_id = %s AND version = %s",
+            (payload, user_id, version),
+        ).rowcount
+    if not written:
+        raise CartConflict(_stored_cart(conn, user_id))
+    return version + 1
+
+
+def _order_by_key(conn: Connection, key: str) -> Order | None:
+    row = conn.execute(
+        f"SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.idempotency_key = %s", (key,)
+    ).fetchone()
+    return None if row is None else _order(row)
+
+
+def _take_stock(conn: Connection, order: Order) -> None:
+    """Take every line's quantity from stock, SKU by SKU in name order (no deadlocks between
+    checkouts); :class:`InsufficientStock` as soon as one SKU has too little."""
+    wanted: dict[str, int] = {}
+    for line in order.lines:
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+    for sku in sorted(wanted):
+        for _ in range(STOCK_ATTEMPTS):
+            taken = conn.execute(
+                "UPDATE stock SET available = available - %s WHERE sku = %s AND available >= %s",
+                (wanted[sku], sku, wanted[sku]),
+            ).rowcount
+            if taken:
+                break
+            row = conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchone()
+            have = 0 if row is None else int(row[0])
+            # The domain's rule makes the refusal; should it not refuse, stock rose meanwhile.
+            reserve_stock([x for x in order.lines if x.sku == sku], {sku: have})
+        else:
+            raise StoreError(f"the stock of {sku} kept changing during checkout; retry")
+
+
+@attrs.define
+class PostgresStore(Store):
+    """A PostgreSQL database (schema chosen by the URL's search_path) shared by many nodes.
+
+    Every operation is one transaction on a connection from a ``psycopg_pool`` pool of
+    ``pool_size``, run in a worker thread through ``limiter`` (as many tokens as the pool
+    has connections, so no thread ever waits for one). Nothing is cached: carts are written
+    conditional on their version, stock is taken by conditional decrements, and the outbox
+    has one row per order and registered service, claimed by ``pending`` for
+    ``claim_seconds``. A dedicated connection LISTENs for the checkouts of every node.
+
+    Use :func:`open_postgres_store`, or ``await nursery.start(store.run, initial_stock)``.
+    """
+
+    exclusive: ClassVar[bool] = False
+
+    url: str
+    pool_size: int = 8
+    claim_seconds: float = CLAIM_SECONDS
+    limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _pool: ConnectionPool[Connection] | None = attrs.field(default=None, init=False)
+    _outbox_news: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The server process of the listen connection (0: none), for operators and tests.
+    _listener_pid: int = attrs.field(default=0, init=False)
+    _transactions: int = attrs.field(default=0, init=False)
+    _operations: int = attrs.field(default=0, init=False)
+
+    @limiter.default
+    def _one_thread_per_connection(self) -> trio.CapacityLimiter:
+        return trio.CapacityLimiter(self.pool_size)
+
+    # -- opening and closing ------------------------------------------------------------
+
+    def _prepare(self, initial: Mapping[str, int]) -> tuple[ConnectionPool[Connection], int]:
+        """Connect, migrate, seed *initial* stock, prune old add keys, then open the pool."""
+        where = _where(self.url)
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {where}: {_reason(exc)}") from exc
+        try:
+            with conn:
+                version = migrate(conn)
+                with conn.transaction():
+                    _seed_stock(conn, initial)
+                    conn.execute(
+                        "DELETE FROM add_keys "
+                        "WHERE created_at <= now() - make_interval(secs => %s)",
+                        (_RETENTION,),
+                    )
+            pool: ConnectionPool[Connection] = ConnectionPool(
+                self.url, min_size=1, max_size=self.pool_size, open=False, timeout=POOL_TIMEOUT,
+                name="trioshop",
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES},
+            )
+            try:
+                pool.open(wait=True, timeout=POOL_TIMEOUT)
+            except BaseException:
+                pool.close()
+                raise
+        except (psycopg.Error, RuntimeError) as exc:
+            raise StoreError(f"cannot prepare PostgreSQL at {where}: {_reason(exc)}") from exc
+        return pool, version
+
+    async def run(
+        self,
+        initial: Mapping[str, int],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect, migrate, seed *initial* stock, then listen for outbox news until cancelled.
+
+        Ready (``task_status.started()``) once the schema is migrated, the stock seeded, the
+        pool open and the listener LISTENing. Raises :class:`StoreError` with a one-line
+        reason naming the database if it cannot get there. Cancel it to close the store:
+        the listener stops and the pool is closed (operations then raise StoreClosed).
+        """
+        pool, version = await trio.to_thread.run_sync(self._prepare, initial, limiter=self.limiter)
+        self._pool = pool
+        try:
+            listener = await self._connect_listener()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, listener)
+                log_event(
+                    logger, "store opened", database=_where(self.url), schema_version=version,
+                    pool_size=self.pool_size,
+                )
+                task_status.started()
+        finally:
+            self._pool = None
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(pool.close, limiter=self.limiter)
+
+    # -- the outbox listener --------------------------------------------------------------
+
+    def _listening_connection(self) -> Connection:
+        conn = psycopg.connect(
+            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVES
+        )
+        try:
+            conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _connect_listener(self) -> Connection:
+        """A new connection LISTENing on the outbox channel (its own, not the pool's)."""
+        try:
+            # Its own thread, outside the pool's limiter: a reconnection waiting for an
+            # unreachable server holds none of the operations' places.
+            conn = await trio.to_thread.run_sync(self._listening_connection)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot listen on PostgreSQL at {_where(self.url)}: {_reason(exc)}"
+            ) from exc
+        self._listener_pid = conn.info.backend_pid
+        return conn
+
+    async def _listen(self, conn: Connection) -> None:
+        """Wake :meth:`wait_for_outbox` at every notification; reconnect when the link breaks.
+
+        Waits for the socket on the Trio thread, then drains what arrived without blocking.
+        After a reconnection it wakes the waiters once: what was sent meanwhile is lost.
+        """
+        delay = LISTEN_BACKOFF[0]
+        while True:
+            try:
+                while True:
+                    await trio.lowlevel.wait_readable(conn.fileno())
+                    if sum(1 for _ in conn.notifies(timeout=0)):
+                        self._wake()
+            except psycopg.Error as exc:
+                log_event(
+                    logger, "outbox listener lost its connection", logging.WARNING,
+                    error=_reason(exc),
+                )
+            finally:
+                conn.close()
+                self._listener_pid = 0
+            while True:
+                await trio.sleep(delay)
+                delay = min(delay * 2, LISTEN_BACKOFF[1])
+                try:
+                    conn = await self._connect_listener()
+                except StoreError as exc:
+                    log_event(logger, "outbox listener cannot reconnect", logging.WARNING,
+                              error=str(exc), retry_in=delay)
+                    continue
+                log_event(logger, "outbox listener reconnected")
+                delay = LISTEN_BACKOFF[0]
+                self._wake()
+                break
+
+    def _wake(self) -> None:
+        self._outbox_news.set()
+        self._outbox_news = trio.Event()
+
+    async def wait_for_outbox(self) -> None:
+        """Return at the next notification of a checkout that queued orders, on any node."""
+        await self._outbox_news.wait()
+
+    # -- running operations ---------------------------------------------------------------
+
+    @staticmethod
+    def _work(
+        pool: ConnectionPool[Connection], work: Callable[[Connection], T], ticket: Ticket | None
+    ) -> T:
+        with pool.connection() as conn:
+            # Claimed on the Trio thread once a connection is in hand, right before the work.
+            if ticket is not None and not trio.from_thread.run_sync(ticket.claim):
+                raise OperationAbandoned()
+            return work(conn)
+
+    async def _run(
+        self, work: Callable[[Connection], T], *, ticket: Ticket | None = None, write: bool = False
+    ) -> T:
+        """Run *work* with a pooled connection in a worker thread; psycopg's errors become
+        :class:`StoreError`. *work* makes its own transaction (the connection autocommits)."""
+        pool = self._pool
+        if pool is None:
+            raise StoreClosed("the store is not open")
+        try:
+            result = await trio.to_thread.run_sync(
+                self._work, pool, work, ticket, limiter=self.limiter
+            )
+        except (DomainError, CartConflict, StoreError):
+            raise
+        except PoolClosed as exc:
+            raise StoreClosed("the store is shut down") from exc
+        except PoolTimeout as exc:
+            raise StoreError(
+                f"no connection to PostgreSQL at {_where(self.url)} within {POOL_TIMEOUT:g} s; "
+                "retry later"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise StoreError(
+                f"PostgreSQL at {_where(self.url)} failed ({_reason(exc)}); retry later"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"PostgreSQL refused the operation ({_reason(exc)}); nothing was changed"
+            ) from exc
+        except Exception as exc:
+            log_event(
+                logger, "store operation failed", logging.ERROR, error=repr(exc), exc_info=exc
+            )
+            raise StoreError(
+                f"the store could not carry out the operation ({type(exc).__name__}: {exc}); "
+                "nothing was changed"
+            ) from exc
+        if write:
+            self._transactions += 1
+            self._operations += 1
+        return result
+
+    # -- carts ----------------------------------------------------------------------------
+
+    async def load_cart(self, user_id: str) -> StoredCart:
+        return await self._run(lambda conn: _stored_cart(conn, user_id))
+
+    async def cart_version(self, user_id: str) -> int:
+        def read(conn: Connection) -> int:
+            row = conn.execute("SELECT version FROM carts WHERE user_id = %s", (user_id,))
+            found = row.fetchone()
+            return 0 if found is None else int(found[0])
+
+        return await self._run(read)
+
+    async def has_cart(self, user_id: str) -> bool:
+        def read(conn: Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM carts WHERE user_id = %s AND lines <> '[]'::jsonb", (user_id,)
+            ).fetchone()
+            return row is not None
+
+        return await self._run(read)
+
+    async def save_cart(
+        self,
+        user_id: str,
+        lines: tuple[CartLine, ...],
+        *,
+        version: int,
+        ticket: Ticket | None = None,
+        add_key: tuple[str, CartLine] | None = None,
+    ) -> int:
+        payload = encode_lines(lines)
+
+        def save(conn: Connection) -> int:
+            with conn.transaction():
+                if add_key is not None:
+                    # A fresh key (even one committed by a concurrent writer, waited for)
+                    # is left alone: no row written, and the caller asks added_with_key.
+                    stored = conn.execute(
+                        "INSERT INTO add_keys (user_id, key, line) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (user_id, key) DO UPDATE "
+                        "SET line = excluded.line, created_at = excluded.created_at "
+                        "WHERE add_keys.created_at <= now() - make_interval(secs => %s)",
+                        (user_id, add_key[0], encode_lines((add_key[1],)), _RETENTION),
+                    ).rowcount
+                    if not stored:
+                        raise CartConflict(_stored_cart(conn, user_id))
+                return _write_cart(conn, user_id, payload, version)
+
+        return await self._run(save, ticket=ticket, write=True)
+
+    async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
+        def read(conn: Connection) -> CartLine | None:
+            row = conn.execute(
+                "SELECT line::text FROM add_keys WHERE user_id = %s AND key = %s "
+                "AND created_at > now() - make_interval(secs => %s)",
+                (user_id, key, _RETENTION),
+            ).fetchone()
+            return None if row is None else decode_lines(row[0])[0]
+
+        return await self._run(read)
+
+    # -- stock ----------------------------------------------------------------------------
+
+    async def available(self, sku: str) -> int:
+        def read(conn: Connection) -> int:
+            row = conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._run(read)
+
+    async def stock_levels(self) -> dict[str, int]:
+        def read(conn: Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT sku, available FROM stock ORDER BY sku").fetchall()
+            return {sku: int(available) for sku, available in rows}
+
+        return await self._run(read)
+
+    async def add_stock(self, initial: Mapping[str, int]) -> None:
+        def seed(conn: Connection) -> None:
+            _seed_stock(conn, initial)
+
+        await self._run(seed, write=True)
+
+    # -- orders ---------------------------------------------------------------------------
+
+    async def checkout(
+        self, order: Order, *, version: int, ticket: Ticket | None = None
+    ) -> Placement:
+        key = order.idempotency_key
+
+        def replayed(conn: Connection) -> Placement | None:
+            earlier = None if key is None else replay(_order_by_key(conn, key), order.user_id)
+            return None if earlier is None else Placement(earlier, replayed=True)
+
+        def place(conn: Connection) -> Placement:
+            try:
+                with conn.transaction():
+                    if (placement := replayed(conn)) is not None:
+                        return placement
+                    try:
+                        _write_cart(conn, order.user_id, "[]", version)
+                    except CartConflict:
+                        # We waited for the cart's other writer: if it was this key's
+                        # checkout, answer as if it had come first (a statement sees it now).
+                        if (placement := replayed(conn)) is not None:
+                            return placement
+                        raise
+                    _take_stock(conn, order)
+                    conn.execute(
+                        "INSERT INTO orders (order_id, user_id, lines, total_cents, created_at,"
+                        " idempotency_key) VALUES (%s, %s, %s, %s, %s, %s)",
+                        (order.order_id, order.user_id, encode_lines(order.lines),
+                         order.total_cents, order.timestamp, key),
+                    )
+                    queued = conn.execute(
+                        "INSERT INTO outbox (order_id, service) SELECT %s, name FROM services",
+                        (order.order_id,),
+                    ).rowcount
+                    if queued:
+                        conn.execute("SELECT pg_notify(%s, %s)", (OUTBOX_CHANNEL, order.order_id))
+                    return Placement(order)
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != _KEY_CONSTRAINT:
+                    raise
+            # Another checkout with this key committed while ours ran: ours is rolled back.
+            placement = replayed(conn)
+            if placement is None:
+                raise StoreError("the checkout's idempotency key is in use; retry")
+            return placement
+
+        return await self._run(place, ticket=ticket, write=True)
+
+    async def order(self, order_id: str) -> StoredOrder | None:
+        def read(conn: Connection) -> StoredOrder | None:
+            rows = conn.execute(
+                f"{_WITH_OUTCOMES} WHERE o.order_id = %s ORDER BY b.service", (order_id,)
+            ).fetchall()
+            found = _with_outcomes(rows)
+            return found[0] if found else None
+
+        return await self._run(read)
+
+    async def orders_for(self, user_id: str) -> list[StoredOrder]:
+        def read(conn: Connection) -> list[StoredOrder]:
+            rows = conn.execute(
+                f"{_WITH_OUTCOMES} WHERE o.user_id = %s "
+                "ORDER BY o.created_at DESC, o.placed DESC, b.service",
+                (user_id,),
+            ).fetchall()
+            return _with_outcomes(rows)
+
+        return await self._run(read)
+
+    async def order_by_key(self, idempotency_key: str) -> Order | None:
+        return await self._run(lambda conn: _order_by_key(conn, idempotency_key))
+
+    # -- the outbox -----------------------------------------------------------------------
+
+    async def register_service(self, service: str) -> None:
+        """Queue every order placed from now on (by any node) for *service* too."""
+
+        def register(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO services (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                (service,),
+            )
+
+        await self._run(register, write=True)
+
+    async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
+        """Claim up to *limit* of *service*'s unacknowledged entries no node holds a claim on.
+
+        Claimed for ``claim_seconds``: no other node (nor this one) gets them meanwhile; a
+        claim that runs out unacknowledged (its node died) lets them be claimed again.
+        """
+
+        def claim(conn: Connection) -> list[OutboxEntry]:
+            rows = conn.execute(
+                "WITH claimed AS ("
+                " UPDATE outbox SET claimed_until = now() + make_interval(secs => %s)"
+                " WHERE (order_id, service) IN ("
+                "  SELECT order_id, service FROM outbox"
+                "  WHERE service = %s AND status IS NULL"
+                "  AND (claimed_until IS NULL OR claimed_until < now())"
+                "  ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING seq, order_id) "
+                f"SELECT c.seq, {_ORDER_COLUMNS} FROM claimed c JOIN orders o USING (order_id) "
+                "ORDER BY c.seq",
+                (self.claim_seconds, service, limit),
+            ).fetchall()
+            return [OutboxEntry(row[0], _order(row[1:])) for row in rows]
+
+        return await self._run(claim, write=True)
+
+    async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
+        """Record *status* unless the entry already has one (a second ack changes nothing)."""
+
+        def record(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO outbox (order_id, service, status, at) VALUES (%s, %s, %s, now()) "
+                "ON CONFLICT (order_id, service) DO UPDATE "
+                "SET status = excluded.status, at = excluded.at WHERE outbox.status IS NULL",
+                (entry.order.order_id, service, status),
+            )
+
+        await self._run(record, write=True)
+
+    # -- the store itself -----------------------------------------------------------------
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(self._transactions, self._operations)
+
+
+def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
+    if initial:
+        conn.execute(
+            "INSERT INTO stock (sku, available) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT (sku) DO NOTHING",
+            (list(initial), list(initial.values())),
+        )
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    url: str, initial_stock: Mapping[str, int], *, pool_size: int = 8
+) -> AsyncIterator[PostgresStore]:
+    """The store on the database (and schema) of *url*, ready, with *initial_stock* seeded.
+
+    Migrates the schema (once, however many nodes start together), gives SKUs it has never
+    seen their initial stock, opens a pool of *pool_size* connections and starts the outbox
+    listener in this block's nursery. Raises :class:`StoreError` with a one-line reason
+    naming the database when it cannot connect. Leaving the block stops the listener and
+    closes the pool.
+    """
+    store = PostgresStore(url, pool_size)
+    async with open_service_nursery() as nursery:
+        await nursery.start(store.run, initial_stock)
+        yield store

@@ -1,0 +1,104 @@
+"""The PostgreSQL store's versioned schema, migrated once per schema however many nodes start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+# The first key of the advisory lock that serialises migrations; the second is a hash of the
+# current schema, so nodes sharing a schema migrate one at a time and other schemas never wait.
+MIGRATION_LOCK = 0x7472696F  # "trio"
+
+# Append only: a migration that shipped is never edited, a change is a new entry. Tables are
+# created in the current schema (the connection's search_path), so names are unqualified.
+MIGRATIONS: list[str] = [
+    # 1: carts, stock, orders, the outbox (one row per order and service), services, add keys
+    """
+    CREATE TABLE carts (
+        user_id    text PRIMARY KEY,
+        lines      jsonb NOT NULL,        -- [[sku, title, price_cents, quantity], ...]
+        version    bigint NOT NULL,       -- +1 per write, never reset: an emptied cart stays
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE stock (
+        sku       text PRIMARY KEY,
+        available bigint NOT NULL CHECK (available >= 0)
+    );
+    CREATE TABLE orders (
+        order_id        text PRIMARY KEY,
+        user_id         text NOT NULL,
+        lines           jsonb NOT NULL,
+        total_cents     bigint NOT NULL,
+        created_at      bigint NOT NULL,  -- unix seconds, the order's own timestamp
+        idempotency_key text,
+        placed          bigint GENERATED ALWAYS AS IDENTITY,  -- ties of created_at, newest last
+        CONSTRAINT orders_idempotency_key UNIQUE (idempotency_key)
+    );
+    CREATE INDEX orders_by_user ON orders (user_id, created_at DESC, placed DESC);
+    CREATE TABLE services (
+        name text PRIMARY KEY
+    );
+    CREATE TABLE outbox (
+        seq           bigserial NOT NULL UNIQUE,
+        order_id      text NOT NULL REFERENCES orders (order_id),
+        service       text NOT NULL,
+        status        text,               -- NULL until the service acknowledged the order
+        at            timestamptz,        -- when it did
+        claimed_until timestamptz,        -- a node's lease on the entry, NULL if never claimed
+        PRIMARY KEY (order_id, service)
+    );
+    CREATE INDEX outbox_unacked ON outbox (service, seq) WHERE status IS NULL;
+    CREATE TABLE add_keys (
+        user_id    text NOT NULL,
+        key        text NOT NULL,
+        line       jsonb NOT NULL,        -- [[sku, title, price_cents, quantity]]
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (user_id, key)
+    );
+    CREATE INDEX add_keys_by_age ON add_keys (created_at);
+    """,
+]
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The latest migration recorded in the current schema (0: none, or no ``schema_version``)."""
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    found = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def migrate(conn: psycopg.Connection[Any], migrations: list[str] = MIGRATIONS) -> int:
+    """Apply every migration newer than the schema, each in its own transaction; the result.
+
+    *conn* must be in autocommit mode. Each transaction first takes the migration advisory
+    lock, then reads the version, so nodes starting together apply each migration once: the
+    others wait, then find it recorded. Raises :class:`RuntimeError` for a schema newer than
+    this code, and psycopg's errors as they come (the caller turns them into its own).
+    """
+    while True:
+        with conn.transaction():
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            if schema is None or schema[0] is None:
+                raise RuntimeError("the search_path names no existing schema to create tables in")
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                (MIGRATION_LOCK,),
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version    integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            version = schema_version(conn)
+            if version > len(migrations):
+                raise RuntimeError(
+                    f"the database schema is at version {version}, newer than this trioshop "
+                    f"({len(migrations)}); run a newer trioshop or use another schema"
+                )
+            if version == len(migrations):
+                return version
+            conn.execute(migrations[version])
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version + 1,))
