@@ -49,6 +49,7 @@ async def open_shop(
     async with open_store(
         settings.data_dir, initial_stock, blocking, synchronous=settings.sqlite_synchronous,
         database_url=settings.database_url, pool_size=settings.database_pool_size,
+        claim_seconds=settings.outbox_claim_timeout,
     ) as store, open_actor_host(
         mailbox_capacity=definition.mailbox,
         max_actors=settings.max_live_carts,

@@ -140,6 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         idle_connection_timeout=args.connection_idle,
         data_dir=None if args.memory else args.data_dir,
         database_url=None if args.memory else args.database,
+        database_pool_size=args.database_pool,
+        outbox_claim_timeout=args.outbox_claim_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
     )
@@ -307,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://user@host:port/db (add ?options=-csearch_path%%3DNAME for a schema): "
         "the PostgreSQL store many nodes can share, instead of SQLite in --data-dir "
         "(default: $TRIOSHOP_DATABASE, else SQLite)",
+    )
+    run.add_argument(
+        "--database-pool", type=_count, default=_default("database_pool_size"), metavar="N",
+        help="PostgreSQL connections (and worker threads) of this node (default: %(default)s)",
+    )
+    run.add_argument(
+        "--outbox-claim-timeout", type=_seconds, default=_default("outbox_claim_timeout"),
+        metavar="S",
+        help="PostgreSQL: seconds before an order a dead node claimed goes to another node "
+        "(default: %(default)s)",
     )
     run.add_argument(
         "--memory", action="store_true",

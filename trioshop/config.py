@@ -61,6 +61,9 @@ class Settings:
     )
     # Connections (and worker threads) of the PostgreSQL store's pool.
     database_pool_size: int = attrs.field(default=8, validator=[v.instance_of(int), v.gt(0)])
+    # An order a node claimed for a service but never acknowledged (the node died) waits
+    # this long before another node's copy of the service takes it over.
+    outbox_claim_timeout: float = _seconds(30.0)
     # Bearer token for /api/admin/*; None: the admin API answers loopback clients only.
     admin_token: str | None = attrs.field(default=None, repr=False)
     sqlite_synchronous: str = attrs.field(

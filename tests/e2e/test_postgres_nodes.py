@@ -20,6 +20,7 @@ from trioshop.testing.server import ServerProcess, wait_for_count
 
 DISPATCHED = re.compile(r"DELIVERY package dispatched.* order_id=(\w+)")
 EMAILED = re.compile(r"EMAIL sent to .* order_id=(\w+)")
+HANDLED = re.compile(r'event="order handled" service=(\w+) order_id=(\w+)')  # after its ack
 
 
 @pytest.fixture
@@ -108,17 +109,33 @@ def test_last_units_are_sold_once_and_each_order_handled_once(
         assert len({m.group(1) for m in emailed}) == len(emailed) == 20
 
 
-def test_a_killed_node_loses_no_acknowledged_add(registry: Path, database: str) -> None:
-    """kill -9 one node mid-burst, restart it: every add answered 200 is there, on both."""
-    with nodes(registry, database) as servers:
-        http = clients(servers)
+def test_a_killed_node_loses_nothing_acknowledged(registry: Path, database: str) -> None:
+    """kill -9 one node mid-burst, restart it: every add answered 200 is there, on both nodes,
+    and every order answered 200 is stored and handled by each service, once in effect."""
+    claim = ("--outbox-claim-timeout", "1")  # a dead node's claimed orders move on after 1 s
+    first, second = (
+        ServerProcess("--registry", str(registry), "--database", database, *claim)
+        for _ in range(2)
+    )
+    first.start()
+    second.start()
+    restarted = ServerProcess("--registry", str(registry), "--database", database, *claim)
+    try:
+        http = clients([first, second])
         acknowledged: Counter[str] = Counter()
         uncertain: Counter[str] = Counter()
+        orders: list[str] = []
 
-        def add(n: int) -> None:
-            user = f"k{n % 10}"
+        def shop(n: int) -> None:
+            client, user = http[n % 2], f"k{n % 10}"
             try:
-                reply = http[n % 2].post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
+                reply = client.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
+                if n % 5 == 0 and reply.status_code == 200:  # and some buyers check out
+                    buyer = f"buyer{n}"
+                    client.post(f"/api/cart/{buyer}/items", json={"sku": "MOUSE-003"})
+                    placed = client.post(f"/api/cart/{buyer}/checkout")
+                    if placed.status_code == 200:
+                        orders.append(placed.json()["order"]["order_id"])
             except httpx.TransportError:
                 uncertain[user] += 1  # cut by the kill: it may or may not have happened
                 return
@@ -128,18 +145,34 @@ def test_a_killed_node_loses_no_acknowledged_add(registry: Path, database: str) 
                 uncertain[user] += 1
 
         with ThreadPoolExecutor(8) as pool:
-            first = list(pool.map(add, range(200)))
-            servers[1].kill()
-            second = list(pool.map(add, range(200, 400)))
-        assert len(first) + len(second) == 400
-        restarted = start_node(registry, database)
-        try:
-            again = httpx.Client(base_url=restarted.base_url, timeout=30)
-            for user, count in acknowledged.items():
-                for client in (http[0], again):
-                    quantity = client.get(f"/api/cart/{user}").json()["items"][0]["quantity"]
-                    # Every acknowledged add; more only for adds the kill cut short.
-                    assert count <= quantity <= count + uncertain[user]
-            assert again.post("/api/cart/k0/items", json={"sku": "KB-002"}).status_code == 200
-        finally:
-            restarted.kill()
+            list(pool.map(shop, range(200)))
+            second.kill()
+            list(pool.map(shop, range(200, 400)))
+        restarted.start()
+        again = httpx.Client(base_url=restarted.base_url, timeout=30)
+        for user, count in acknowledged.items():
+            for client in (http[0], again):
+                quantity = client.get(f"/api/cart/{user}").json()["items"][0]["quantity"]
+                # Every acknowledged add; more only for adds the kill cut short.
+                assert count <= quantity <= count + uncertain[user]
+        assert orders and all(http[0].get(f"/api/orders/{o}").status_code == 200 for o in orders)
+        everyone = [first, second, restarted]
+        wanted = {(service, order) for service in ("delivery", "notifier") for order in orders}
+        acked: set[tuple[str, str]] = set()
+        while not wanted <= acked:
+            found = wait_for_count(everyone, HANDLED, len(acked) + 1)
+            acked = {(m.group(1), m.group(2)) for m in found}
+        for pattern in (DISPATCHED, EMAILED):
+            handled = Counter(m.group(1) for node in everyone for line in node.lines
+                              if (m := pattern.search(line)))
+            twice = {order for order, times in handled.items() if times > 1}
+            # Only an order the killed node handled without acknowledging is handled again.
+            killed = {m.group(1) for line in second.lines if (m := pattern.search(line))}
+            assert twice <= killed
+        for order in orders:
+            services = http[0].get(f"/api/orders/{order}").json()["order"]["services"]
+            assert services["delivery"]["status"] == "dispatched"
+            assert services["notifier"]["status"] == "sent"
+    finally:
+        for node in (first, second, restarted):
+            stop(node)

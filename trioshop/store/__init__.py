@@ -34,17 +34,19 @@ async def open_store(
     synchronous: str = "FULL",
     database_url: str | None = None,
     pool_size: int = 8,
+    claim_seconds: float = 30.0,
 ) -> AsyncIterator[Store]:
     """The store, ready, with *initial_stock* seeded: PostgreSQL at *database_url* if given,
     else SQLite in *data_dir*, else (``None``) in memory.
 
     For SQLite the writer task runs in this block's nursery; leaving the block lets it
     answer every queued operation, then closes the database. PostgreSQL uses a pool of
-    *pool_size* connections and as many worker threads; *limiter* is for SQLite's.
+    *pool_size* connections and as many worker threads (*limiter* is SQLite's); an order a
+    dead node claimed goes to another node after *claim_seconds*.
     """
     if database_url is not None:
         async with open_postgres_store(
-            database_url, initial_stock, pool_size=pool_size
+            database_url, initial_stock, pool_size=pool_size, claim_seconds=claim_seconds
         ) as postgres_store:
             yield postgres_store
         return

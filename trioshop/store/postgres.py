@@ -614,7 +614,11 @@ def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
 
 @asynccontextmanager
 async def open_postgres_store(
-    url: str, initial_stock: Mapping[str, int], *, pool_size: int = 8
+    url: str,
+    initial_stock: Mapping[str, int],
+    *,
+    pool_size: int = 8,
+    claim_seconds: float = CLAIM_SECONDS,
 ) -> AsyncIterator[PostgresStore]:
     """The store on the database (and schema) of *url*, ready, with *initial_stock* seeded.
 
@@ -622,9 +626,10 @@ async def open_postgres_store(
     seen their initial stock, opens a pool of *pool_size* connections and starts the outbox
     listener in this block's nursery. Raises :class:`StoreError` with a one-line reason
     naming the database when it cannot connect. Leaving the block stops the listener and
-    closes the pool.
+    closes the pool. An outbox entry a node claimed but never acknowledged (the node died)
+    is handed to another node after *claim_seconds*.
     """
-    store = PostgresStore(url, pool_size)
+    store = PostgresStore(url, pool_size, claim_seconds)
     async with open_service_nursery() as nursery:
         await nursery.start(store.run, initial_stock)
         yield store
