@@ -146,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         admin_token=args.admin_token or None,
     )
     bind = args.bind or registry.http_service.bind
+    settings = attrs.evolve(settings, node_id=args.node_id or bind)
     try:
         trio.run(_serve, registry, settings, bind, auth)
     except KeyboardInterrupt:
@@ -286,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--bind", type=_bind,
         help="HOST:PORT to listen on (default: the registry's http.service address)",
+    )
+    run.add_argument(
+        "--node-id", metavar="ID",
+        help="this node's name in the X-Served-By header of every answer (default: the bind "
+        "address as given, HOST:PORT)",
     )
     run.add_argument(
         "--read-timeout", type=_seconds, default=_default("read_timeout"),

@@ -51,6 +51,10 @@ class Settings:
     bus_capacity: int = attrs.field(default=1024, validator=[v.instance_of(int), v.gt(0)])
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=[v.instance_of(int), v.gt(0)])
     retry_after_seconds: int = attrs.field(default=1, validator=[v.instance_of(int), v.gt(0)])
+    # A readiness probe (GET /readyz) waits this long for the store before answering 503.
+    readiness_timeout: float = _seconds(1.0)
+    # Who answers: every answer carries ``X-Served-By: <node_id>`` (None: no header).
+    node_id: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
     # Seconds without a message before a cart actor is passivated; None: never.
     cart_idle_timeout: float | None = attrs.field(default=1800.0, validator=_positive_or_none)
     # None keeps everything in memory (--memory); otherwise the SQLite database's folder.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.helpers import ShopClient, live_cart_names
+from tests.helpers import ShopClient, live_cart_names, open_shop_client
+from trioshop.config import Settings
+from trioshop.registry import Registry
 
 LAPTOP, KEYBOARD, MOUSE, MONITOR, HEADPHONES = (
     "LAPTOP-001", "KB-002", "MOUSE-003", "MON-004", "HP-005",
@@ -260,3 +262,12 @@ async def test_two_hundred_users_in_parallel(shop_client: ShopClient) -> None:
         assert [(i["sku"], i["quantity"]) for i in body["items"]] == [
             (LAPTOP, 1 + n % 3), (MOUSE, 1)
         ]
+
+
+async def test_readiness_apart_from_health(registry: Registry) -> None:
+    """/readyz answers 200 while the store answers, and every answer names its node."""
+    async with open_shop_client(registry, Settings(node_id="n7")) as client:
+        status, body, headers = await client.request("GET", "/readyz")
+        assert (status, body) == (200, {"status": "ready"})
+        assert headers["X-Served-By"] == "n7"
+        assert (await client.request("GET", "/api/nothing"))[2]["X-Served-By"] == "n7"

@@ -116,6 +116,8 @@ def create_app(
         )
         if "request_id" in g:
             response.headers["X-Request-ID"] = g.request_id
+        if settings.node_id is not None:
+            response.headers["X-Served-By"] = settings.node_id
         return response
 
     @app.get("/metrics")
@@ -131,5 +133,5 @@ def create_app(
     )
     app.register_blueprint(api_routes(registry.router.prefix, lifetime.get, auth))
     app.register_blueprint(admin_routes(registry.router.prefix, lifetime.get, settings.admin_token))
-    app.register_blueprint(health_routes(lifetime.get))
+    app.register_blueprint(health_routes(lifetime.get, settings.readiness_timeout))
     return app

@@ -17,6 +17,7 @@ from trioshop.http.shapes import (
     ORDER_ID,
     PROCESSES,
     PRODUCTS,
+    READY,
     REGISTRY_VIEW,
     RELOAD_REPORT,
     SHAPES,
@@ -165,6 +166,11 @@ def openapi_document(
             "Health: 503 when a supervised service was given up on",
             {"200": _answer(HEALTH, "Healthy"),
              "503": _error("A service gave up")},
+        )},
+        "/readyz": {"get": _operation(
+            "Readiness for load balancers: 503 while this node cannot serve carts",
+            {"200": _answer(READY, "Ready"),
+             "503": _error("Starting, stopping, or the store does not answer")},
         )},
         "/metrics": {"get": _operation(
             "Prometheus metrics (text exposition format)",

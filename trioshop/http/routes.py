@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 
 from trioshop.domain import (
@@ -26,6 +27,7 @@ from trioshop.http.shapes import (
     HEALTH,
     ORDER_ANSWER,
     PRODUCTS,
+    READY,
     USER_ORDERS,
 )
 from trioshop.http.validation import (
@@ -36,6 +38,7 @@ from trioshop.http.validation import (
 )
 from trioshop.runtime import ActorTimeout
 from trioshop.shop import Shop
+from trioshop.store import StoreError
 
 EMPTY_CART_MESSAGE = "Cart is empty (no active session)"
 
@@ -144,9 +147,25 @@ def api_routes(
     return api
 
 
-def health_routes(get_shop: Callable[[], Shop]) -> Blueprint:
-    """``GET /healthz``: 200 while every supervised service is up or recovering, else 503."""
+def health_routes(get_shop: Callable[[], Shop], readiness_timeout: float) -> Blueprint:
+    """``GET /healthz`` (alerting): 200 while every supervised service is up or recovering,
+    else 503. ``GET /readyz`` (load balancers): 200 while this node can serve carts (running,
+    its store answering within *readiness_timeout*), else 503: a failure every node shares,
+    such as a broken notifier, must not make a proxy eject every node."""
     health = Blueprint("health", __name__)
+
+    @health.get("/readyz")
+    async def readyz() -> Response | dict[str, Any]:
+        shop = get_shop()  # 503 while starting or stopping
+        with trio.move_on_after(readiness_timeout):
+            try:
+                await shop.ready()
+            except StoreError as exc:
+                return error_response(503, f"Not ready: the store does not answer ({exc})")
+            return READY.render(None)
+        return error_response(
+            503, f"Not ready: the store did not answer within {readiness_timeout:g} s"
+        )
 
     @health.get("/healthz")
     async def healthz() -> Response | dict[str, Any]:

@@ -177,6 +177,7 @@ USER_ORDERS = Shape("UserOrders", {
     "orders": Field(STORED_ORDER, many=True),
 })
 HEALTH = Shape("Health", {"status": const("ok")})
+READY = Shape("Ready", {"status": const("ready")})
 
 ACTOR = Shape("Actor", {
     "pid": Field(INTEGER),
@@ -235,6 +236,6 @@ ADD_ITEM_BODY: Schema = {
 
 SHAPES: tuple[Shape, ...] = (
     ERROR, PRODUCT, PRODUCTS, CART_ITEM, ADDED, CART, ORDER, CHECKED_OUT, SERVICE_OUTCOME,
-    STORED_ORDER, ORDER_ANSWER, USER_ORDERS, HEALTH, ACTOR, SERVICE, PROCESSES,
+    STORED_ORDER, ORDER_ANSWER, USER_ORDERS, HEALTH, READY, ACTOR, SERVICE, PROCESSES,
     REGISTRY_ENTRY, REGISTRY_VIEW, RELOAD_REPORT,
 )

@@ -64,6 +64,10 @@ class Shop:
     _fixed_cart_factory: CartFactory | None = None  # given by the caller: survives reloads
     _reload_lock: trio.Lock = attrs.field(factory=trio.Lock)
 
+    async def ready(self) -> None:
+        """Return if this node can serve carts now (its store answers); ``StoreError`` if not."""
+        await self._store.ping()
+
     async def stock_levels(self) -> dict[str, int]:
         """Live stock per SKU."""
         return await self._store.stock_levels()

@@ -202,5 +202,9 @@ class Store(abc.ABC):
     # -- the store itself -----------------------------------------------------------------
 
     @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return once the store answers a trivial query; :class:`StoreError` if it cannot."""
+
+    @abc.abstractmethod
     def statistics(self) -> StoreStatistics:
         """Transactions and operations since the store opened."""

@@ -162,5 +162,8 @@ class MemoryStore(Store):
         outcome = ServiceOutcome(status, time.time())
         self._outcomes.setdefault(entry.order.order_id, {})[service] = outcome
 
+    async def ping(self) -> None:
+        return None
+
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(self._writes, self._writes)

@@ -599,6 +599,9 @@ class PostgresStore(Store):
 
     # -- the store itself -----------------------------------------------------------------
 
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(self._transactions, self._operations)
 

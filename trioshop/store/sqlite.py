@@ -486,5 +486,10 @@ class SqliteStore(Store):
 
         await self._submit(seed, self._stock.update)
 
+    async def ping(self) -> None:
+        if self._send is None:
+            raise StoreClosed("the store is not open")
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(self._batches, self._operations)
