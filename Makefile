@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check test lint bench clean
+.PHONY: run cluster check test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/trioshop run $(ARGS)
+
+cluster: $(VENV)/.installed-run
+	$(BIN)/trioshop cluster $(ARGS)
 
 check: $(VENV)/.installed-run
 	$(BIN)/trioshop check $(ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -121,3 +122,20 @@ def test_run_refuses_bad_option_values(option: str, value: str) -> None:
     assert f"argument {option}" in result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
+
+
+def test_cluster_without_haproxy_or_database_says_what_to_do(tmp_path: Path) -> None:
+    """`trioshop cluster` refuses in one line: no database (exit 2), no haproxy (exit 1)."""
+    env = {**os.environ, "PATH": str(tmp_path)}  # an empty PATH: no haproxy on it
+    env.pop("TRIOSHOP_DATABASE", None)
+    base = [sys.executable, "-m", "trioshop", "cluster", "--nodes", "2"]
+    no_database = subprocess.run(base, capture_output=True, text=True, env=env, check=False)
+    assert no_database.returncode == 2
+    assert "--database URL" in no_database.stderr
+    no_proxy = subprocess.run(
+        [*base, "--database", "postgresql://postgres@127.0.0.1:5432/test"],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )
+    assert no_proxy.returncode == 1
+    assert "apt-get install haproxy" in no_proxy.stderr
+    assert "Traceback" not in no_proxy.stderr and "node started" not in no_proxy.stdout

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trioshop.shop",),  # cart actor, cart API, services, reloads
     ("trioshop.assembly",),  # opens and wires everything in shutdown order
     ("trioshop.http",),  # the QuartTrio app and routes
+    ("trioshop.cluster",),  # N nodes behind HAProxy, as processes
     ("trioshop.cli", "trioshop.__main__", "trioshop.testing"),  # entry points
 ]
 

@@ -9,8 +9,10 @@ import math
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,6 +22,7 @@ from hypercorn.trio import serve
 from hypercorn.utils import LifespanFailureError
 
 from trioshop import logs
+from trioshop.cluster.runner import ClusterConfig, ClusterError, node_arguments, run_cluster
 from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
@@ -180,6 +183,63 @@ def _startup_problem(group: BaseExceptionGroup[BaseException], bind: str) -> str
     if all(isinstance(f, LifespanFailureError) for f in failures):
         return "the shop could not start: " + "; ".join(map(str, failures))
     return f"cannot listen on {bind}: " + "; ".join(map(str, failures)) + "; choose another --bind"
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    logs.configure("INFO")
+    if args.database is None:
+        print(
+            "trioshop cluster: the nodes need a shared PostgreSQL database: pass --database URL "
+            "or set TRIOSHOP_DATABASE", file=sys.stderr,
+        )
+        return 2
+    registry = _load(args.registry)
+    if registry is None:
+        return 1
+    with tempfile.TemporaryDirectory(prefix="trioshop-cluster-") as scratch:
+        config = ClusterConfig(
+            nodes=args.nodes,
+            bind=args.bind or registry.http_service.bind,
+            database=args.database,
+            registry=args.registry,
+            config_path=Path(args.config or Path(scratch) / "haproxy.cfg"),
+            node_args=tuple(node_arguments(args.node_args)),
+        )
+        try:
+            trio.run(_run_cluster, config)
+        except (ClusterError, BaseExceptionGroup) as exc:
+            failures = _leaves(exc)
+            if not all(isinstance(f, ClusterError) for f in failures):
+                raise
+            print(f"trioshop cluster: {failures[0]}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside *error*, however deep its groups nest."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+async def _run_cluster(config: ClusterConfig) -> None:
+    """The cluster until SIGINT or SIGTERM, which stop it cleanly (proxy, then nodes)."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log_event(logger, "cluster stop requested", signal=signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+        nursery.start_soon(watch)
+        try:
+            await run_cluster(config, stop)
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -370,6 +430,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="least severe level logged (default: %(default)s)",
     )
     run.set_defaults(handler=_run)
+
+    cluster = commands.add_parser(
+        "cluster", help="run N nodes on one PostgreSQL database behind HAProxy"
+    )
+    cluster.add_argument(
+        "--nodes", type=_count, default=os.cpu_count() or 1,
+        help="how many trioshop nodes (default: the number of cores, %(default)s)",
+    )
+    cluster.add_argument(
+        "--database", type=_database_url, default=os.environ.get("TRIOSHOP_DATABASE"),
+        metavar="URL", help="the PostgreSQL database every node shares (default: "
+        "$TRIOSHOP_DATABASE; required)",
+    )
+    cluster.add_argument(
+        "--bind", type=_bind,
+        help="HOST:PORT the proxy listens on (default: the registry's http.service address)",
+    )
+    cluster.add_argument(
+        "--registry", default=DEFAULT_REGISTRY, help="registry folder (default: %(default)s)"
+    )
+    cluster.add_argument(
+        "--config", metavar="FILE",
+        help="where to write the HAProxy configuration (default: a temporary file)",
+    )
+    cluster.add_argument(
+        "--node-args", default="", metavar="ARGS",
+        help="more 'trioshop run' options for every node, as one string "
+        "(e.g. \"--outbox-claim-timeout 5\")",
+    )
+    cluster.set_defaults(handler=_cluster)
 
     token = commands.add_parser(
         "token", help="print an HS256 bearer token for a user, for local testing"

@@ -20,6 +20,11 @@ STARTUP_TIMEOUT = 30.0
 class ServerProcess:
     """A trioshop server subprocess; ``lines`` collects everything it printed."""
 
+    # The command line before the caller's arguments, and the line that says it is ready.
+    command: tuple[str, ...] = ("run", "--bind", "127.0.0.1:0")
+    ready: re.Pattern[str] = LISTENING
+    stopped: re.Pattern[str] = re.compile(r"event=stopped")
+
     def __init__(self, *args: str, cwd: str | None = None) -> None:
         self.args = args
         self.cwd = cwd
@@ -32,7 +37,7 @@ class ServerProcess:
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "trioshop", "run", "--bind", "127.0.0.1:0", *self.args],
+            [sys.executable, "-m", "trioshop", *self.command, *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -40,7 +45,7 @@ class ServerProcess:
             cwd=self.cwd,
         )
         threading.Thread(target=self._pump, daemon=True).start()
-        self.base_url = self.wait_for_line(LISTENING).group(1)
+        self.base_url = self.wait_for_line(self.ready).group(1)
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -99,7 +104,7 @@ class ServerProcess:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=timeout)
         if code == 0:
-            self.wait_for_line(re.compile(r"event=stopped"), timeout=5)
+            self.wait_for_line(self.stopped, timeout=5)
         return code
 
     def kill(self) -> None:
@@ -107,6 +112,25 @@ class ServerProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=30)
+
+
+class ClusterProcess(ServerProcess):
+    """``trioshop cluster`` as a subprocess: ``base_url`` is the proxy's; give it ``--bind``."""
+
+    command = ("cluster",)
+    ready = re.compile(r"event=\"cluster ready\" nodes=\d+ bind=(\S+)")
+    stopped = re.compile(r"event=\"cluster stopped\"")
+
+    def start(self) -> None:
+        super().start()
+        self.base_url = f"http://{self.base_url}"
+
+    def node_pid(self, node: str) -> int:
+        """The pid of *node*'s current process, from the cluster's latest start line for it."""
+        pattern = re.compile(rf"event=\"node started\" node={node} pid=(\d+)")
+        pids = [m.group(1) for line in self.lines if (m := pattern.search(line))]
+        assert pids, f"no start line for node {node}"
+        return int(pids[-1])
 
 
 def wait_for_count(

@@ -1,0 +1,188 @@
+"""`trioshop cluster`: three real nodes behind a real HAProxy on one PostgreSQL schema."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import REGISTRY_DIR
+from tests.postgres import fresh_schema
+from trioshop.cluster.haproxy import Backend, haproxy_config
+from trioshop.testing.server import ClusterProcess, wait_for_count
+
+DISPATCHED = re.compile(r"DELIVERY package dispatched.* order_id=(\w+)")
+EMAILED = re.compile(r"EMAIL sent to .* order_id=(\w+)")
+
+if shutil.which("haproxy") is None:
+    if os.environ.get("CI"):
+        pytest.fail("haproxy is required in CI (apt-get install haproxy)", pytrace=False)
+    pytest.skip("haproxy is not installed (apt-get install haproxy)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped registry with 20 monitors and plenty of everything else."""
+    folder = tmp_path_factory.mktemp("cluster") / "registry"
+    shutil.copytree(REGISTRY_DIR, folder)
+    products = folder / "products.yaml"
+    text = re.sub(r"stock: \d+", "stock: 1000000", products.read_text())
+    products.write_text(text.replace("sku: MON-004\n    price: 599.99\n    stock: 1000000",
+                                      "sku: MON-004\n    price: 599.99\n    stock: 20"))
+    return folder
+
+
+def start_cluster(registry: Path, database: str) -> ClusterProcess:
+    cluster = ClusterProcess(
+        "--nodes", "3", "--database", database, "--bind", f"127.0.0.1:{free_port()}",
+        "--registry", str(registry), "--node-args", "--outbox-claim-timeout 1",
+    )
+    cluster.start()
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(registry: Path) -> Iterator[ClusterProcess]:
+    """One cluster for the tests that do not kill nodes."""
+    with fresh_schema() as database:
+        running = start_cluster(registry, database)
+        try:
+            yield running
+            assert running.terminate() == 0
+        finally:
+            if running.process is not None and running.process.poll() is None:
+                running.kill()
+
+
+def test_seed_flow_through_the_proxy(cluster: ClusterProcess) -> None:
+    """The seed's manual flow works through HAProxy, and the order is delivered once."""
+    with httpx.Client(base_url=cluster.base_url, timeout=10) as http:
+        assert len(http.get("/api/products").json()["products"]) == 5
+        http.post("/api/cart/alice/items", json={"sku": "LAPTOP-001", "quantity": 1})
+        http.post("/api/cart/alice/items", json={"sku": "KB-002", "quantity": 2})
+        assert http.get("/api/cart/alice").json()["total"] == 1799.97
+        order = http.post("/api/cart/alice/checkout").json()["order"]["order_id"]
+        empty = http.get("/api/cart/alice").json()
+        assert empty["message"] == "Cart is empty (no active session)"
+        assert http.get("/readyz").status_code == 200
+    dispatched = wait_for_count([cluster], re.compile(rf"package dispatched.*{order}"), 1)
+    emailed = wait_for_count([cluster], re.compile(rf"EMAIL sent to alice.*{order}"), 1)
+    assert len(dispatched) == len(emailed) == 1
+
+
+def test_each_user_stays_on_one_node(cluster: ClusterProcess) -> None:
+    """While nothing fails, every request of a user is served by the same node."""
+    with httpx.Client(base_url=cluster.base_url, timeout=10) as http:
+        served: dict[str, set[str]] = {}
+        for round_ in range(3):
+            for n in range(60):
+                user = f"sticky{n}"
+                reply = (
+                    http.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
+                    if round_ == 0 else http.get(f"/api/cart/{user}")
+                )
+                assert reply.status_code == 200
+                served.setdefault(user, set()).add(reply.headers["X-Served-By"])
+        assert all(len(nodes) == 1 for nodes in served.values())
+        assert len(set().union(*served.values())) == 3  # and the users spread over all nodes
+
+
+def test_parallel_shoppers_never_oversell(cluster: ClusterProcess) -> None:
+    """200 shoppers race for 20 monitors through the proxy: 20 orders, each delivered once."""
+    with httpx.Client(base_url=cluster.base_url, timeout=30) as http:
+
+        def shop(n: int) -> int:
+            added = http.post(f"/api/cart/racer{n}/items", json={"sku": "MON-004"})
+            if added.status_code != 200:
+                return added.status_code
+            return http.post(f"/api/cart/racer{n}/checkout").status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = Counter(pool.map(shop, range(200)))
+        assert statuses[200] == 20 and set(statuses) <= {200, 409}
+        stock = {p["sku"]: p["stock"] for p in http.get("/api/products").json()["products"]}
+        assert stock["MON-004"] == 0
+    monitors = re.compile(r"DELIVERY packing item.* sku=MON-004")
+    wait_for_count([cluster], monitors, 20)
+    dispatched = Counter(m.group(1) for line in cluster.lines if (m := DISPATCHED.search(line)))
+    assert sum(1 for line in cluster.lines if monitors.search(line)) == 20
+    assert max(dispatched.values()) == 1  # no order delivered twice, cluster-wide
+
+
+def test_a_killed_node_loses_nothing_and_its_users_come_back(registry: Path) -> None:
+    """kill -9 a node in a burst of adds: every acknowledged add survives, its users move and
+    come back when the cluster restarts it, and nothing cleared meanwhile comes back."""
+    with fresh_schema() as database:
+        cluster = start_cluster(registry, database)
+        try:
+            http = httpx.Client(base_url=cluster.base_url, timeout=30)
+            homes = {
+                user: http.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
+                .headers["X-Served-By"]
+                for user in (f"burst{n}" for n in range(30))
+            }
+            victim = Counter(homes.values()).most_common(1)[0][0]
+            acknowledged = Counter(dict.fromkeys(homes, 1))
+            uncertain: Counter[str] = Counter()
+
+            def add(n: int) -> None:
+                user = f"burst{n % 30}"
+                try:
+                    reply = http.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
+                except httpx.TransportError:
+                    uncertain[user] += 1
+                    return
+                if reply.status_code == 200:
+                    acknowledged[user] += 1
+                else:
+                    uncertain[user] += 1
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(add, range(150)))
+                os.kill(cluster.node_pid(victim), signal.SIGKILL)
+                list(pool.map(add, range(150, 300)))
+            moved = [user for user, home in homes.items() if home == victim]
+            for user, count in acknowledged.items():
+                reply = http.get(f"/api/cart/{user}")
+                assert reply.headers["X-Served-By"] != victim
+                quantity = reply.json()["items"][0]["quantity"]
+                assert count <= quantity <= count + uncertain[user]
+            cleared = moved[0]  # cleared while its home node is down
+            assert http.delete(f"/api/cart/{cleared}").status_code == 204
+
+            wait_for_count([cluster], re.compile(rf"\"node started\" node={victim} "), 2)
+            returning = moved[1]
+            while http.get(f"/api/cart/{returning}").headers["X-Served-By"] != victim:
+                pass  # the proxy's checks need two passes (1 s) to take it back
+            assert http.get(f"/api/cart/{cleared}").json()["items"] == []  # nothing resurrected
+            before = http.get(f"/api/cart/{returning}").json()["items"][0]["quantity"]
+            assert http.post(f"/api/cart/{returning}/items", json={"sku": "KB-002"}).is_success
+            after = http.get(f"/api/cart/{returning}")
+            assert after.headers["X-Served-By"] == victim
+            assert after.json()["items"][0]["quantity"] == before + 1
+            assert cluster.terminate() == 0
+        finally:
+            if cluster.process is not None and cluster.process.poll() is None:
+                cluster.kill()
+
+
+def test_shipped_config_is_the_generated_one() -> None:
+    """deploy/haproxy.cfg is exactly what `trioshop cluster` writes, for three machines."""
+    shipped = Path(__file__).parents[2] / "deploy" / "haproxy.cfg"
+    backends = [Backend(f"n{i}", i, f"10.0.0.{i}:8080") for i in (1, 2, 3)]
+    assert shipped.read_text() == haproxy_config("0.0.0.0:8080", backends)

@@ -1,0 +1,1 @@
+"""A cluster on one machine: N ``trioshop run`` nodes on one PostgreSQL database behind HAProxy."""
