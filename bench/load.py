@@ -34,6 +34,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._http import Connection, HttpError
+from trioshop.domain.limits import MAX_STOCK
 from trioshop.testing.server import running_server
 
 SKUS = ["LAPTOP-001", "KB-002", "MOUSE-003", "MON-004", "HP-005"]
@@ -285,6 +286,24 @@ async def find_capacity(
     return {"max_vus_held": held, "first_broken": broke, "steps": steps}
 
 
+def ample_stock_registry(folder: Path) -> Path:
+    """Copy the repository's registry to *folder* with every stock at the most it accepts.
+
+    A benchmark that runs the carts into the seed's stock (50 laptops, 200 keyboards)
+    measures 409 answers, not the path it means to measure.
+    """
+    shutil.copytree(REGISTRY, folder)
+    raised = 0
+    for path in sorted(folder.glob("*.yaml")):
+        text, count = re.subn(r"(?m)^(\s*stock:\s*)\d+\s*$", rf"\g<1>{MAX_STOCK}", path.read_text())
+        if count:
+            path.write_text(text)
+            raised += count
+    if not raised:
+        raise RuntimeError(f"no 'stock:' line found in {REGISTRY}; cannot raise the stock")
+    return folder
+
+
 @contextmanager
 def server_for(args: argparse.Namespace) -> Iterator[str]:
     if not args.spawn:
@@ -293,10 +312,7 @@ def server_for(args: argparse.Namespace) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as scratch:
         # A long run would sell out the seed's stock (50 laptops) and measure 409s; the
         # spawned server gets the same catalog with stock to spare.
-        registry = Path(scratch) / "registry"
-        shutil.copytree(REGISTRY, registry)
-        products = registry / "products.yaml"
-        products.write_text(re.sub(r"stock: \d+", "stock: 1000000000", products.read_text()))
+        registry = ample_stock_registry(Path(scratch) / "registry")
         data_dir = str(Path(scratch) / "data")
         extra = ["--registry", str(registry), "--data-dir", data_dir, *args.server_arg]
         with running_server(*extra) as server:

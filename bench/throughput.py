@@ -1,53 +1,94 @@
-"""Throughput of the actor paths against the stack's floor, on one server, in one run.
+"""Throughput of the actor paths against the stack's floor, and of the stores, in one run.
 
     python bench/throughput.py                      # wrk if installed, else the Python generator
     python bench/throughput.py --seconds 5 --rounds 3 --connections 32
     python bench/throughput.py --generator python   # force the Python generator
+    python bench/throughput.py --skip-postgres      # no PostgreSQL on this machine
+    python bench/throughput.py --database postgresql://user@host:5432/db
     python bench/throughput.py --json
 
-It starts one ``trioshop run`` (extra server flags with --server-arg) and measures, in
-alternating rounds so that drift on a shared machine hits every endpoint alike:
+Every server runs on a copy of the repository's registry with every stock raised to the
+most the registry accepts, so that no round sells out and measures refusals. Every round
+counts the answers that are not 2xx (and requests with no answer at all); an endpoint with
+any gets no ratio ("refused: N non-2xx answers") and the run exits with status 1, so that a
+bench cannot silently compare errors with work.
 
-- ``floor``     GET /healthz                 (the HTTP stack, no actor)
-- ``products``  GET /api/products            (registry read, no actor)
-- ``cart_read`` GET /api/cart/{user}         (actor request/reply)
-- ``add``       POST /api/cart/{user}/items  (actor request/reply, state change)
+1. One ``trioshop run --memory`` (extra server flags with --server-arg), measured in
+   alternating rounds so that drift on a shared machine hits every endpoint alike:
 
-and prints each endpoint's requests/s and p99, and its throughput as a ratio to the floor
-(medians over the rounds). Targets: cart_read >= 0.85 x floor, add >= 0.75 x floor. That
-server runs with --memory, so the figures are the actor path's, not the disk's.
+   - ``floor``     GET /healthz                 (the HTTP stack, no actor)
+   - ``products``  GET /api/products            (registry read, no actor)
+   - ``cart_read`` GET /api/cart/{user}         (actor request/reply)
+   - ``add``       POST /api/cart/{user}/items  (actor request/reply, state change)
 
-Then it starts a second server with the SQLite store (a temporary --data-dir, fsync on every
-commit) and alternates add-to-cart rounds between the two: durable add throughput as a
-ratio to --memory (target >= 0.6).
+   Each endpoint's requests/s, p99, server CPU per request, and its throughput as a ratio
+   to the floor (medians over the rounds). Targets: cart_read >= 0.85 x floor,
+   add >= 0.75 x floor.
+
+2. A second server with the SQLite store (a temporary --data-dir, fsync on every commit);
+   add-to-cart rounds alternate between the two: durable add throughput as a ratio to
+   --memory (target >= 0.6).
+
+3. A fresh SQLite server and a PostgreSQL server on a fresh schema ``bench_<random>`` of
+   --database (dropped at the end); add and cart_read rounds alternate between them.
+   Besides the trioshop process's CPU, the CPU of the PostgreSQL backends serving that
+   server (its connections, found in pg_stat_activity by their application_name) is read
+   from /proc. Ratios: PostgreSQL / SQLite for add (target >= 0.7) and cart_read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._http import Connection, HttpError
-from bench.load import percentile
-from trioshop.testing.server import running_server
+from bench.load import ample_stock_registry, percentile
+from trioshop.testing.server import ServerProcess, running_server
 
-REGISTRY = Path(__file__).resolve().parents[1] / "registry"
 USERS = 100
 TARGETS = {"cart_read": 0.85, "add": 0.75}
+DURABLE_TARGET = 0.6
+POSTGRES_TARGET = 0.7  # PostgreSQL add / SQLite add
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+# Appended to every endpoint's script: counts the answers by status in each wrk thread and
+# prints them (and the exact request count) after wrk's own summary.
+LUA_STATUSES = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      io.write(string.format("bench-status %d %d\n", status, count))
+    end
+  end
+  io.write(string.format("bench-requests %d %d\n", summary.requests, summary.duration))
+end
+"""
 
 LUA = {
     "floor": 'request = function() return wrk.format("GET", "/healthz") end',
@@ -67,6 +108,9 @@ ENDPOINTS = list(LUA)
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
+Result = dict[str, Any]
+Runner = Callable[[str, str, float, int], Result]
+
 
 def _seconds(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
@@ -75,37 +119,55 @@ def _seconds(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(base_url: str, endpoint: str, seconds: float, connections: int) -> dict[str, Any]:
+def _tally(statuses: Counter[int], socket_errors: int, result: Result) -> Result:
+    """Add the status counts to *result*: ``non_2xx`` (answers) and ``no_answer``."""
+    result["statuses"] = {str(k): v for k, v in sorted(statuses.items()) if k}
+    result["non_2xx"] = sum(v for k, v in statuses.items() if k and not 200 <= k < 300)
+    result["no_answer"] = statuses.get(0, 0) + socket_errors
+    return result
+
+
+def run_wrk(base_url: str, endpoint: str, seconds: float, connections: int) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA[endpoint])
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-         "-s", script.name, base_url],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    Path(script.name).unlink()
+        script.write(LUA[endpoint] + "\n" + LUA_STATUSES)
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+             "-s", script.name, base_url],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    finally:
+        Path(script.name).unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     distribution = output.partition("Latency Distribution")[2]
     p99 = _seconds(re.search(r"99%\s+(\S+)", distribution).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    statuses: Counter[int] = Counter()
+    for status, count in re.findall(r"^bench-status (\d+) (\d+)$", output, re.MULTILINE):
+        statuses[int(status)] += int(count)
+    counted = re.search(r"^bench-requests (\d+) (\d+)$", output, re.MULTILINE)
+    if counted is None:
+        raise RuntimeError(f"wrk printed no request count (the Lua hook failed?):\n{output}")
     socket_errors = re.search(r"Socket errors: (.*)", output)
-    return {
+    errors = sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1))) if socket_errors else 0
+    # wrk's own count (status > 399) can only be lower than ours (anything but 2xx).
+    wrk_errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result = _tally(statuses, errors, {
         "rps": rps,
         "p99_ms": p99 * 1000,
-        "non_2xx": int(errors.group(1)) if errors else 0,
+        "requests": int(counted.group(1)),
+        "wall": int(counted.group(2)) / 1e6,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
-    }
+    })
+    result["non_2xx"] = max(result["non_2xx"], int(wrk_errors.group(1)) if wrk_errors else 0)
+    return result
 
 
-async def _python_load(
-    base_url: str, endpoint: str, seconds: float, connections: int
-) -> dict[str, Any]:
+async def _python_load(base_url: str, endpoint: str, seconds: float, connections: int) -> Result:
     latencies: list[float] = []
-    failures = 0
+    statuses: Counter[int] = Counter()  # 0: no answer
     deadline = time.perf_counter() + seconds
 
     async def worker(n: int) -> None:
-        nonlocal failures
         connection = Connection(base_url)
         i = n
         try:
@@ -124,7 +186,7 @@ async def _python_load(
                 except HttpError:
                     status = 0
                 latencies.append(time.perf_counter() - started)
-                failures += not 200 <= status < 300
+                statuses[status] += 1
         finally:
             await connection.aclose()
 
@@ -133,15 +195,16 @@ async def _python_load(
         for n in range(connections):
             nursery.start_soon(worker, n)
     wall = time.perf_counter() - started
-    return {
+    return _tally(statuses, 0, {
         "rps": len(latencies) / wall,
         "p99_ms": percentile(latencies, 99) * 1000,
-        "non_2xx": failures,
+        "requests": len(latencies),
+        "wall": wall,
         "socket_errors": "",
-    }
+    })
 
 
-def run_python(base_url: str, endpoint: str, seconds: float, connections: int) -> dict[str, Any]:
+def run_python(base_url: str, endpoint: str, seconds: float, connections: int) -> Result:
     return trio.run(_python_load, base_url, endpoint, seconds, connections)
 
 
@@ -158,88 +221,321 @@ async def _seed_carts(base_url: str) -> None:
         await connection.aclose()
 
 
+# -- CPU ----------------------------------------------------------------------------------
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process *pid* has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class PostgresBackends:
+    """The PostgreSQL backends of one trioshop server, found by their ``application_name``.
+
+    Their CPU is read from /proc (PostgreSQL runs on this machine; reading another user's
+    /proc/<pid>/stat needs no privilege on Linux, root or not). A backend that appears
+    during a round counts from zero; one that ends during a round is reported as lost.
+    """
+
+    def __init__(self, admin_url: str, application_name: str) -> None:
+        import psycopg
+
+        self.application_name = application_name
+        self._conn = psycopg.connect(admin_url, autocommit=True)
+        self.lost = 0
+
+    def pids(self) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (self.application_name,),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def snapshot(self) -> dict[int, float]:
+        found = {}
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                found[pid] = cpu_seconds(pid)  # unless it ended between the query and the read
+        return found
+
+    def used_since(self, before: dict[int, float]) -> tuple[float, int]:
+        """CPU seconds used since *before*, and how many backends served (at the end)."""
+        after = self.snapshot()
+        self.lost += len(set(before) - set(after))
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()), len(after)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# -- rounds -------------------------------------------------------------------------------
+
+
+def _line(label: str, result: Result) -> str:
+    refused = ""
+    if result["non_2xx"] or result["no_answer"]:
+        refused = f"  NON-2XX {result['non_2xx']} {result['statuses']}"
+        if result["no_answer"]:
+            refused += f" no answer {result['no_answer']} {result['socket_errors']}"
+    pg = f" + {result['pg_cpu_us']:5.0f} PG" if "pg_cpu_us" in result else ""
+    return (f"  {label:22s} {result['rps']:7.0f} req/s  p99 {result['p99_ms']:7.2f} ms  "
+            f"{result['cpu_us']:5.0f}{pg} us CPU/req{refused}")
+
+
+def measure_once(
+    run: Runner, url: str, endpoint: str, seconds: float, connections: int, pid: int,
+    backends: PostgresBackends | None = None,
+) -> Result:
+    """One round against one server, with its CPU (and its PostgreSQL backends') per request."""
+    pg_before = backends.snapshot() if backends else {}
+    cpu_before = cpu_seconds(pid)
+    result = run(url, endpoint, seconds, connections)
+    requests = max(1, result["requests"])
+    # Server CPU per request: robust to other load on a shared machine, unlike req/s.
+    result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / requests * 1e6
+    if backends is not None:
+        used, count = backends.used_since(pg_before)
+        result["pg_cpu_us"] = used / requests * 1e6
+        result["pg_backends"] = count
+    return result
+
+
 def measure(
-    base_url: str, generator: str, seconds: float, rounds: int, connections: int,
+    run: Runner, base_url: str, seconds: float, rounds: int, connections: int,
     endpoints: list[str], server_pid: int,
-) -> dict[str, list[dict[str, Any]]]:
-    run = run_wrk if generator == "wrk" else run_python
+) -> dict[str, list[Result]]:
     trio.run(_seed_carts, base_url)
     run(base_url, "floor", 1.0, connections)  # warm-up
-    results: dict[str, list[dict[str, Any]]] = {e: [] for e in endpoints}
+    results: dict[str, list[Result]] = {e: [] for e in endpoints}
     for round_number in range(rounds):
         # Rotate the order every round so no endpoint always runs first or last.
         shift = round_number % len(endpoints)
-        order = endpoints[shift:] + endpoints[:shift]
-        for endpoint in order:
-            cpu_before, wall_before = cpu_seconds(server_pid), time.perf_counter()
-            result = run(base_url, endpoint, seconds, connections)
-            requests = result["rps"] * (time.perf_counter() - wall_before)
-            # Server CPU per request: robust to other load on a shared machine, unlike req/s.
-            result["cpu_us"] = (cpu_seconds(server_pid) - cpu_before) / requests * 1e6
+        for endpoint in endpoints[shift:] + endpoints[:shift]:
+            result = measure_once(run, base_url, endpoint, seconds, connections, server_pid)
             results[endpoint].append(result)
-            print(f"  round {round_number + 1} {endpoint:10s} {result['rps']:9.0f} req/s  "
-                  f"p99 {result['p99_ms']:7.2f} ms  {result['cpu_us']:6.0f} us CPU/req",
-                  file=sys.stderr)
+            print(_line(f"round {round_number + 1} {endpoint}", result), file=sys.stderr)
     return results
 
 
-def measure_durability(
-    memory_url: str, durable_url: str, generator: str, seconds: float, rounds: int,
+class Target:
+    """A running server one A/B comparison measures: its name, URL, process, PG backends."""
+
+    def __init__(
+        self, name: str, server: ServerProcess, backends: PostgresBackends | None = None
+    ) -> None:
+        assert server.process is not None
+        self.name = name
+        self.url = server.base_url
+        self.pid = server.process.pid
+        self.backends = backends
+
+
+def alternate(
+    run: Runner, targets: list[Target], endpoints: list[str], seconds: float, rounds: int,
     connections: int,
-) -> dict[str, list[dict[str, Any]]]:
-    """Alternate add-to-cart rounds between the in-memory and the SQLite server."""
-    run = run_wrk if generator == "wrk" else run_python
-    trio.run(_seed_carts, durable_url)
-    results: dict[str, list[dict[str, Any]]] = {"add_memory": [], "add_durable": []}
+) -> dict[str, dict[str, list[Result]]]:
+    """Rounds of each endpoint on each target, the order of both alternating every round."""
+    results: dict[str, dict[str, list[Result]]] = {
+        t.name: {e: [] for e in endpoints} for t in targets
+    }
     for round_number in range(rounds):
-        pair = [("add_memory", memory_url), ("add_durable", durable_url)]
-        for name, url in pair if round_number % 2 == 0 else pair[::-1]:
-            result = run(url, "add", seconds, connections)
-            result["cpu_us"] = 0.0
-            results[name].append(result)
-            print(f"  round {round_number + 1} {name:12s} {result['rps']:9.0f} req/s  "
-                  f"p99 {result['p99_ms']:7.2f} ms", file=sys.stderr)
+        shift = round_number % len(endpoints)
+        order = targets if round_number % 2 == 0 else targets[::-1]
+        for endpoint in endpoints[shift:] + endpoints[:shift]:
+            for target in order:
+                result = measure_once(run, target.url, endpoint, seconds, connections,
+                                      target.pid, target.backends)
+                results[target.name][endpoint].append(result)
+                print(_line(f"round {round_number + 1} {target.name} {endpoint}", result),
+                      file=sys.stderr)
     return results
 
 
-def summarize(results: dict[str, list[dict[str, Any]]], floor: str = "floor") -> dict[str, Any]:
-    floor_rps = statistics.median(r["rps"] for r in results[floor])
-    floor_cpu = statistics.median(r["cpu_us"] for r in results[floor])
-    summary = {}
-    for endpoint, runs in results.items():
-        rps = statistics.median(r["rps"] for r in runs)
-        cpu = statistics.median(r["cpu_us"] for r in runs)
+# -- summaries ----------------------------------------------------------------------------
+
+
+def _row(runs: list[Result]) -> dict[str, Any]:
+    """Medians of one endpoint's rounds on one server, and every refusal summed."""
+    statuses: Counter[str] = Counter()
+    for r in runs:
+        statuses.update(r["statuses"])
+    row = {
+        "rps": round(statistics.median(r["rps"] for r in runs), 1),
+        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+        "cpu_us_per_request": round(statistics.median(r["cpu_us"] for r in runs), 1),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "no_answer": sum(r["no_answer"] for r in runs),
+        "statuses": dict(sorted(statuses.items())),
+    }
+    if all("pg_cpu_us" in r for r in runs):
+        row["pg_cpu_us_per_request"] = round(statistics.median(r["pg_cpu_us"] for r in runs), 1)
+        row["total_cpu_us_per_request"] = round(
+            statistics.median(r["cpu_us"] + r["pg_cpu_us"] for r in runs), 1
+        )
+        row["pg_backends"] = max(r["pg_backends"] for r in runs)
+    return row
+
+
+def refusal(*rows: dict[str, Any]) -> str | None:
+    """``refused: N non-2xx answers`` when any of *rows* had one (or a request unanswered)."""
+    non_2xx = sum(r["non_2xx"] for r in rows)
+    no_answer = sum(r["no_answer"] for r in rows)
+    if not non_2xx and not no_answer:
+        return None
+    return f"refused: {non_2xx} non-2xx answers" + (
+        f", {no_answer} requests without an answer" if no_answer else ""
+    )
+
+
+def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> float | None:
+    """req/s of *numerator* over *denominator*; ``None`` when either counted a refusal."""
+    if refusal(numerator, denominator):
+        return None
+    return round(numerator["rps"] / denominator["rps"], 3)
+
+
+def summarize(results: dict[str, list[Result]], floor: str = "floor") -> dict[str, Any]:
+    rows = {endpoint: _row(runs) for endpoint, runs in results.items()}
+    base = rows[floor]
+    for endpoint, row in rows.items():
+        row["target"] = TARGETS.get(endpoint)
+        row["refused"] = refusal(row, base)
+        row["ratio_to_floor"] = ratio(row, base)
+        row["cpu_ratio_to_floor"] = (
+            None if row["refused"]
+            else round(base["cpu_us_per_request"] / row["cpu_us_per_request"], 3)
+        )
+    return rows
+
+
+def summarize_pair(
+    results: dict[str, dict[str, list[Result]]], numerator: str, denominator: str,
+    targets: dict[str, float],
+) -> dict[str, Any]:
+    """Per endpoint: each server's row and *numerator* / *denominator* in req/s."""
+    summary: dict[str, Any] = {}
+    for endpoint in results[numerator]:
+        top = _row(results[numerator][endpoint])
+        bottom = _row(results[denominator][endpoint])
         summary[endpoint] = {
-            "rps": round(rps, 1),
-            "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
-            "ratio_to_floor": round(rps / floor_rps, 3),
-            "cpu_us_per_request": round(cpu, 1),
-            "cpu_ratio_to_floor": round(floor_cpu / cpu, 3),
-            "target": TARGETS.get(endpoint),
-            "non_2xx": sum(r["non_2xx"] for r in runs),
+            numerator: top, denominator: bottom,
+            "ratio": ratio(top, bottom), "refused": refusal(top, bottom),
+            "target": targets.get(endpoint),
         }
     return summary
 
 
+def _verdict(value: float | None, target: float | None) -> str:
+    if value is None or target is None:
+        return ""
+    return "ok" if value >= target else "MISS"
+
+
 def print_table(summary: dict[str, Any], title: str) -> None:
     print(f"\n{title}")
-    print(f"  {'endpoint':10s} {'req/s':>9s} {'p99 ms':>8s} {'x floor':>8s} "
-          f"{'CPU us/req':>10s} {'x floor':>8s} {'target':>7s} {'non-2xx':>8s}")
+    print(f"  {'endpoint':10s} {'req/s':>7s} {'p99 ms':>7s} {'CPU us/req':>10s} {'non-2xx':>7s}"
+          f"  {'x floor':>7s} {'x floor CPU':>11s} {'target':>6s}")
     for endpoint, row in summary.items():
         target = row["target"]
-        verdict = "" if target is None else ("ok" if row["ratio_to_floor"] >= target else "MISS")
-        print(f"  {endpoint:10s} {row['rps']:9.0f} {row['p99_ms']:8.2f} "
-              f"{row['ratio_to_floor']:8.3f} {row['cpu_us_per_request']:10.0f} "
-              f"{row['cpu_ratio_to_floor']:8.3f} {'' if target is None else f'>={target}':>7s} "
-              f"{row['non_2xx']:8d} {verdict}")
-    print("  x floor: req/s relative to the floor; the CPU column's x floor is floor CPU/request "
-          "divided by this endpoint's (the same ratio, measured without the machine's noise)")
+        if row["refused"]:
+            compared = f"{row['refused']} {row['statuses']}"
+        else:
+            compared = (f"{row['ratio_to_floor']:7.3f} {row['cpu_ratio_to_floor']:11.3f} "
+                        f"{'' if target is None else f'>={target}':>6s} "
+                        f"{_verdict(row['ratio_to_floor'], target)}")
+        print(f"  {endpoint:10s} {row['rps']:7.0f} {row['p99_ms']:7.2f} "
+              f"{row['cpu_us_per_request']:10.0f} {row['non_2xx'] + row['no_answer']:7d}  "
+              f"{compared}")
+    print("  x floor: req/s relative to the floor; x floor CPU: floor CPU/request divided by "
+          "this endpoint's (the same ratio, measured without the machine's noise)")
+
+
+def print_pair(summary: dict[str, Any], title: str, numerator: str, denominator: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'endpoint':10s} {'server':9s} {'req/s':>7s} {'p99 ms':>7s} {'non-2xx':>7s} "
+          f"{'CPU us/req':>10s} {'PG CPU':>7s} {'total':>7s}")
+    for endpoint, pair in summary.items():
+        for name in (denominator, numerator):
+            row = pair[name]
+            pg = row.get("pg_cpu_us_per_request")
+            total = row.get("total_cpu_us_per_request", row["cpu_us_per_request"])
+            print(f"  {endpoint:10s} {name:9s} {row['rps']:7.0f} {row['p99_ms']:7.2f} "
+                  f"{row['non_2xx'] + row['no_answer']:7d} {row['cpu_us_per_request']:10.0f} "
+                  f"{'' if pg is None else f'{pg:.0f}':>7s} {total:7.0f}")
+        target = pair["target"]
+        if pair["refused"]:
+            statuses = {n: pair[n]["statuses"] for n in (numerator, denominator)}
+            print(f"  {endpoint:10s} {numerator} / {denominator}: {pair['refused']} {statuses}")
+        else:
+            goal = "" if target is None else f" (target >= {target})"
+            goal += f" {_verdict(pair['ratio'], target)}"
+            print(f"  {endpoint:10s} {numerator} / {denominator}: {pair['ratio']:.3f}{goal}")
+
+
+# -- servers ------------------------------------------------------------------------------
+
+_PROBLEM = re.compile(r"level=(warning|error|critical)|Traceback|status=5\d\d ")
+_ACCESS_STATUS = re.compile(r"event=request .*?status=(\d+)")
+
+
+def server_log_report(name: str, server: ServerProcess) -> dict[str, Any]:
+    """Answers by status from the server's access log, and its warnings, errors, 5xx."""
+    statuses: Counter[str] = Counter()
+    problems: list[str] = []
+    for line in server.output().splitlines():
+        if match := _ACCESS_STATUS.search(line):
+            statuses[match.group(1)] += 1
+        if _PROBLEM.search(line):
+            problems.append(line)
+    exit_code = server.process.returncode if server.process else None
+    return {"server": name, "access_statuses": dict(sorted(statuses.items())),
+            "problems": len(problems), "first_problems": problems[:5], "exit_code": exit_code}
+
+
+def print_logs(reports: list[dict[str, Any]]) -> None:
+    print("\nserver logs (answers by status from each access log; warnings, errors, 5xx)")
+    for report in reports:
+        print(f"  {report['server']:9s} exit {report['exit_code']}  "
+              f"statuses {report['access_statuses']}  problems {report['problems']}")
+        for line in report["first_problems"]:
+            print(f"    {line[:300]}")
+
+
+@contextmanager
+def stopped_at_exit(server: ServerProcess, name: str, logs: list[dict[str, Any]]) -> Iterator[None]:
+    """Stop *server* (SIGTERM) on leaving, and keep the report on its log."""
+    try:
+        yield
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            try:
+                server.terminate()
+            except (AssertionError, subprocess.TimeoutExpired) as exc:
+                print(f"  {name} server did not stop cleanly: {exc}", file=sys.stderr)
+        logs.append(server_log_report(name, server))
+
+
+def schema_url(url: str, schema: str) -> str:
+    """*url* with the search_path set to *schema* and its connections named after it."""
+    separator = "&" if urlsplit(url).query else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
+
+
+@contextmanager
+def postgres_schema(admin_url: str) -> Iterator[str]:
+    """A fresh schema ``bench_<random>`` on *admin_url*, dropped (with its tables) on exit."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def main() -> int:
@@ -251,43 +547,108 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--server-arg", action="append", default=[],
-                        help="extra argument for the server (repeatable)")
+                        help="extra argument for every server (repeatable)")
+    parser.add_argument("--database", default=DEFAULT_DATABASE, metavar="URL",
+                        help="PostgreSQL to compare with SQLite; the bench creates a schema "
+                        "there and drops it (default: %(default)s)")
+    parser.add_argument("--skip-postgres", action="store_true",
+                        help="leave out the PostgreSQL against SQLite comparison")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
+    run: Runner = run_wrk if generator == "wrk" else run_python
     print(f"generator: {generator}"
           + ("" if generator == "wrk" else " (install Debian's wrk for a lighter generator)"),
           file=sys.stderr)
-    server_args = ["--registry", str(REGISTRY), *args.server_arg]
-    with tempfile.TemporaryDirectory() as data_dir, \
-            running_server(*server_args, "--memory") as memory, \
-            running_server(*server_args, "--data-dir", data_dir) as durable:
-        assert memory.process is not None
-        results = measure(memory.base_url, generator, args.seconds, args.rounds,
-                          args.connections, ENDPOINTS, memory.process.pid)
-        durability = measure_durability(memory.base_url, durable.base_url, generator,
-                                        args.seconds, args.rounds, args.connections)
-        memory.terminate()
-        durable.terminate()
+    logs: list[dict[str, Any]] = []
+    postgres: dict[str, Any] | None = None
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        registry = ample_stock_registry(scratch / "registry")
+        server_args = ["--registry", str(registry), *args.server_arg]
+        schema = None
+        if not args.skip_postgres:
+            try:  # before any measurement: no PostgreSQL should fail at once, not at the end
+                schema = stack.enter_context(postgres_schema(args.database))
+            except Exception as exc:
+                print(f"cannot create a schema on {args.database}: {exc}\n"
+                      "pass --database URL, or --skip-postgres", file=sys.stderr)
+                return 2
+
+        with ExitStack() as first:
+            memory = first.enter_context(running_server(*server_args, "--memory"))
+            first.enter_context(stopped_at_exit(memory, "memory", logs))
+            durable = first.enter_context(
+                running_server(*server_args, "--data-dir", str(scratch / "durable"))
+            )
+            first.enter_context(stopped_at_exit(durable, "sqlite", logs))
+            assert memory.process is not None
+            print("1. endpoints against the floor (--memory)", file=sys.stderr)
+            results = measure(run, memory.base_url, args.seconds, args.rounds,
+                              args.connections, ENDPOINTS, memory.process.pid)
+            print("2. add: --memory against SQLite", file=sys.stderr)
+            trio.run(_seed_carts, durable.base_url)
+            durability = alternate(run, [Target("memory", memory), Target("sqlite", durable)],
+                                   ["add"], args.seconds, args.rounds, args.connections)
+
+        if schema is not None:
+            url = schema_url(args.database, schema)
+            sqlite = stack.enter_context(
+                running_server(*server_args, "--data-dir", str(scratch / "sqlite"))
+            )
+            stack.enter_context(stopped_at_exit(sqlite, "sqlite-2", logs))
+            pg = stack.enter_context(running_server(*server_args, "--database", url))
+            stack.enter_context(stopped_at_exit(pg, "postgres", logs))
+            backends = PostgresBackends(args.database, schema)
+            stack.callback(backends.close)
+            print(f"3. SQLite against PostgreSQL (schema {schema})", file=sys.stderr)
+            for server in (sqlite, pg):
+                trio.run(_seed_carts, server.base_url)
+                run(server.base_url, "cart_read", 1.0, args.connections)  # warm-up, pool
+            targets = [Target("sqlite", sqlite), Target("postgres", pg, backends)]
+            postgres = {
+                "schema": schema,
+                "results": alternate(run, targets, ["add", "cart_read"], args.seconds,
+                                     args.rounds, args.connections),
+                "lost_backends": 0,
+            }
+            postgres["lost_backends"] = backends.lost
+
     summary = summarize(results)
-    adds = {name: statistics.median(r["rps"] for r in runs) for name, runs in durability.items()}
-    durable_ratio = round(adds["add_durable"] / adds["add_memory"], 3)
+    durable_summary = summarize_pair(durability, "sqlite", "memory", {"add": DURABLE_TARGET})
+    pg_summary = (
+        summarize_pair(postgres["results"], "postgres", "sqlite", {"add": POSTGRES_TARGET})
+        if postgres else None
+    )
+    refused = [row["refused"] for row in summary.values()] + [
+        pair["refused"] for part in (durable_summary, pg_summary or {}) for pair in part.values()
+    ]
+    clean = not any(refused)
     if args.json:
         print(json.dumps({
-            "generator": generator, "endpoints": summary,
-            "durability": {**{k: round(v, 1) for k, v in adds.items()},
-                           "ratio": durable_ratio, "target": 0.6},
+            "generator": generator, "connections": args.connections, "rounds": args.rounds,
+            "seconds": args.seconds, "endpoints": summary, "durability": durable_summary,
+            "postgres": pg_summary, "server_logs": logs, "clean": clean,
         }, indent=2))
     else:
-        print_table(summary, f"throughput ({generator}, {args.connections} connections, "
+        print_table(summary, f"1. throughput ({generator}, {args.connections} connections, "
                              f"{args.rounds} rounds x {args.seconds:g} s, medians, --memory)")
-        verdict = "ok" if durable_ratio >= 0.6 else "MISS"
-        print(f"\ndurability: add to cart with SQLite (fsync per commit) vs --memory\n"
-              f"  memory {adds['add_memory']:.0f} req/s, durable {adds['add_durable']:.0f} req/s,"
-              f" ratio {durable_ratio:.3f} (target >= 0.6) {verdict}")
-    return 0
+        print_pair(durable_summary, "2. add to cart: SQLite (fsync per commit) vs --memory",
+                   "sqlite", "memory")
+        if pg_summary is not None and postgres is not None:
+            print_pair(pg_summary, "3. PostgreSQL vs SQLite (PG CPU: the server's own "
+                       "backends in pg_stat_activity, from /proc)", "postgres", "sqlite")
+            if postgres["lost_backends"]:
+                print(f"  {postgres['lost_backends']} backends ended during a round: "
+                      "their CPU is missing from PG CPU")
+        else:
+            print("\n3. PostgreSQL vs SQLite: skipped (--skip-postgres)")
+        print_logs(logs)
+        if not clean:
+            print("\nsome answers were not 2xx: no ratio was reported for those endpoints")
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":
