@@ -22,7 +22,8 @@ from hypercorn.trio import serve
 from hypercorn.utils import LifespanFailureError
 
 from trioshop import logs
-from trioshop.cluster.runner import ClusterConfig, ClusterError, node_arguments, run_cluster
+from trioshop.cluster.proxy_admin import ProxyAdminError
+from trioshop.cluster.runner import Cluster, ClusterConfig, ClusterError, node_arguments
 from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
@@ -224,22 +225,31 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 
 async def _run_cluster(config: ClusterConfig) -> None:
-    """The cluster until SIGINT or SIGTERM, which stop it cleanly (proxy, then nodes)."""
+    """The cluster until SIGINT or SIGTERM, which stop it cleanly (proxy, then nodes);
+    SIGHUP restarts its nodes one at a time (see ``Cluster.rolling_restart``)."""
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
+    cluster = Cluster(config)
+    # Listening before anything starts: a signal during startup waits, it does not kill.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cluster.run, stop)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    nursery.start_soon(_rolling_restart, cluster)
+                    continue
+                log_event(logger, "cluster stop requested", signal=signal.Signals(signum).name)
+                stop.set()
+                break
 
-        async def watch() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log_event(logger, "cluster stop requested", signal=signal.Signals(signum).name)
-                    stop.set()
-                    return
 
-        nursery.start_soon(watch)
-        try:
-            await run_cluster(config, stop)
-        finally:
-            nursery.cancel_scope.cancel()
+async def _rolling_restart(cluster: Cluster) -> None:
+    try:
+        await cluster.rolling_restart()
+    except (ProxyAdminError, trio.TooSlowError) as exc:
+        log_event(
+            logger, "rolling restart stopped", logging.ERROR,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 def _token(args: argparse.Namespace) -> int:

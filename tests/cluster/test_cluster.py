@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 from collections import Counter
@@ -15,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import REGISTRY_DIR
 from tests.postgres import fresh_schema
 from trioshop.cluster.haproxy import Backend, haproxy_config
 from trioshop.testing.server import ClusterProcess, wait_for_count
@@ -23,28 +21,10 @@ from trioshop.testing.server import ClusterProcess, wait_for_count
 DISPATCHED = re.compile(r"DELIVERY package dispatched.* order_id=(\w+)")
 EMAILED = re.compile(r"EMAIL sent to .* order_id=(\w+)")
 
-if shutil.which("haproxy") is None:
-    if os.environ.get("CI"):
-        pytest.fail("haproxy is required in CI (apt-get install haproxy)", pytrace=False)
-    pytest.skip("haproxy is not installed (apt-get install haproxy)", allow_module_level=True)
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped registry with 20 monitors and plenty of everything else."""
-    folder = tmp_path_factory.mktemp("cluster") / "registry"
-    shutil.copytree(REGISTRY_DIR, folder)
-    products = folder / "products.yaml"
-    text = re.sub(r"stock: \d+", "stock: 1000000", products.read_text())
-    products.write_text(text.replace("sku: MON-004\n    price: 599.99\n    stock: 1000000",
-                                      "sku: MON-004\n    price: 599.99\n    stock: 20"))
-    return folder
 
 
 def start_cluster(registry: Path, database: str) -> ClusterProcess:

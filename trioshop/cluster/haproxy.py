@@ -19,8 +19,11 @@ class Backend:
     address: str  # HOST:PORT
 
 
-def haproxy_config(bind: str, backends: list[Backend]) -> str:
-    """The configuration for a proxy on *bind* in front of *backends*, with its reasons."""
+def haproxy_config(
+    bind: str, backends: list[Backend], admin_socket: str = "/run/haproxy/admin.sock"
+) -> str:
+    """The configuration for a proxy on *bind* in front of *backends*, with its reasons; its
+    runtime API listens on *admin_socket*."""
     servers = "\n".join(
         f"    server {b.name} {b.address} id {b.id}" for b in backends
     )
@@ -34,6 +37,8 @@ def haproxy_config(bind: str, backends: list[Backend]) -> str:
 global
     # Connections at once; HAProxy needs two file descriptors each (ulimit -n).
     maxconn 4096
+    # The runtime API: a rolling restart drains a node here, then takes it back.
+    stats socket {admin_socket} mode 600 level admin
 
 defaults
     mode http
@@ -44,9 +49,10 @@ defaults
     timeout tunnel 1h
     timeout http-keep-alive 30s
     # A request whose connection to a node is refused (the node died) goes to another node
-    # at once; a request already sent is never re-sent (it may have been applied: clients
-    # retry with an Idempotency-Key).
-    option redispatch
+    # at once, on the first retry ("redispatch 1"; plain "redispatch" waits for the last
+    # retry: measured, 1 s instead of 2-6 ms); a request already sent is never re-sent (it
+    # may have been applied: clients retry with an Idempotency-Key).
+    option redispatch 1
     retries 2
 
 frontend shop

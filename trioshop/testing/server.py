@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -24,6 +25,7 @@ class ServerProcess:
     command: tuple[str, ...] = ("run", "--bind", "127.0.0.1:0")
     ready: re.Pattern[str] = LISTENING
     stopped: re.Pattern[str] = re.compile(r"event=stopped")
+    new_session = False  # its own process group (for kill() of a tree)
 
     def __init__(self, *args: str, cwd: str | None = None) -> None:
         self.args = args
@@ -43,6 +45,7 @@ class ServerProcess:
             text=True,
             env=env,
             cwd=self.cwd,
+            start_new_session=self.new_session,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.base_url = self.wait_for_line(self.ready).group(1)
@@ -56,13 +59,16 @@ class ServerProcess:
     def wait_for_line(
         self, pattern: re.Pattern[str], timeout: float = STARTUP_TIMEOUT
     ) -> re.Match[str]:
-        """Block until the server prints a line matching *pattern* (or fail at *timeout*)."""
+        """Block until the server prints a line matching *pattern* (or fail after *timeout*
+        seconds in all, however many other lines it prints meanwhile)."""
         for seen in self.lines:
             if match := pattern.search(seen):
                 return match
+        deadline = time.monotonic() + timeout
         while True:
+            remaining = deadline - time.monotonic()
             try:
-                line = self._queue.get(timeout=timeout)
+                line = self._queue.get(timeout=max(remaining, 0))
             except queue.Empty:
                 raise AssertionError(f"no server line matches {pattern.pattern!r}") from None
             if line is None:
@@ -120,10 +126,18 @@ class ClusterProcess(ServerProcess):
     command = ("cluster",)
     ready = re.compile(r"event=\"cluster ready\" nodes=\d+ bind=(\S+)")
     stopped = re.compile(r"event=\"cluster stopped\"")
+    new_session = True  # kill() takes the nodes and the proxy down with it
 
     def start(self) -> None:
         super().start()
         self.base_url = f"http://{self.base_url}"
+
+    def kill(self) -> None:
+        """SIGKILL the cluster and everything it started (its process group)."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
 
     def node_pid(self, node: str) -> int:
         """The pid of *node*'s current process, from the cluster's latest start line for it."""
