@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from trioshop.http.shapes import ERROR
 from trioshop.logs import log_event
 from trioshop.runtime import ActorCrashed, ActorTimeout, MailboxFull, TooManyActors
-from trioshop.store import StoreError
+from trioshop.store import OutcomeUnknown, StoreError
 
 logger = logging.getLogger("trioshop.http")
 
@@ -75,6 +75,14 @@ def register_error_handlers(app: Quart, *, retry_after: int, max_body_bytes: int
     async def crashed(error: ActorCrashed) -> Response:
         # The cart's in-memory state is gone; a retry reaches a fresh cart.
         return error_response(503, "Cart process failed and was reset, retry", busy)
+
+    @app.errorhandler(OutcomeUnknown)
+    async def outcome_unknown(error: OutcomeUnknown) -> Response:
+        log_event(logger, "store outcome unknown", logging.WARNING, error=str(error))
+        return error_response(
+            504, "Storage did not confirm the change; it may have been applied: retry with the "
+            "same Idempotency-Key",
+        )
 
     @app.errorhandler(StoreError)
     async def store_unavailable(error: StoreError) -> Response:

@@ -15,7 +15,7 @@ from trioshop.logs import log_event
 from trioshop.registry import ServiceDefinition, resolve_callable
 from trioshop.runtime import EventBus, ServiceState, Subscription, Supervisor
 from trioshop.shop.cart import ORDER_KIND, ORDER_SYSTEM
-from trioshop.store import Store
+from trioshop.store import Store, StoreError
 
 logger = logging.getLogger("trioshop.services")
 
@@ -23,6 +23,9 @@ logger = logging.getLogger("trioshop.services")
 OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
 
 OUTBOX_BATCH = 100
+# A service whose store does not answer (a database restart) waits this long, then looks
+# again: an outage is not the service's crash, and must not use up its restarts.
+STORE_RETRY_SECONDS = 1.0
 # A shared store's services also look at the outbox this often, should a wake-up from another
 # node be lost (LISTEN/NOTIFY is best effort across reconnects).
 OUTBOX_POLL_SECONDS = 5.0
@@ -64,6 +67,14 @@ async def _wait_for_news(ctx: ServiceContext) -> None:
             return
 
 
+async def _store_trouble(ctx: ServiceContext, error: StoreError) -> None:
+    log_event(
+        logger, "service waiting for the store", logging.WARNING, service=ctx.name,
+        error=str(error), retry_in=STORE_RETRY_SECONDS,
+    )
+    await trio.sleep(STORE_RETRY_SECONDS)
+
+
 async def consume_orders(
     ctx: ServiceContext, handle: OrderHandler, *, task_status: trio.TaskStatus[None]
 ) -> None:
@@ -71,17 +82,26 @@ async def consume_orders(
 
     Ready as soon as it listens. At least once: an order is acknowledged (cursor advanced,
     status recorded) only after *handle* returned, so a crash or a restart redelivers it.
-    A crash in *handle* propagates for the supervisor to restart the service.
+    A crash in *handle* propagates for the supervisor to restart the service; a store that
+    does not answer is waited for (every ``STORE_RETRY_SECONDS``), not a crash.
     """
     task_status.started()
     while True:
-        entries = await ctx.store.pending(ctx.name, OUTBOX_BATCH)
+        try:
+            entries = await ctx.store.pending(ctx.name, OUTBOX_BATCH)
+        except StoreError as exc:
+            await _store_trouble(ctx, exc)
+            continue
         if not entries:
             await _wait_for_news(ctx)
             continue
         for entry in entries:
             status = await handle(ctx, entry.order)
-            await ctx.store.ack(ctx.name, entry, status)
+            try:
+                await ctx.store.ack(ctx.name, entry, status)
+            except StoreError as exc:  # handled, not recorded: it comes again (at least once)
+                await _store_trouble(ctx, exc)
+                break
             ctx.processed += 1
             log_event(
                 logger, "order handled", service=ctx.name, order_id=entry.order.order_id,

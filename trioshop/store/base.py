@@ -24,6 +24,11 @@ class StoreClosed(StoreError):
     """The store is shut down; no more operations are accepted."""
 
 
+class OutcomeUnknown(StoreError):
+    """The store lost the database while committing: the change may or may not have
+    happened. Retry with the same idempotency key; reloading shows which it was."""
+
+
 class OperationAbandoned(StoreError):
     """The caller gave up (its ticket was abandoned) before the operation started: nothing
     was changed, and nothing will be."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -29,6 +29,7 @@ from trioshop.store.base import (
     CartConflict,
     OperationAbandoned,
     OutboxEntry,
+    OutcomeUnknown,
     Store,
     StoreClosed,
     StoredCart,
@@ -51,7 +52,9 @@ OUTBOX_CHANNEL = "trioshop_outbox"
 # libpq's connect_timeout (whole seconds), and how long an operation waits for a pooled
 # connection (the pool reconnects meanwhile) before it is a StoreError.
 CONNECT_TIMEOUT = 5
-POOL_TIMEOUT = 10.0
+# How long an operation waits for a pooled connection: below the requests' deadlines, so
+# that a database that is down answers "storage unavailable, retry" (503), not a timeout.
+POOL_TIMEOUT = 1.0
 # How long an outbox entry handed out by pending() stays claimed by this node.
 CLAIM_SECONDS = 30.0
 # The outbox listener's reconnection delays: doubling from the first to the last.
@@ -423,7 +426,7 @@ class PostgresStore(Store):
         payload = encode_lines(lines)
 
         def save(conn: Connection) -> int:
-            with conn.transaction():
+            with _transaction(conn):
                 if add_key is not None:
                     # A fresh key (even one committed by a concurrent writer, waited for)
                     # is left alone: no row written, and the caller asks added_with_key.
@@ -486,7 +489,7 @@ class PostgresStore(Store):
 
         def place(conn: Connection) -> Placement:
             try:
-                with conn.transaction():
+                with _transaction(conn):
                     if (placement := replayed(conn)) is not None:
                         return placement
                     try:
@@ -613,6 +616,29 @@ def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
             "SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT (sku) DO NOTHING",
             (list(initial), list(initial.values())),
         )
+
+
+@contextmanager
+def _transaction(conn: Connection) -> Iterator[None]:
+    """A transaction whose failed COMMIT is an :class:`OutcomeUnknown`, not a plain error.
+
+    A body that raises is rolled back (nothing happened). A commit that fails because the
+    link to the server broke may have been applied or not: the caller must be told so.
+    """
+    transaction = conn.transaction()
+    transaction.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        transaction.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    try:
+        transaction.__exit__(None, None, None)
+    except psycopg.OperationalError as exc:
+        raise OutcomeUnknown(
+            f"PostgreSQL at the commit failed ({_reason(exc)}); the change may have been "
+            "applied: retry with the same idempotency key"
+        ) from exc
 
 
 @asynccontextmanager
