@@ -230,12 +230,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def is_local(url: str) -> bool:
+    """Whether the database of *url* runs on this machine (its backends are in our /proc)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    host = str(conninfo_to_dict(url).get("host") or "")
+    return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+
+
 class PostgresBackends:
     """The PostgreSQL backends of one trioshop server, found by their ``application_name``.
 
-    Their CPU is read from /proc (PostgreSQL runs on this machine; reading another user's
-    /proc/<pid>/stat needs no privilege on Linux, root or not). A backend that appears
-    during a round counts from zero; one that ends during a round is reported as lost.
+    Their CPU is read from /proc, so PostgreSQL must run on this machine (see
+    :func:`is_local`); a pid whose /proc entry is not a ``postgres`` process is skipped.
+    /proc/<pid>/stat is world-readable unless /proc is mounted with ``hidepid``; root reads it
+    anyway. A backend that appears during a round counts from zero; one that ends during a
+    round is reported as lost.
     """
 
     def __init__(self, admin_url: str, application_name: str) -> None:
@@ -255,8 +265,9 @@ class PostgresBackends:
     def snapshot(self) -> dict[int, float]:
         found = {}
         for pid in self.pids():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                found[pid] = cpu_seconds(pid)  # unless it ended between the query and the read
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it just ended
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                    found[pid] = cpu_seconds(pid)
         return found
 
     def used_since(self, before: dict[int, float]) -> tuple[float, int]:
@@ -292,7 +303,7 @@ def measure_once(
     cpu_before = cpu_seconds(pid)
     result = run(url, endpoint, seconds, connections)
     requests = max(1, result["requests"])
-    # Server CPU per request: robust to other load on a shared machine, unlike req/s.
+    # Server CPU per request: less sensitive than req/s to other load on a shared machine.
     result["cpu_us"] = (cpu_seconds(pid) - cpu_before) / requests * 1e6
     if backends is not None:
         used, count = backends.used_since(pg_before)
@@ -448,7 +459,7 @@ def print_table(summary: dict[str, Any], title: str) -> None:
               f"{row['cpu_us_per_request']:10.0f} {row['non_2xx'] + row['no_answer']:7d}  "
               f"{compared}")
     print("  x floor: req/s relative to the floor; x floor CPU: floor CPU/request divided by "
-          "this endpoint's (the same ratio, measured without the machine's noise)")
+          "this endpoint's (the same ratio, less sensitive to the machine's noise)")
 
 
 def print_pair(summary: dict[str, Any], title: str, numerator: str, denominator: str) -> None:
@@ -601,8 +612,12 @@ def main() -> int:
             stack.enter_context(stopped_at_exit(sqlite, "sqlite-2", logs))
             pg = stack.enter_context(running_server(*server_args, "--database", url))
             stack.enter_context(stopped_at_exit(pg, "postgres", logs))
-            backends = PostgresBackends(args.database, schema)
-            stack.callback(backends.close)
+            backends = None
+            if is_local(args.database):
+                backends = PostgresBackends(args.database, schema)
+                stack.callback(backends.close)
+            else:
+                print("PG CPU not measured: the database is not on this machine", file=sys.stderr)
             print(f"3. SQLite against PostgreSQL (schema {schema})", file=sys.stderr)
             for server in (sqlite, pg):
                 trio.run(_seed_carts, server.base_url)
@@ -612,9 +627,8 @@ def main() -> int:
                 "schema": schema,
                 "results": alternate(run, targets, ["add", "cart_read"], args.seconds,
                                      args.rounds, args.connections),
-                "lost_backends": 0,
+                "lost_backends": backends.lost if backends else 0,
             }
-            postgres["lost_backends"] = backends.lost
 
     summary = summarize(results)
     durable_summary = summarize_pair(durability, "sqlite", "memory", {"add": DURABLE_TARGET})

@@ -483,8 +483,9 @@ async def test_cart_changing_on_every_write_gives_up_with_store_error() -> None:
         assert (await world.view(cart)).lines == (MOUSE, KEYBOARD)
 
 
-async def test_shared_store_is_read_before_each_message() -> None:
-    """On a shared store a cart checks the stored version first: it never answers stale lines."""
+async def test_shared_store_is_read_before_a_view() -> None:
+    """On a shared store a view checks the stored version first: it never answers stale lines;
+    a change goes straight to its conditional write, which conflicts, reloads and re-applies."""
     store = SharedStore()
     async with open_world(store) as world:
         cart = world.spawn()
@@ -494,6 +495,23 @@ async def test_shared_store_is_read_before_each_message() -> None:
         await world.ask(cart, AddItem(MOUSE))
         assert await store.load_cart("alice") == StoredCart((KEYBOARD, qty(MOUSE, 2)), 3)
         assert store.conflicts == 0
+        await elsewhere(store, "alice", KEYBOARD)  # the mice were removed on another node
+        await world.ask(cart, AddItem(KEYBOARD))
+        assert store.conflicts == 1
+        assert await store.load_cart("alice") == StoredCart((qty(KEYBOARD, 2),), 5)
+
+
+async def test_shared_store_refusal_on_a_stale_copy_is_decided_again() -> None:
+    """Removing a line only another node added is refused by the stale copy, then done."""
+    store = SharedStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+        await world.ask(cart, AddItem(KEYBOARD))
+        await elsewhere(store, "alice", KEYBOARD, MOUSE)
+        view = await world.ask(cart, RemoveItem("MOUSE-003"))
+        assert view.lines == (KEYBOARD,)
+        with pytest.raises(ItemNotInCart):  # fresh now: a real refusal stands
+            await world.ask(cart, RemoveItem("MOUSE-003"))
 
 
 async def test_store_error_on_save_reaches_caller_and_cart_unchanged() -> None:

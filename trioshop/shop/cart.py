@@ -121,9 +121,9 @@ class Cart:
     only once the store has them: a 200 means the item is durable. Every write is
     conditional on the version the actor holds; if another writer (another node) changed the
     cart meanwhile, the actor reloads it and applies the command again, so an add stays an
-    add. On a shared store each message first checks the stored version, so nothing is
-    answered from a stale copy. The domain's refusals and the store's errors go back to the
-    caller; the cart lives on, unchanged.
+    add. On a shared store a view, and a refusal, first check the stored version, so
+    nothing is answered from a stale copy. The domain's refusals and the store's errors go
+    back to the caller; the cart lives on, unchanged.
     """
 
     refusals: ClassVar[tuple[type[Exception], ...]] = (DomainError, StoreError)
@@ -144,14 +144,31 @@ class Cart:
         log_event(logger, "cart ended", user_id=self.user_id, pid=ctx.pid, reason=reason)
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
+        if isinstance(message, ViewCart):
+            await self._refresh()  # never answer from a copy another node has changed
+            return self._view()
+        try:
+            # A change needs no check first: its write is conditional on the version held.
+            return await self._command(ctx, message)
+        except DomainError:
+            # A refusal decided on a copy another node changed is decided again on the
+            # stored cart; on a fresh copy (or an exclusive store) it stands.
+            if not await self._refresh():
+                raise
+            return await self._command(ctx, message)
+
+    async def _refresh(self) -> bool:
+        """On a shared store, reload the cart if another node changed it; whether it did."""
         store = self.deps.store
-        if not store.exclusive and await store.cart_version(self.user_id) != self._version:
-            self._adopt(await store.load_cart(self.user_id))  # another node changed it
+        if store.exclusive or await store.cart_version(self.user_id) == self._version:
+            return False
+        self._adopt(await store.load_cart(self.user_id))
+        return True
+
+    async def _command(self, ctx: ActorContext, message: Any) -> Any:
         match message:
             case AddItem():
                 return await self._add(ctx, message)
-            case ViewCart():
-                return self._view()
             case RemoveItem(sku=sku, ticket=ticket):
 
                 def remove(lines: dict[str, CartLine]) -> dict[str, CartLine]:

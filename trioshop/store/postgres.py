@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -195,6 +196,10 @@ class PostgresStore(Store):
     url: str
     pool_size: int = 8
     claim_seconds: float = CLAIM_SECONDS
+    # The thread hop itself is unbounded: ``limiter`` (one token a connection) is taken first.
+    _hop: trio.CapacityLimiter = attrs.field(
+        factory=lambda: trio.CapacityLimiter(math.inf), init=False, repr=False
+    )
     limiter: trio.CapacityLimiter = attrs.field(init=False)
     _pool: ConnectionPool[Connection] | None = attrs.field(default=None, init=False)
     _outbox_news: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -341,13 +346,8 @@ class PostgresStore(Store):
     # -- running operations ---------------------------------------------------------------
 
     @staticmethod
-    def _work(
-        pool: ConnectionPool[Connection], work: Callable[[Connection], T], ticket: Ticket | None
-    ) -> T:
+    def _work(pool: ConnectionPool[Connection], work: Callable[[Connection], T]) -> T:
         with pool.connection() as conn:
-            # Claimed on the Trio thread once a connection is in hand, right before the work.
-            if ticket is not None and not trio.from_thread.run_sync(ticket.claim):
-                raise OperationAbandoned()
             return work(conn)
 
     async def _run(
@@ -359,9 +359,15 @@ class PostgresStore(Store):
         if pool is None:
             raise StoreClosed("the store is not open")
         try:
-            result = await trio.to_thread.run_sync(
-                self._work, pool, work, ticket, limiter=self.limiter
-            )
+            # The limiter has as many tokens as the pool has connections: holding one, a
+            # connection is ours. Only then is the ticket claimed (on the Trio thread, no hop
+            # back from the worker): a caller still queued for a token can give up.
+            async with self.limiter:
+                if ticket is not None and not ticket.claim():
+                    raise OperationAbandoned()
+                result = await trio.to_thread.run_sync(
+                    self._work, pool, work, limiter=self._hop
+                )
         except (DomainError, CartConflict, StoreError):
             raise
         except PoolClosed as exc:
