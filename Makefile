@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run cluster check test lint bench clean
+.PHONY: run cluster check test lint bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/actors.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/load.py --spawn
+
+screenshots: $(VENV)/.installed-test
+	$(BIN)/python -m tests.browser.screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

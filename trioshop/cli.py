@@ -112,8 +112,14 @@ async def _serve(
         # quart-trio cancels hypercorn's close after an HTTP/1.0 or Connection: close answer,
         # leaving the socket open until read_timeout: see trioshop/http/connection_close.py.
         served = CloseAfterLastAnswer(app)
+        live = app.extensions["trioshop.live"]
+
+        async def stop_serving() -> None:
+            await shutdown.wait()
+            live.hub.close()  # end /ops streams now: hypercorn would wait for them
+
         binds = await nursery.start(
-            partial(serve, served, config, shutdown_trigger=shutdown.wait)
+            partial(serve, served, config, shutdown_trigger=stop_serving)
         )
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.

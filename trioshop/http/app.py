@@ -18,8 +18,10 @@ from trioshop.config import Settings
 from trioshop.http.admin import admin_routes
 from trioshop.http.auth import UserAuth
 from trioshop.http.errors import ApiError, register_error_handlers
+from trioshop.http.live import LiveFeed, LiveHub, RequestWindow, live_routes, stream_seconds
 from trioshop.http.metrics import CONTENT_TYPE, Metrics
 from trioshop.http.openapi import openapi_document
+from trioshop.http.pages import page_routes
 from trioshop.http.routes import api_routes, health_routes
 from trioshop.logs import log_event, request_id
 from trioshop.registry import Registry
@@ -72,6 +74,11 @@ def create_app(
     metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
     app.extensions["trioshop.metrics"] = metrics
+    live = LiveFeed(
+        LiveHub(on_drop=metrics.live_dropped.inc), RequestWindow(metrics.latency),
+        settings.node_id, stream_seconds(settings.idle_connection_timeout),
+    )
+    app.extensions["trioshop.live"] = live
     openapi = openapi_document(
         registry.router.prefix, settings.max_body_bytes, user_auth=auth is not None
     )
@@ -88,10 +95,12 @@ def create_app(
                 lifetime.shop = None
                 lifetime.stopped.set()
 
+        await app.nursery.start(live.run, lambda: lifetime.shop)
         lifetime.shop = await app.nursery.start(run)
 
     @app.after_serving
     async def stop_shop() -> None:
+        live.close()
         lifetime.stop.set()
         with trio.move_on_after(settings.shutdown_timeout):
             await lifetime.stopped.wait()
@@ -134,4 +143,6 @@ def create_app(
     app.register_blueprint(api_routes(registry.router.prefix, lifetime.get, auth))
     app.register_blueprint(admin_routes(registry.router.prefix, lifetime.get, settings.admin_token))
     app.register_blueprint(health_routes(lifetime.get, settings.readiness_timeout))
+    app.register_blueprint(page_routes(registry.router.prefix, settings.admin_token))
+    app.register_blueprint(live_routes(live, settings.admin_token))
     return app

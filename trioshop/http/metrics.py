@@ -106,6 +106,7 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    live_dropped: Counter  # events a too-slow /ops viewer lost (its buffer was full)
 
     @classmethod
     def create(cls, get_shop: Callable[[], Shop | None]) -> Metrics:
@@ -118,8 +119,12 @@ class Metrics:
             "trioshop_http_request_duration_seconds", "HTTP request latency by route.",
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry,
         )
+        live_dropped = Counter(
+            "trioshop_live_events_dropped", "Live events dropped for slow /ops viewers.",
+            registry=registry,
+        )
         registry.register(ShopCollector(get_shop))
-        return cls(registry, requests, latency)
+        return cls(registry, requests, latency, live_dropped)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; *route* is a route template or ``unmatched``."""

@@ -1,0 +1,186 @@
+"""The storefront and ops pages in a real browser (Debian's chromium under playwright)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import REGISTRY_DIR
+from trioshop.testing.server import ServerProcess, running_server
+
+WIDE = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 740}
+TIMES = "\N{MULTIPLICATION SIGN}"  # as in "2 x Keyboard"
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    with running_server("--registry", str(REGISTRY_DIR), "--memory") as process:
+        yield process
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def test_shopping_shows_up_live_on_the_ops_page(browser: Any, server: ServerProcess) -> None:
+    """Add through the storefront, see cart:ann live on /ops, check out, see it dispatched."""
+    context = browser.new_context(viewport=WIDE)
+    ops = context.new_page()
+    ops.goto(f"{server.base_url}/ops")
+    expect(ops.locator("#conn")).to_have_attribute("data-state", "live")
+    node = httpx.get(f"{server.base_url}/healthz").headers["X-Served-By"]
+    expect(ops.locator("#node")).to_have_text(node)
+
+    shop = context.new_page()
+    shop.goto(f"{server.base_url}/?user=ann")
+    expect(shop.locator("#cart-user")).to_have_text("ann")
+    shop.get_by_label("Quantity of Mechanical Keyboard").fill("2")
+    shop.get_by_role("button", name="Add Mechanical Keyboard to the cart").click()
+    notice = shop.locator("#notice")
+    expect(notice).to_have_text(f"Added 2 {TIMES} Mechanical Keyboard to the cart.")
+    expect(shop.locator("#cart-lines tr")).to_have_count(1)
+    expect(shop.locator("#cart-total")).to_have_text("299.98")
+
+    actor = ops.locator('#actor-rows tr[data-name="cart:ann"]')
+    expect(actor).to_be_visible(timeout=1000)
+    expect(ops.locator("#lifecycle")).to_contain_text("spawned cart:ann")
+    expect(ops.locator('#events li[data-event="item added"]')).to_have_count(1)
+
+    shop.get_by_role("button", name="Add Wireless Mouse to the cart").click()
+    expect(shop.locator("#cart-lines tr")).to_have_count(2)
+    shop.get_by_role("button", name="Remove Wireless Mouse from the cart").click()
+    expect(shop.locator("#cart-lines tr")).to_have_count(1)
+    expect(shop.locator("#cart-total")).to_have_text("299.98")
+
+    shop.get_by_role("button", name="Check out").click()
+    expect(notice).to_contain_text("Thank you! Order")
+    order = shop.locator("#order-list .order").first
+    expect(order.locator('[data-service="delivery"] strong')).to_have_text("dispatched")
+    expect(order.locator('[data-service="notifier"] strong')).to_have_text("sent")
+    expect(shop.locator("#cart-empty")).to_be_visible()
+    expect(shop.locator("#served-by")).to_have_text(re.compile(r"Served by 127\.0\.0\.1:\d+"))
+
+    expect(actor).to_have_count(0)
+    expect(ops.locator("#lifecycle")).to_contain_text("ended: cart:ann")
+    for event in ["checkout completed", "DELIVERY package dispatched for user ann",
+                  "EMAIL sent to ann"]:
+        expect(ops.locator(f'#events li[data-event="{event}"]')).to_have_count(1)
+    expect(ops.locator('#service-rows tr[data-service="delivery"]')).to_contain_text("running")
+    expect(ops.locator("#c-checkouts")).to_have_text("1")
+    expect(ops.locator("#chart rect").first).to_be_attached()
+    expect(ops.locator("#lost")).to_have_text("0")
+    context.close()
+
+
+def test_refusals_are_explained_as_a_shopper_needs(browser: Any) -> None:
+    """Out of stock (409) and a full shop (503, retried as Retry-After says) read as advice."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--max-live-carts", "1"
+    ) as server:
+        page = browser.new_context(viewport=WIDE).new_page()
+        page.goto(f"{server.base_url}/?user=ann")
+        quantity = page.get_by_label("Quantity of 4K Monitor 27")
+        quantity.fill("75")
+        quantity.press("Enter")
+        expect(page.locator("#cart-lines tr")).to_have_count(1)
+        expect(page.locator('li[data-sku="MON-004"] .stock')).to_have_text("75 in stock")
+        quantity.fill("1")
+        quantity.press("Enter")
+        expect(page.get_by_role("alert")).to_contain_text(
+            f"Only 75 {TIMES} 4K Monitor 27 are left: your cart would hold 76. Choose a smaller"
+        )
+        page.get_by_role("button", name="Dismiss").click()
+        expect(page.get_by_role("alert")).to_be_hidden()
+
+        user = page.get_by_label("Shopping as")
+        user.fill("bob")
+        user.press("Enter")
+        expect(page.locator("#cart-user")).to_have_text("bob")
+        page.get_by_role("button", name="Add Wireless Mouse to the cart").click()
+        expect(page.locator("#notice")).to_contain_text("The shop is busy; trying again")
+        expect(page.get_by_role("alert")).to_contain_text(
+            "The shop is very busy right now and could not take this. Nothing was changed",
+            timeout=10_000,
+        )
+        expect(page.get_by_role("button", name="Try again")).to_be_visible()
+        expect(page.locator("#cart-empty")).to_be_visible()
+
+
+def test_the_ops_stream_survives_idle_connection_cuts(browser: Any) -> None:
+    """With --connection-idle 2 the page reconnects every ~2.5 s and still loses no event."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--connection-idle", "2"
+    ) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        page = browser.new_context(viewport=WIDE).new_page()
+        page.goto(f"{server.base_url}/ops")
+        conn = page.locator("#conn")
+        expect(conn).to_have_attribute("data-state", "live")
+        added = page.locator('#events li[data-event="item added"]')
+        for n in range(3):
+            expect(conn).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+            assert http.post(
+                f"/api/cart/u{n}/items", json={"sku": "HP-005", "quantity": 1}
+            ).status_code == 200
+            expect(conn).to_have_attribute("data-state", "live", timeout=10_000)
+            expect(added).to_have_count(n + 1)
+        expect(page.locator("#connections")).to_have_text(re.compile(r"^([4-9]|\d\d+)$"))
+        expect(page.locator("#lost")).to_have_text("0")
+        seqs = [int(s) for s in page.locator("#events li").evaluate_all(
+            "items => items.map(item => item.dataset.seq)"
+        )]
+        assert seqs == list(range(seqs[0], seqs[0] - len(seqs), -1))  # newest first, no hole
+        expect(page.locator("#stream-notes")).to_be_empty()
+
+
+def test_ops_sign_in_with_the_admin_token(browser: Any) -> None:
+    """With --admin-token a person signs in on a form; then the page and its stream work."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--admin-token", "t0ken-for-ops"
+    ) as server:
+        page = browser.new_context(viewport=WIDE).new_page()
+        response = page.goto(f"{server.base_url}/ops")
+        assert response is not None and response.status == 401
+        token = page.get_by_label("Admin token")
+        token.fill("not-it")
+        token.press("Enter")
+        expect(page.locator("#reason")).to_have_text(re.compile("does not match"))
+        page.get_by_label("Admin token").fill("t0ken-for-ops")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{server.base_url}/ops")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        expect(page.locator("#c-live")).to_have_text("0")
+
+
+def test_pages_fit_a_phone_and_work_by_keyboard(browser: Any, server: ServerProcess) -> None:
+    """At 375 px neither page scrolls sideways; the storefront is usable with the keyboard."""
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/?user=kim")
+    expect(page.locator("#product-list li")).to_have_count(5)
+    page.keyboard.press("Tab")  # the skip link first
+    expect(page.get_by_role("link", name="Skip to the products")).to_be_focused()
+    page.get_by_label("Quantity of Wireless Mouse").focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("3")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Add Wireless Mouse to the cart")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#cart-lines tr")).to_have_count(1)
+    expect(page.locator("#cart-total")).to_have_text("239.97")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+    ops = context.new_page()
+    ops.goto(f"{server.base_url}/ops")
+    expect(ops.locator('#actor-rows tr[data-name="cart:kim"]')).to_be_visible()
+    expect(ops.locator('#service-rows tr[data-service="notifier"]')).to_be_visible()
+    assert ops.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    box = ops.locator('#service-rows tr[data-service="notifier"]').bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    context.close()
