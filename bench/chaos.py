@@ -77,8 +77,9 @@ AMPLE_STOCK = 1_000_000
 SMALL_SKU = "MON-004"
 CLIENT_TIMEOUT = 20.0  # above the server's checkout timeout plus its settle timeout (5 + 10 s)
 STOP_GRACE = 30.0  # how long virtual users get to finish their iteration once told to stop
-# Passed to every node: a dead node's outbox claims move on after 2 s, not 30.
-NODE_ARGS = "--outbox-claim-timeout 2"
+# Passed to every node: a dead node's outbox claims move on after 5 s, not 30 (longer than a
+# live node takes to handle a batch it claimed, or its claim would expire too).
+NODE_ARGS = "--outbox-claim-timeout 5"
 
 NODE_STARTED = re.compile(r'event="node started" node=(\S+) pid=(\d+)')
 NODE_EXITED = re.compile(r'event="node exited" node=(\S+) pid=(\d+) code=(-?\d+)')

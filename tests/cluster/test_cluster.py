@@ -30,7 +30,7 @@ def free_port() -> int:
 def start_cluster(registry: Path, database: str) -> ClusterProcess:
     cluster = ClusterProcess(
         "--nodes", "3", "--database", database, "--bind", f"127.0.0.1:{free_port()}",
-        "--registry", str(registry), "--node-args", "--outbox-claim-timeout 1",
+        "--registry", str(registry), "--node-args", "--outbox-claim-timeout 5",
     )
     cluster.start()
     return cluster

@@ -130,3 +130,18 @@ def test_idle_connections_are_closed() -> None:
             # The server closes the idle connection (recv sees EOF) well before our 10 s limit.
             assert client.recv(4096) == b""
         assert server.terminate() == 0
+
+
+def test_control_characters_in_a_path_never_reach_the_log_raw() -> None:
+    """ESC, CR and LF sent in a request path are escaped in the real server's log line."""
+    with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:
+        host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"GET /api/x%1B%5B31m%0D%0Ainjected HTTP/1.1\r\nHost: t\r\n"
+                        b"Connection: close\r\n\r\n")
+            while raw.recv(4096):
+                pass
+        line = server.wait_for_line(re.compile(r"event=request .*injected"))
+        assert server.terminate() == 0
+    assert "\\x1b[31m\\r\\ninjected" in line.string
+    assert all(logged.isprintable() for logged in server.output().splitlines())

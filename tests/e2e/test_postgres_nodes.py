@@ -112,7 +112,9 @@ def test_last_units_are_sold_once_and_each_order_handled_once(
 def test_a_killed_node_loses_nothing_acknowledged(registry: Path, database: str) -> None:
     """kill -9 one node mid-burst, restart it: every add answered 200 is there, on both nodes,
     and every order answered 200 is stored and handled by each service, once in effect."""
-    claim = ("--outbox-claim-timeout", "1")  # a dead node's claimed orders move on after 1 s
+    # A dead node's claimed orders move on after 5 s (longer than any node takes to handle
+    # a batch it claimed, or a live node's claim would expire too: handled twice).
+    claim = ("--outbox-claim-timeout", "5")
     first, second = (
         ServerProcess("--registry", str(registry), "--database", database, *claim)
         for _ in range(2)
@@ -159,8 +161,9 @@ def test_a_killed_node_loses_nothing_acknowledged(registry: Path, database: str)
         everyone = [first, second, restarted]
         wanted = {(service, order) for service in ("delivery", "notifier") for order in orders}
         acked: set[tuple[str, str]] = set()
-        while not wanted <= acked:
-            found = wait_for_count(everyone, HANDLED, len(acked) + 1)
+        found: list[re.Match[str]] = []
+        while not wanted <= acked:  # each pass waits for one more line, whatever it says
+            found = wait_for_count(everyone, HANDLED, len(found) + 1)
             acked = {(m.group(1), m.group(2)) for m in found}
         for pattern in (DISPATCHED, EMAILED):
             handled = Counter(m.group(1) for node in everyone for line in node.lines
