@@ -493,3 +493,13 @@ def test_migrations_apply_once_and_refuse_newer(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="newer than this trioshop"):
         migrate(conn)
     assert schema_version(conn) == len(MIGRATIONS) + 1
+
+
+async def test_stock_check_goes_with_the_write(store: Store) -> None:
+    """A save whose cart would hold more of a SKU than is in stock is refused, unchanged."""
+    over = CartLine("A", "Thing A", 250, 6)  # A: 5 in stock
+    with pytest.raises(InsufficientStock) as refused:
+        await store.save_cart("u", (over,), version=0, stock_check=("A", 6))
+    assert (refused.value.requested, refused.value.available) == (6, 5)
+    assert await store.load_cart("u") == StoredCart((), 0)
+    assert await store.save_cart("u", (LINE_A,), version=0, stock_check=("A", 2)) == 1

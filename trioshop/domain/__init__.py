@@ -12,7 +12,7 @@ from trioshop.domain.errors import (
     NoActiveCart,
 )
 from trioshop.domain.model import CartLine, CartView, Order, Placement, ServiceOutcome
-from trioshop.domain.rules import add_line, replay, reserve_stock, total_cents
+from trioshop.domain.rules import add_line, check_stock, replay, reserve_stock, total_cents
 
 __all__ = [
     "CartEmpty",
@@ -27,6 +27,7 @@ __all__ = [
     "Placement",
     "ServiceOutcome",
     "add_line",
+    "check_stock",
     "replay",
     "reserve_stock",
     "total_cents",

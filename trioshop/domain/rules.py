@@ -19,19 +19,26 @@ def total_cents(lines: Iterable[CartLine]) -> int:
     return sum(line.price_cents * line.quantity for line in lines)
 
 
+def check_stock(sku: str, requested: int, available: int) -> None:
+    """:class:`InsufficientStock` if a cart would hold *requested* of *sku* and only
+    *available* are in stock."""
+    if requested > available:
+        raise InsufficientStock(sku, requested, available)
+
+
 def add_line(
-    lines: Mapping[str, CartLine], added: CartLine, available: int
+    lines: Mapping[str, CartLine], added: CartLine, available: int | None = None
 ) -> dict[str, CartLine]:
     """*lines* with *added* merged in; :class:`InsufficientStock` if the SKU's total would
-    exceed *available*.
+    exceed *available* (``None``: the store checks it, see ``Store.save_cart``).
 
     Adding a SKU already there raises that line's quantity; the line keeps its place and the
     price it was first added at (a cart line is a quote).
     """
     line = lines.get(added.sku)
     quantity = added.quantity + (line.quantity if line else 0)
-    if quantity > available:
-        raise InsufficientStock(added.sku, quantity, available)
+    if available is not None:
+        check_stock(added.sku, quantity, available)
     merged = dict(lines)
     merged[added.sku] = added if line is None else attrs.evolve(line, quantity=quantity)
     return merged

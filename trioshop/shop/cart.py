@@ -216,12 +216,13 @@ class Cart:
                 earlier = await store.added_with_key(self.user_id, key)
                 if earlier is not None:
                     return earlier  # a retry: answered as the first time, not added again
-            lines = add_line(self._lines, added, await store.available(added.sku))
+            lines = add_line(self._lines, added)  # the stock is checked with the write
             answer = attrs.evolve(added, price_cents=lines[added.sku].price_cents)
             try:
                 self._version = await store.save_cart(
                     self.user_id, tuple(lines.values()), version=self._version,
                     ticket=add.ticket, add_key=None if key is None else (key, answer),
+                    stock_check=(added.sku, lines[added.sku].quantity),
                 )
             except CartConflict as conflict:
                 self._adopt(conflict.current)  # re-apply the add to the cart as it is now

@@ -127,8 +127,13 @@ class Store(abc.ABC):
         version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
+        stock_check: tuple[str, int] | None = None,
     ) -> int:
         """Store *lines* as the user's cart if it is still at *version*; returns the new one.
+
+        With *stock_check* ``(sku, quantity)``, the cart may hold that many of the SKU only if
+        the stock on hand has them (checked with the write, by ``check_stock``): else
+        ``InsufficientStock``, nothing changed.
 
         Raises :class:`CartConflict` if another writer got there first. With *add_key*
         ``(key, answer)``, the add's idempotency key and its answer are stored in the same

@@ -11,7 +11,15 @@ from collections.abc import Mapping
 
 import attrs
 
-from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, replay, reserve_stock
+from trioshop.domain import (
+    CartLine,
+    Order,
+    Placement,
+    ServiceOutcome,
+    check_stock,
+    replay,
+    reserve_stock,
+)
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
@@ -77,9 +85,12 @@ class MemoryStore(Store):
         version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
+        stock_check: tuple[str, int] | None = None,
     ) -> int:
         _claim(ticket)
         self._writes += 1
+        if stock_check is not None:
+            check_stock(*stock_check, self._stock.get(stock_check[0], 0))
         if add_key is not None and await self.added_with_key(user_id, add_key[0]):
             raise CartConflict(self._carts.get(user_id, _NO_CART))
         stored = self._put_cart(user_id, lines, version)

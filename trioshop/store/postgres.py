@@ -20,6 +20,7 @@ from trioshop.domain import (
     Order,
     Placement,
     ServiceOutcome,
+    check_stock,
     replay,
     reserve_stock,
 )
@@ -428,11 +429,18 @@ class PostgresStore(Store):
         version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
+        stock_check: tuple[str, int] | None = None,
     ) -> int:
         payload = encode_lines(lines)
 
         def save(conn: Connection) -> int:
             with _transaction(conn):
+                if stock_check is not None:
+                    sku, quantity = stock_check
+                    row = conn.execute(
+                        "SELECT available FROM stock WHERE sku = %s", (sku,)
+                    ).fetchone()
+                    check_stock(sku, quantity, 0 if row is None else int(row[0]))
                 if add_key is not None:
                     # A fresh key (even one committed by a concurrent writer, waited for)
                     # is left alone: no row written, and the caller asks added_with_key.

@@ -19,6 +19,7 @@ from trioshop.domain import (
     Order,
     Placement,
     ServiceOutcome,
+    check_stock,
     replay,
     reserve_stock,
 )
@@ -338,8 +339,11 @@ class SqliteStore(Store):
         version: int,
         ticket: Ticket | None = None,
         add_key: tuple[str, CartLine] | None = None,
+        stock_check: tuple[str, int] | None = None,
     ) -> int:
         payload = encode_lines(lines)
+        if stock_check is not None:  # exclusive: the mirrored figure is the stored one
+            check_stock(*stock_check, self._stock.get(stock_check[0], 0))
 
         def save(conn: sqlite3.Connection) -> int:
             if add_key is not None:
