@@ -23,6 +23,9 @@ logger = logging.getLogger("trioshop.services")
 OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
 
 OUTBOX_BATCH = 100
+# On a shared store a look claims its entries for a while (the store's claim timeout): a small
+# batch is handled well within it, so no live node's claim runs out under another's.
+SHARED_OUTBOX_BATCH = 10
 # A service whose store does not answer (a database restart) waits this long, then looks
 # again: an outage is not the service's crash, and must not use up its restarts.
 STORE_RETRY_SECONDS = 1.0
@@ -88,7 +91,8 @@ async def consume_orders(
     task_status.started()
     while True:
         try:
-            entries = await ctx.store.pending(ctx.name, OUTBOX_BATCH)
+            batch = OUTBOX_BATCH if ctx.store.exclusive else SHARED_OUTBOX_BATCH
+            entries = await ctx.store.pending(ctx.name, batch)
         except StoreError as exc:
             await _store_trouble(ctx, exc)
             continue
