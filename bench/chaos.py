@@ -49,7 +49,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -68,7 +67,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.load import REGISTRY, SKUS, percentile
-from trioshop.testing.server import ClusterProcess
+from trioshop.registry import load_registry
+from trioshop.testing.registry import registry_with_stock
+from trioshop.testing.server import ClusterProcess, free_port
 
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 GROUPS = ["browse", "add", "view", "checkout"]
@@ -103,19 +104,8 @@ def log(message: str) -> None:
 def chaos_registry(folder: Path, small_stock: int) -> dict[str, int]:
     """Copy the registry to *folder*: every stock at :data:`AMPLE_STOCK`, monitors at
     *small_stock*. Returns the stock per SKU as written."""
-    shutil.copytree(REGISTRY, folder)
-    stock: dict[str, int] = {}
-    entry = re.compile(r"(?ms)^([ \t]*sku:[ \t]*(\S+)[ \t]*$.*?^[ \t]*stock:[ \t]*)\d+[ \t]*$")
-    for path in sorted(folder.glob("*.yaml")):
-
-        def restock(match: re.Match[str]) -> str:
-            units = small_stock if match.group(2) == SMALL_SKU else AMPLE_STOCK
-            stock[match.group(2)] = units
-            return f"{match.group(1)}{units}"
-
-        text, count = entry.subn(restock, path.read_text())
-        if count:
-            path.write_text(text)
+    registry_with_stock(REGISTRY, folder, AMPLE_STOCK, {SMALL_SKU: small_stock})
+    stock = {product.sku: product.stock for product in load_registry(folder).products}
     if set(stock) != set(SKUS):
         raise RuntimeError(f"expected the SKUs {SKUS} in {REGISTRY}, found {sorted(stock)}")
     return stock
@@ -137,12 +127,6 @@ def fresh_schema(admin_url: str, keep: bool) -> Iterator[str]:
         else:
             with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def log_time(stamp: str) -> float:

@@ -18,7 +18,6 @@ import json
 import math
 import random
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._http import Connection, HttpError
 from trioshop.domain.limits import MAX_STOCK
+from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import running_server
 
 SKUS = ["LAPTOP-001", "KB-002", "MOUSE-003", "MON-004", "HP-005"]
@@ -292,16 +292,7 @@ def ample_stock_registry(folder: Path) -> Path:
     A benchmark that runs the carts into the seed's stock (50 laptops, 200 keyboards)
     measures 409 answers, not the path it means to measure.
     """
-    shutil.copytree(REGISTRY, folder)
-    raised = 0
-    for path in sorted(folder.glob("*.yaml")):
-        text, count = re.subn(r"(?m)^(\s*stock:\s*)\d+\s*$", rf"\g<1>{MAX_STOCK}", path.read_text())
-        if count:
-            path.write_text(text)
-            raised += count
-    if not raised:
-        raise RuntimeError(f"no 'stock:' line found in {REGISTRY}; cannot raise the stock")
-    return folder
+    return registry_with_stock(REGISTRY, folder, MAX_STOCK)
 
 
 @contextmanager

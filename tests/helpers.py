@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import attrs
+import httpx
 
 from trioshop.config import Settings
 from trioshop.http import create_app
@@ -82,3 +86,32 @@ def service(shop: Shop, name: str) -> ServiceStatistics:
     found = [s for s in shop.statistics().services if s.state.name == name]
     assert found, f"no running service {name!r}"
     return found[0]
+
+
+@attrs.define
+class AddTally:
+    """Adds sent while a node may die: those acknowledged, and those whose outcome is unknown
+    (cut by the kill, or refused), per user."""
+
+    acknowledged: Counter[str] = attrs.field(factory=Counter)
+    uncertain: Counter[str] = attrs.field(factory=Counter)
+
+    def add(self, client: httpx.Client, user: str, sku: str = "KB-002") -> bool:
+        """Send one add for *user*; whether it was acknowledged."""
+        try:
+            reply = client.post(f"/api/cart/{user}/items", json={"sku": sku})
+        except httpx.TransportError:  # cut by the kill: it may or may not have happened
+            self.uncertain[user] += 1
+            return False
+        acknowledged = reply.status_code == 200
+        (self.acknowledged if acknowledged else self.uncertain)[user] += 1
+        return acknowledged
+
+    def check(self, reply: httpx.Response, user: str) -> None:
+        """*reply* (the user's cart) holds every acknowledged add, and more only for adds
+        whose outcome is unknown."""
+        items = reply.json()["items"]
+        quantity = items[0]["quantity"] if items else 0
+        assert self.acknowledged[user] <= quantity <= (
+            self.acknowledged[user] + self.uncertain[user]
+        ), (user, quantity, self.acknowledged[user], self.uncertain[user])

@@ -184,9 +184,7 @@ def _startup_problem(group: BaseExceptionGroup[BaseException], bind: str) -> str
     matched, rest = group.split((LifespanFailureError, OSError))
     if matched is None or rest is not None:
         return None
-    failures: tuple[BaseException, ...] = matched.exceptions
-    while len(failures) == 1 and isinstance(failures[0], BaseExceptionGroup):
-        failures = failures[0].exceptions
+    failures = _leaves(matched)
     if all(isinstance(f, LifespanFailureError) for f in failures):
         return "the shop could not start: " + "; ".join(map(str, failures))
     return f"cannot listen on {bind}: " + "; ".join(map(str, failures)) + "; choose another --bind"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REGISTRY_DIR
+from trioshop.testing.registry import registry_with_stock
 
 
 @pytest.fixture(autouse=True)
@@ -25,19 +25,11 @@ def needs_haproxy() -> None:
 def ample_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped registry with plenty of every product: no answer is out of stock."""
     folder = tmp_path_factory.mktemp("ample") / "registry"
-    shutil.copytree(REGISTRY_DIR, folder)
-    products = folder / "products.yaml"
-    products.write_text(re.sub(r"stock: \d+", "stock: 1000000", products.read_text()))
-    return folder
+    return registry_with_stock(REGISTRY_DIR, folder, 1_000_000)
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped registry with 20 monitors and plenty of everything else."""
     folder = tmp_path_factory.mktemp("cluster") / "registry"
-    shutil.copytree(REGISTRY_DIR, folder)
-    products = folder / "products.yaml"
-    text = re.sub(r"stock: \d+", "stock: 1000000", products.read_text())
-    products.write_text(text.replace("sku: MON-004\n    price: 599.99\n    stock: 1000000",
-                                      "sku: MON-004\n    price: 599.99\n    stock: 20"))
-    return folder
+    return registry_with_stock(REGISTRY_DIR, folder, 1_000_000, {"MON-004": 20})

@@ -5,48 +5,38 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.helpers import AddTally
 from tests.postgres import fresh_schema
 from trioshop.cluster.haproxy import Backend, haproxy_config
-from trioshop.testing.server import ClusterProcess, wait_for_count
+from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
 
 DISPATCHED = re.compile(r"DELIVERY package dispatched.* order_id=(\w+)")
 EMAILED = re.compile(r"EMAIL sent to .* order_id=(\w+)")
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
-
-def start_cluster(registry: Path, database: str) -> ClusterProcess:
-    cluster = ClusterProcess(
+def three_nodes(registry: Path, database: str) -> AbstractContextManager[ClusterProcess]:
+    """A cluster of three nodes on *database*, started, killed on exit if still running."""
+    return running_cluster(
         "--nodes", "3", "--database", database, "--bind", f"127.0.0.1:{free_port()}",
         "--registry", str(registry), "--node-args", "--outbox-claim-timeout 5",
     )
-    cluster.start()
-    return cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(registry: Path) -> Iterator[ClusterProcess]:
     """One cluster for the tests that do not kill nodes."""
-    with fresh_schema() as database:
-        running = start_cluster(registry, database)
-        try:
-            yield running
-            assert running.terminate() == 0
-        finally:
-            if running.process is not None and running.process.poll() is None:
-                running.kill()
+    with fresh_schema() as database, three_nodes(registry, database) as running:
+        yield running
+        assert running.terminate() == 0
 
 
 def test_seed_flow_through_the_proxy(cluster: ClusterProcess) -> None:
@@ -107,58 +97,42 @@ def test_parallel_shoppers_never_oversell(cluster: ClusterProcess) -> None:
 def test_a_killed_node_loses_nothing_and_its_users_come_back(registry: Path) -> None:
     """kill -9 a node in a burst of adds: every acknowledged add survives, its users move and
     come back when the cluster restarts it, and nothing cleared meanwhile comes back."""
-    with fresh_schema() as database:
-        cluster = start_cluster(registry, database)
-        try:
-            http = httpx.Client(base_url=cluster.base_url, timeout=30)
-            homes = {
-                user: http.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
-                .headers["X-Served-By"]
-                for user in (f"burst{n}" for n in range(30))
-            }
-            victim = Counter(homes.values()).most_common(1)[0][0]
-            acknowledged = Counter(dict.fromkeys(homes, 1))
-            uncertain: Counter[str] = Counter()
+    with fresh_schema() as database, three_nodes(registry, database) as cluster:
+        http = httpx.Client(base_url=cluster.base_url, timeout=30)
+        homes = {
+            user: http.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
+            .headers["X-Served-By"]
+            for user in (f"burst{n}" for n in range(30))
+        }
+        victim = Counter(homes.values()).most_common(1)[0][0]
+        tally = AddTally(acknowledged=Counter(dict.fromkeys(homes, 1)))
 
-            def add(n: int) -> None:
-                user = f"burst{n % 30}"
-                try:
-                    reply = http.post(f"/api/cart/{user}/items", json={"sku": "KB-002"})
-                except httpx.TransportError:
-                    uncertain[user] += 1
-                    return
-                if reply.status_code == 200:
-                    acknowledged[user] += 1
-                else:
-                    uncertain[user] += 1
+        def add(n: int) -> None:
+            tally.add(http, f"burst{n % 30}")
 
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(add, range(150)))
-                os.kill(cluster.node_pid(victim), signal.SIGKILL)
-                list(pool.map(add, range(150, 300)))
-            moved = [user for user, home in homes.items() if home == victim]
-            for user, count in acknowledged.items():
-                reply = http.get(f"/api/cart/{user}")
-                assert reply.headers["X-Served-By"] != victim
-                quantity = reply.json()["items"][0]["quantity"]
-                assert count <= quantity <= count + uncertain[user]
-            cleared = moved[0]  # cleared while its home node is down
-            assert http.delete(f"/api/cart/{cleared}").status_code == 204
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(add, range(150)))
+            os.kill(cluster.node_pid(victim), signal.SIGKILL)
+            list(pool.map(add, range(150, 300)))
+        moved = [user for user, home in homes.items() if home == victim]
+        for user in homes:
+            reply = http.get(f"/api/cart/{user}")
+            assert reply.headers["X-Served-By"] != victim
+            tally.check(reply, user)
+        cleared = moved[0]  # cleared while its home node is down
+        assert http.delete(f"/api/cart/{cleared}").status_code == 204
 
-            wait_for_count([cluster], re.compile(rf"\"node started\" node={victim} "), 2)
-            returning = moved[1]
-            while http.get(f"/api/cart/{returning}").headers["X-Served-By"] != victim:
-                pass  # the proxy's checks need two passes (1 s) to take it back
-            assert http.get(f"/api/cart/{cleared}").json()["items"] == []  # nothing resurrected
-            before = http.get(f"/api/cart/{returning}").json()["items"][0]["quantity"]
-            assert http.post(f"/api/cart/{returning}/items", json={"sku": "KB-002"}).is_success
-            after = http.get(f"/api/cart/{returning}")
-            assert after.headers["X-Served-By"] == victim
-            assert after.json()["items"][0]["quantity"] == before + 1
-            assert cluster.terminate() == 0
-        finally:
-            if cluster.process is not None and cluster.process.poll() is None:
-                cluster.kill()
+        wait_for_count([cluster], re.compile(rf"\"node started\" node={victim} "), 2)
+        returning = moved[1]
+        while http.get(f"/api/cart/{returning}").headers["X-Served-By"] != victim:
+            pass  # the proxy's checks need two passes (1 s) to take it back
+        assert http.get(f"/api/cart/{cleared}").json()["items"] == []  # nothing resurrected
+        before = http.get(f"/api/cart/{returning}").json()["items"][0]["quantity"]
+        assert http.post(f"/api/cart/{returning}/items", json={"sku": "KB-002"}).is_success
+        after = http.get(f"/api/cart/{returning}")
+        assert after.headers["X-Served-By"] == victim
+        assert after.json()["items"][0]["quantity"] == before + 1
+        assert cluster.terminate() == 0
 
 
 def test_shipped_config_is_the_generated_one() -> None:

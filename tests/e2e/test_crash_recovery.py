@@ -120,8 +120,7 @@ def test_crashing_service_still_processes_every_order_once(tmp_path: Path) -> No
         wait_handled(server, "delivery", order_ids)
         assert server.terminate() == 0
     finally:
-        if server.process and server.process.poll() is None:
-            server.kill()
+        server.stop_if_running()
     output = server.output()
     assert output.count('event="service crashed" service=delivery') == 3
     for order_id in order_ids:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from tests.helpers import REGISTRY_DIR
-from trioshop.testing.server import ServerProcess
+from trioshop.testing.server import free_port, running_server
 
 USERS = [f"u{n}" for n in range(8)]
 
@@ -76,10 +75,7 @@ def postgres() -> Iterator[PrivatePostgres]:
         if os.geteuid() == 0:
             init = ["runuser", "-u", "postgres", "--", *init]
         subprocess.run(init, check=True, capture_output=True, timeout=120)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = PrivatePostgres(bin_dir, data, port)
+        server = PrivatePostgres(bin_dir, data, free_port())
         server.start()
         try:
             yield server
@@ -128,9 +124,7 @@ def until(condition: object, what: str, timeout: float = 60.0) -> None:
 def test_database_restart_under_load(postgres: PrivatePostgres, tmp_path: Path) -> None:
     """Down: 503 with Retry-After, /readyz 503, never a 500 or a hang. Back: it recovers
     alone; every acknowledged add is there and no refused one appeared."""
-    node = ServerProcess("--registry", str(REGISTRY_DIR), "--database", postgres.url)
-    node.start()
-    try:
+    with running_server("--registry", str(REGISTRY_DIR), "--database", postgres.url) as node:
         http = httpx.Client(base_url=node.base_url, timeout=30)
         probe = httpx.Client(base_url=node.base_url, timeout=30)
         shopper = Shopper(http)
@@ -169,8 +163,5 @@ def test_database_restart_under_load(postgres: PrivatePostgres, tmp_path: Path) 
                 a[1] for a in mine
             ))
         assert node.terminate() == 0
-    finally:
-        if node.process is not None and node.process.poll() is None:
-            node.kill()
     traced = [line for line in node.lines if "Traceback" in line]
     assert not traced, traced[0][:3000]

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import REGISTRY_DIR
-from trioshop.testing.server import ServerProcess
+from trioshop.testing.server import running_server
 
 
 def test_broken_code_is_refused_by_check_reload_and_sighup(tmp_path: Path) -> None:
@@ -24,10 +24,7 @@ def test_broken_code_is_refused_by_check_reload_and_sighup(tmp_path: Path) -> No
     registry = tmp_path / "registry"
     shutil.copytree(REGISTRY_DIR, registry)
     env = {"PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])}
-    server = ServerProcess("--memory", "--registry", str(registry))
-    server.env = env
-    server.start()
-    try:
+    with running_server("--memory", "--registry", str(registry), env=env) as server:
         processes = registry / "processes.yaml"
         processes.write_text(
             processes.read_text().replace("trioshop.shop.notifier:run", "exploding:run")
@@ -50,7 +47,4 @@ def test_broken_code_is_refused_by_check_reload_and_sighup(tmp_path: Path) -> No
             assert client.get("/api/products").status_code == 200
             assert client.get("/healthz").status_code == 200
         assert server.terminate() == 0
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.kill()
     assert "Traceback" not in server.output()

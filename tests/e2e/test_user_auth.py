@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from trioshop.testing.server import ServerProcess
+from trioshop.testing.server import running_server
 
 SECRET = "e2e-secret-0123456789abcdef012345"
 
@@ -27,10 +27,7 @@ def test_tokens_from_the_cli_open_only_their_users_cart() -> None:
     minted = trioshop("token", "alice", env=env)
     assert minted.returncode == 0, minted.stderr
     token = minted.stdout.strip()
-    server = ServerProcess("--memory")
-    server.env = env
-    server.start()
-    try:
+    with running_server("--memory", env=env) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             add = {"sku": "KB-002", "quantity": 1}
             refused = http.post("/api/cart/alice/items", json=add)
@@ -41,9 +38,6 @@ def test_tokens_from_the_cli_open_only_their_users_cart() -> None:
             assert http.get("/api/cart/bob", headers=mine).status_code == 403
             assert http.get("/api/cart/alice", headers=mine).json()["total"] == 149.99
         assert server.terminate() == 0
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.kill()
 
 
 def test_unusable_auth_options_are_refused_before_start(tmp_path: Path) -> None:

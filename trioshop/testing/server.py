@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from trioshop.cluster.runner import free_ports
+
 LISTENING = re.compile(r"event=listening urls=(http://\S+)")
 STARTUP_TIMEOUT = 30.0
 
@@ -113,6 +115,12 @@ class ServerProcess:
             self.wait_for_line(self.stopped, timeout=5)
         return code
 
+    def stop_if_running(self) -> None:
+        """Kill the process if it was started and still runs (the end of a test, however it
+        ended)."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as in a crash."""
         assert self.process is not None
@@ -173,13 +181,36 @@ def wait_for_count(
                 break
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a --bind the test chooses)."""
+    return free_ports(1)[0]
+
+
 @contextmanager
-def running_server(*args: str, cwd: str | None = None) -> Iterator[ServerProcess]:
-    """A started :class:`ServerProcess`, killed on exit if still running."""
-    server = ServerProcess(*args, cwd=cwd)
+def running(server: ServerProcess) -> Iterator[ServerProcess]:
+    """*server*, started, and killed on exit if it is still running."""
     server.start()
     try:
         yield server
     finally:
-        if server.process is not None and server.process.poll() is None:
-            server.kill()
+        server.stop_if_running()
+
+
+@contextmanager
+def running_server(
+    *args: str, cwd: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A started ``trioshop run`` (:class:`ServerProcess`), killed on exit if still running."""
+    server = ServerProcess(*args, cwd=cwd)
+    server.env = env or {}
+    with running(server):
+        yield server
+
+
+@contextmanager
+def running_cluster(*args: str) -> Iterator[ClusterProcess]:
+    """A started ``trioshop cluster`` (:class:`ClusterProcess`), killed with its nodes and
+    proxy on exit if still running."""
+    cluster = ClusterProcess(*args)
+    with running(cluster):
+        yield cluster
