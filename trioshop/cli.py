@@ -85,12 +85,13 @@ async def _watch_signals(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
-            if signum == signal.SIGHUP:
-                await _reload(lifetime)
-                continue
-            log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
-            shutdown.set()
-            return
+            if signum != signal.SIGHUP:
+                break
+            await _reload(lifetime)
+    # The default handlers are back before anyone hears of the shutdown, so a second signal
+    # sent on seeing this line interrupts (trio redelivers one that came in between).
+    log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
+    shutdown.set()
 
 
 async def _serve(

@@ -13,13 +13,19 @@ def test_second_interrupt_exits_at_once_without_traceback() -> None:
     """SIGINT starts a graceful shutdown; a second SIGINT ends it: exit 130, one line, no trace."""
     with running_server("--memory") as server:
         host, port = re.findall(r"//([^:/]+):(\d+)", server.base_url)[0]
-        # A keep-alive connection left open holds the graceful shutdown for up to 5 s.
-        with socket.create_connection((host, int(port)), timeout=10) as idle:
-            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        # A request whose body never comes holds the graceful shutdown for its full 5 s (an idle
+        # keep-alive connection would not: hypercorn closes those as soon as shutdown starts).
+        # The 100 Continue proves the server has the request in hand before the first signal.
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(
+                b"POST /api/cart/alice/items HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
             answer = b""
-            while not answer.endswith(b'{"status":"ok"}\n'):  # the whole answer, body included
-                answer += idle.recv(1024)
-            assert answer.startswith(b"HTTP/1.1 200")
+            while b"\r\n\r\n" not in answer:
+                answer += slow.recv(1024)
+            assert answer.startswith(b"HTTP/1.1 100")
             assert server.process is not None
             server.process.send_signal(signal.SIGINT)
             server.wait_for_line(re.compile(r"event=\"shutdown requested\""))
