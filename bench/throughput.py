@@ -549,6 +549,29 @@ def postgres_schema(admin_url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
+def measure_memory_and_sqlite(
+    run: Runner, server_args: list[str], scratch: Path, args: argparse.Namespace,
+    logs: list[dict[str, Any]],
+) -> tuple[dict[str, list[Result]], dict[str, dict[str, list[Result]]]]:
+    """Parts 1 and 2: every endpoint against the floor, then --memory against SQLite adds."""
+    with ExitStack() as stack:
+        memory = stack.enter_context(running_server(*server_args, "--memory"))
+        stack.enter_context(stopped_at_exit(memory, "memory", logs))
+        durable = stack.enter_context(
+            running_server(*server_args, "--data-dir", str(scratch / "durable"))
+        )
+        stack.enter_context(stopped_at_exit(durable, "sqlite", logs))
+        assert memory.process is not None
+        print("1. endpoints against the floor (--memory)", file=sys.stderr)
+        results = measure(run, memory.base_url, args.seconds, args.rounds,
+                          args.connections, ENDPOINTS, memory.process.pid)
+        print("2. add: --memory against SQLite", file=sys.stderr)
+        trio.run(_seed_carts, durable.base_url)
+        durability = alternate(run, [Target("memory", memory), Target("sqlite", durable)],
+                               ["add"], args.seconds, args.rounds, args.connections)
+    return results, durability
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -564,8 +587,12 @@ def main() -> int:
                         "there and drops it (default: %(default)s)")
     parser.add_argument("--skip-postgres", action="store_true",
                         help="leave out the PostgreSQL against SQLite comparison")
+    parser.add_argument("--only-postgres", action="store_true",
+                        help="run only the PostgreSQL against SQLite comparison (part 3)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.only_postgres and args.skip_postgres:
+        parser.error("--only-postgres and --skip-postgres leave nothing to run")
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
@@ -588,21 +615,12 @@ def main() -> int:
                       "pass --database URL, or --skip-postgres", file=sys.stderr)
                 return 2
 
-        with ExitStack() as first:
-            memory = first.enter_context(running_server(*server_args, "--memory"))
-            first.enter_context(stopped_at_exit(memory, "memory", logs))
-            durable = first.enter_context(
-                running_server(*server_args, "--data-dir", str(scratch / "durable"))
+        results: dict[str, list[Result]] = {}
+        durability: dict[str, dict[str, list[Result]]] = {}
+        if not args.only_postgres:
+            results, durability = measure_memory_and_sqlite(
+                run, server_args, scratch, args, logs
             )
-            first.enter_context(stopped_at_exit(durable, "sqlite", logs))
-            assert memory.process is not None
-            print("1. endpoints against the floor (--memory)", file=sys.stderr)
-            results = measure(run, memory.base_url, args.seconds, args.rounds,
-                              args.connections, ENDPOINTS, memory.process.pid)
-            print("2. add: --memory against SQLite", file=sys.stderr)
-            trio.run(_seed_carts, durable.base_url)
-            durability = alternate(run, [Target("memory", memory), Target("sqlite", durable)],
-                                   ["add"], args.seconds, args.rounds, args.connections)
 
         if schema is not None:
             url = schema_url(args.database, schema)
@@ -630,8 +648,11 @@ def main() -> int:
                 "lost_backends": backends.lost if backends else 0,
             }
 
-    summary = summarize(results)
-    durable_summary = summarize_pair(durability, "sqlite", "memory", {"add": DURABLE_TARGET})
+    summary = summarize(results) if results else {}
+    durable_summary = (
+        summarize_pair(durability, "sqlite", "memory", {"add": DURABLE_TARGET})
+        if durability else {}
+    )
     pg_summary = (
         summarize_pair(postgres["results"], "postgres", "sqlite", {"add": POSTGRES_TARGET})
         if postgres else None
@@ -647,10 +668,11 @@ def main() -> int:
             "postgres": pg_summary, "server_logs": logs, "clean": clean,
         }, indent=2))
     else:
-        print_table(summary, f"1. throughput ({generator}, {args.connections} connections, "
-                             f"{args.rounds} rounds x {args.seconds:g} s, medians, --memory)")
-        print_pair(durable_summary, "2. add to cart: SQLite (fsync per commit) vs --memory",
-                   "sqlite", "memory")
+        if not args.only_postgres:
+            print_table(summary, f"1. throughput ({generator}, {args.connections} connections, "
+                        f"{args.rounds} rounds x {args.seconds:g} s, medians, --memory)")
+            print_pair(durable_summary, "2. add to cart: SQLite (fsync per commit) vs --memory",
+                       "sqlite", "memory")
         if pg_summary is not None and postgres is not None:
             print_pair(pg_summary, "3. PostgreSQL vs SQLite (PG CPU: the server's own "
                        "backends in pg_stat_activity, from /proc)", "postgres", "sqlite")

@@ -166,6 +166,46 @@ async def test_concurrent_writes_one_winner_per_version(nodes: Nodes) -> None:
             assert await a.load_cart(user) == lost.current
 
 
+async def test_writes_sent_together_commit_in_one_transaction_each_answered(
+    nodes: Nodes,
+) -> None:
+    """Cart writes waiting together share one transaction; each gets its own outcome."""
+    a, b = nodes
+    await b.save_cart("stale", (LINE_A,), version=0)
+    await b.save_cart("old", (LINE_A,), version=0)
+    before = a.statistics()
+    outcomes: dict[str, object] = {}
+
+    async def write(
+        user: str, lines: tuple[CartLine, ...], version: int,
+        stock_check: tuple[str, int] | None = None,
+    ) -> None:
+        try:
+            outcomes[user] = await a.save_cart(
+                user, lines, version=version, stock_check=stock_check
+            )
+        except (CartConflict, InsufficientStock) as refusal:
+            outcomes[user] = refusal
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "new", (LINE_A,), 0, ("A", 2))
+        nursery.start_soon(write, "old", (LINE_A, LINE_B), 1)
+        nursery.start_soon(write, "stale", (), 0)  # stored at version 1: a conflict
+        nursery.start_soon(write, "greedy", (CartLine("B", "Thing B", 1000, 3),), 0, ("B", 3))
+        nursery.start_soon(write, "empty", (), 0)  # nothing stored, nothing to store
+    after = a.statistics()
+    assert after.transactions - before.transactions == 1
+    assert after.operations - before.operations == 5
+    assert outcomes["new"] == 1 and outcomes["old"] == 2 and outcomes["empty"] == 0
+    stale, greedy = outcomes["stale"], outcomes["greedy"]
+    assert isinstance(stale, CartConflict) and stale.current == StoredCart((LINE_A,), 1)
+    assert isinstance(greedy, InsufficientStock)
+    assert await b.load_cart("new") == StoredCart((LINE_A,), 1)
+    assert await b.load_cart("old") == StoredCart((LINE_A, LINE_B), 2)
+    assert await b.load_cart("greedy") == StoredCart((), 0)
+    assert not await b.has_cart("empty") and await b.cart_version("empty") == 0
+
+
 async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
     """An add's key and answer commit with the cart; the same key again is a conflict."""
     a, b = nodes

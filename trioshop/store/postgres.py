@@ -39,6 +39,7 @@ from trioshop.store.base import (
     StoreError,
     StoreStatistics,
 )
+from trioshop.store.batch import Batcher, Outcome
 from trioshop.store.codec import decode_lines, encode_lines
 from trioshop.store.postgres_schema import migrate
 
@@ -149,6 +150,101 @@ def _write_cart(conn: Connection, user_id: str, payload: str, version: int) -> i
     return version + 1
 
 
+@attrs.frozen
+class _CartWrite:
+    """One cart write of a batch: :meth:`PostgresStore.save_cart` without an add key."""
+
+    user_id: str
+    payload: str
+    version: int
+    stock_check: tuple[str, int] | None
+
+
+def _write_carts(conn: Connection, writes: list[_CartWrite]) -> list[Outcome]:
+    """Every write of *writes* in one transaction, each conditional on its version.
+
+    Statements per batch, not per write: one stock read for the adds' checks, the carts
+    locked in user order (two nodes' batches never deadlock), one UPDATE and one INSERT over
+    arrays, and one read of the carts that conflicted. A write refused by its stock check or
+    its version changes nothing; the others commit.
+    """
+    outcomes: list[Outcome | None] = [None] * len(writes)
+    with _transaction(conn):
+        skus = sorted({w.stock_check[0] for w in writes if w.stock_check is not None})
+        stock: dict[str, int] = {}
+        if skus:
+            stock = dict(conn.execute(
+                "SELECT sku, available FROM stock WHERE sku = ANY(%s)", (skus,)
+            ).fetchall())
+        seen: set[str] = set()
+        todo: set[int] = set()
+        for i, write in enumerate(writes):
+            if write.stock_check is not None:
+                sku, quantity = write.stock_check
+                try:
+                    check_stock(sku, quantity, stock.get(sku, 0))
+                except DomainError as refusal:
+                    outcomes[i] = (False, refusal)
+                    continue
+            if write.user_id in seen:  # never from one node's actors; answered "reload"
+                continue
+            seen.add(write.user_id)
+            todo.add(i)
+        conn.execute(
+            "SELECT 1 FROM carts WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE",
+            (sorted(seen),),
+        )
+        chosen = [writes[i] for i in sorted(todo)]
+        updates = [w for w in chosen if w.version > 0]
+        inserts = [w for w in chosen if w.version == 0 and w.payload != "[]"]
+        written: set[str] = set()
+        if updates:
+            written.update(row[0] for row in conn.execute(
+                "UPDATE carts c SET lines = v.lines::jsonb, version = c.version + 1, "
+                "updated_at = now() "
+                "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(user_id, lines, version) "
+                "WHERE c.user_id = v.user_id AND c.version = v.version RETURNING c.user_id",
+                ([w.user_id for w in updates], [w.payload for w in updates],
+                 [w.version for w in updates]),
+            ).fetchall())
+        if inserts:
+            written.update(row[0] for row in conn.execute(
+                "INSERT INTO carts (user_id, lines, version) "
+                "SELECT v.user_id, v.lines::jsonb, 1 "
+                "FROM unnest(%s::text[], %s::text[]) AS v(user_id, lines) ORDER BY v.user_id "
+                "ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
+                ([w.user_id for w in inserts], [w.payload for w in inserts]),
+            ).fetchall())
+        applied = {i for i in todo if writes[i].user_id in written}
+        unsettled = [i for i, done in enumerate(outcomes) if done is None and i not in applied]
+        current: dict[str, StoredCart] = {}
+        if unsettled:
+            current = {
+                row[0]: StoredCart(decode_lines(row[1]), row[2])
+                for row in conn.execute(
+                    "SELECT user_id, lines::text, version FROM carts WHERE user_id = ANY(%s)",
+                    (sorted({writes[i].user_id for i in unsettled}),),
+                ).fetchall()
+            }
+    for i in applied:
+        outcomes[i] = (True, writes[i].version + 1)
+    for i in unsettled:
+        write, stored = writes[i], current.get(writes[i].user_id, _NO_CART)
+        if i in todo and write.version == 0 and write.payload == "[]" and not stored.version:
+            outcomes[i] = (True, 0)  # nothing stored, nothing to store
+        else:
+            outcomes[i] = (False, CartConflict(stored))
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
+    """The stored version of each cart of *user_ids* (0: none), in one query."""
+    found = dict(conn.execute(
+        "SELECT user_id, version FROM carts WHERE user_id = ANY(%s)", (sorted(set(user_ids)),)
+    ).fetchall())
+    return [(True, int(found.get(user_id, 0))) for user_id in user_ids]
+
+
 def _order_by_key(conn: Connection, key: str) -> Order | None:
     row = conn.execute(
         f"SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.idempotency_key = %s", (key,)
@@ -208,10 +304,28 @@ class PostgresStore(Store):
     _listener_pid: int = attrs.field(default=0, init=False)
     _transactions: int = attrs.field(default=0, init=False)
     _operations: int = attrs.field(default=0, init=False)
+    # Cart writes without an add key, and the version checks of views, go in batches: one
+    # worker trip and one transaction (or query) for every cart waiting (bench/README.md).
+    _writes: Batcher[_CartWrite] = attrs.field(init=False)
+    _versions: Batcher[str] = attrs.field(init=False)
 
     @limiter.default
     def _one_thread_per_connection(self) -> trio.CapacityLimiter:
         return trio.CapacityLimiter(self.pool_size)
+
+    @_writes.default
+    def _cart_writer(self) -> Batcher[_CartWrite]:
+        async def apply(writes: list[_CartWrite]) -> list[Outcome]:
+            return await self._run(lambda conn: _write_carts(conn, writes), writes=len(writes))
+
+        return Batcher(apply)
+
+    @_versions.default
+    def _version_reader(self) -> Batcher[str]:
+        async def apply(user_ids: list[str]) -> list[Outcome]:
+            return await self._run(lambda conn: _cart_versions(conn, user_ids))
+
+        return Batcher(apply)
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -265,6 +379,8 @@ class PostgresStore(Store):
             listener = await self._connect_listener()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, listener)
+                await nursery.start(self._writes.run)
+                await nursery.start(self._versions.run)
                 log_event(
                     logger, "store opened", database=_where(self.url), schema_version=version,
                     pool_size=self.pool_size,
@@ -352,10 +468,11 @@ class PostgresStore(Store):
             return work(conn)
 
     async def _run(
-        self, work: Callable[[Connection], T], *, ticket: Ticket | None = None, write: bool = False
+        self, work: Callable[[Connection], T], *, ticket: Ticket | None = None, writes: int = 0
     ) -> T:
         """Run *work* with a pooled connection in a worker thread; psycopg's errors become
-        :class:`StoreError`. *work* makes its own transaction (the connection autocommits)."""
+        :class:`StoreError`. *work* makes its own transaction (the connection autocommits)
+        of *writes* operations, counted in :meth:`statistics` (0: a read)."""
         pool = self._pool
         if pool is None:
             raise StoreClosed("the store is not open")
@@ -394,9 +511,9 @@ class PostgresStore(Store):
                 f"the store could not carry out the operation ({type(exc).__name__}: {exc}); "
                 "nothing was changed"
             ) from exc
-        if write:
+        if writes:
             self._transactions += 1
-            self._operations += 1
+            self._operations += writes
         return result
 
     # -- carts ----------------------------------------------------------------------------
@@ -405,12 +522,7 @@ class PostgresStore(Store):
         return await self._run(lambda conn: _stored_cart(conn, user_id))
 
     async def cart_version(self, user_id: str) -> int:
-        def read(conn: Connection) -> int:
-            row = conn.execute("SELECT version FROM carts WHERE user_id = %s", (user_id,))
-            found = row.fetchone()
-            return 0 if found is None else int(found[0])
-
-        return await self._run(read)
+        return int(await self._versions.submit(user_id))
 
     async def has_cart(self, user_id: str) -> bool:
         def read(conn: Connection) -> bool:
@@ -432,8 +544,11 @@ class PostgresStore(Store):
         stock_check: tuple[str, int] | None = None,
     ) -> int:
         payload = encode_lines(lines)
+        if add_key is None:
+            write = _CartWrite(user_id, payload, version, stock_check)
+            return int(await self._writes.submit(write, ticket))
 
-        def save(conn: Connection) -> int:
+        def save(conn: Connection) -> int:  # one at a time: the key's row needs its own rollback
             with _transaction(conn):
                 if stock_check is not None:
                     sku, quantity = stock_check
@@ -441,21 +556,20 @@ class PostgresStore(Store):
                         "SELECT available FROM stock WHERE sku = %s", (sku,)
                     ).fetchone()
                     check_stock(sku, quantity, 0 if row is None else int(row[0]))
-                if add_key is not None:
-                    # A fresh key (even one committed by a concurrent writer, waited for)
-                    # is left alone: no row written, and the caller asks added_with_key.
-                    stored = conn.execute(
-                        "INSERT INTO add_keys (user_id, key, line) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (user_id, key) DO UPDATE "
-                        "SET line = excluded.line, created_at = excluded.created_at "
-                        "WHERE add_keys.created_at <= now() - make_interval(secs => %s)",
-                        (user_id, add_key[0], encode_lines((add_key[1],)), _RETENTION),
-                    ).rowcount
-                    if not stored:
-                        raise CartConflict(_stored_cart(conn, user_id))
+                # A fresh key (even one committed by a concurrent writer, waited for)
+                # is left alone: no row written, and the caller asks added_with_key.
+                stored = conn.execute(
+                    "INSERT INTO add_keys (user_id, key, line) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (user_id, key) DO UPDATE "
+                    "SET line = excluded.line, created_at = excluded.created_at "
+                    "WHERE add_keys.created_at <= now() - make_interval(secs => %s)",
+                    (user_id, add_key[0], encode_lines((add_key[1],)), _RETENTION),
+                ).rowcount
+                if not stored:
+                    raise CartConflict(_stored_cart(conn, user_id))
                 return _write_cart(conn, user_id, payload, version)
 
-        return await self._run(save, ticket=ticket, write=True)
+        return await self._run(save, ticket=ticket, writes=1)
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         def read(conn: Connection) -> CartLine | None:
@@ -488,7 +602,7 @@ class PostgresStore(Store):
         def seed(conn: Connection) -> None:
             _seed_stock(conn, initial)
 
-        await self._run(seed, write=True)
+        await self._run(seed, writes=1)
 
     # -- orders ---------------------------------------------------------------------------
 
@@ -537,7 +651,7 @@ class PostgresStore(Store):
                 raise StoreError("the checkout's idempotency key is in use; retry")
             return placement
 
-        return await self._run(place, ticket=ticket, write=True)
+        return await self._run(place, ticket=ticket, writes=1)
 
     async def order(self, order_id: str) -> StoredOrder | None:
         def read(conn: Connection) -> StoredOrder | None:
@@ -574,7 +688,7 @@ class PostgresStore(Store):
                 (service,),
             )
 
-        await self._run(register, write=True)
+        await self._run(register, writes=1)
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         """Claim up to *limit* of *service*'s unacknowledged entries no node holds a claim on.
@@ -599,7 +713,7 @@ class PostgresStore(Store):
             ).fetchall()
             return [OutboxEntry(row[0], _order(row[1:])) for row in rows]
 
-        return await self._run(claim, write=True)
+        return await self._run(claim, writes=1)
 
     async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
         """Record *status* unless the entry already has one (a second ack changes nothing)."""
@@ -612,7 +726,7 @@ class PostgresStore(Store):
                 (entry.order.order_id, service, status),
             )
 
-        await self._run(record, write=True)
+        await self._run(record, writes=1)
 
     # -- the store itself -----------------------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""Group the operations many callers send at once into one trip to the database: a batcher."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from trioshop.runtime import Ticket
+from trioshop.store.base import OperationAbandoned, StoreClosed, StoreError
+
+R = TypeVar("R")
+# One request's answer: (True, result) or (False, the exception its caller raises).
+Outcome = tuple[bool, Any]
+
+
+@attrs.define(eq=False)
+class _Pending(Generic[R]):
+    request: R
+    reply: trio.MemorySendChannel[Outcome]
+    ticket: Ticket | None
+
+
+@attrs.define(eq=False)
+class Batcher(Generic[R]):
+    """Callers :meth:`submit` requests; one task takes every request waiting (up to
+    ``max_batch``), claims their tickets, and hands the batch to ``apply`` at once.
+
+    ``apply`` gets the requests in arrival order and answers one outcome each, in the same
+    order; if it raises, every request of the batch gets that exception. While a batch is
+    out, new requests queue up and go together in the next: the busier the store, the
+    larger the batches (group commit). Requests whose callers gave up before their batch
+    was taken are answered :class:`OperationAbandoned` and never reach ``apply``.
+
+    Run it with ``await nursery.start(batcher.run)``; when that task ends (cancelled, or
+    after :meth:`close` once the queue is drained), queued requests are answered
+    :class:`StoreClosed`.
+    """
+
+    apply: Callable[[list[R]], Awaitable[list[Outcome]]]
+    max_batch: int = 256
+    queue_size: int = 10_000
+    _send: trio.MemorySendChannel[_Pending[R]] | None = attrs.field(default=None, init=False)
+    _batches: int = attrs.field(default=0, init=False)
+
+    @property
+    def batches(self) -> int:
+        """Batches handed to ``apply`` so far."""
+        return self._batches
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve requests until cancelled or closed; ready at once."""
+        send, receive = trio.open_memory_channel[_Pending[R]](self.queue_size)
+        self._send = send
+        task_status.started()
+        try:
+            async for first in receive:
+                taken = [first]
+                while len(taken) < self.max_batch:
+                    try:
+                        taken.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                batch = _claimed(taken)
+                if batch:
+                    # Shielded: a batch whose tickets are claimed must get its answers.
+                    with trio.CancelScope(shield=True):
+                        await self._answer(batch)
+        finally:
+            self._send = None
+            send.close()
+            _refuse_queued(receive)
+            receive.close()
+
+    async def _answer(self, batch: list[_Pending[R]]) -> None:
+        try:
+            outcomes = await self.apply([pending.request for pending in batch])
+        except StoreError as exc:
+            outcomes = [(False, exc)] * len(batch)
+        self._batches += 1
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            # A caller cancelled meanwhile has closed its end; the work is done.
+            with contextlib.suppress(trio.BrokenResourceError):
+                pending.reply.send_nowait(outcome)
+
+    def close(self) -> None:
+        """Take no more requests; the queued ones are still answered, then :meth:`run` ends."""
+        if self._send is not None:
+            self._send.close()
+
+    async def submit(self, request: R, ticket: Ticket | None = None) -> Any:
+        """*request*'s result once its batch is done, or the exception it was answered with.
+
+        :class:`StoreClosed` when the batcher is not running; :class:`StoreError` when its
+        queue is full (``queue_size`` requests waiting).
+        """
+        if self._send is None:
+            raise StoreClosed("the store is not open")
+        reply, answer = trio.open_memory_channel[Outcome](1)
+        try:
+            self._send.send_nowait(_Pending(request, reply, ticket))
+        except trio.WouldBlock:
+            raise StoreError("the store's queue is full; retry later") from None
+        except trio.ClosedResourceError:
+            raise StoreClosed("the store is shut down") from None
+        with answer:
+            ok, value = await answer.receive()
+        if ok:
+            return value
+        raise value
+
+
+def _claimed(taken: list[_Pending[R]]) -> list[_Pending[R]]:
+    """The requests of *taken* whose callers still wait, each ticket claimed now; an
+    abandoned one is answered at once and never applied."""
+    batch = []
+    for pending in taken:
+        if pending.ticket is None or pending.ticket.claim():
+            batch.append(pending)
+            continue
+        with contextlib.suppress(trio.BrokenResourceError):
+            pending.reply.send_nowait((False, OperationAbandoned()))
+    return batch
+
+
+def _refuse_queued(receive: trio.MemoryReceiveChannel[_Pending[R]]) -> None:
+    """Answer what is still queued when the batcher stops: nothing of it was applied."""
+    while True:
+        try:
+            pending = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+        with contextlib.suppress(trio.BrokenResourceError):
+            pending.reply.send_nowait((False, StoreClosed("the store is shut down")))
