@@ -47,6 +47,11 @@ class Batcher(Generic[R]):
     _batches: int = attrs.field(default=0, init=False)
 
     @property
+    def running(self) -> bool:
+        """Whether :meth:`run` is serving requests."""
+        return self._send is not None
+
+    @property
     def batches(self) -> int:
         """Batches handed to ``apply`` so far."""
         return self._batches

@@ -28,7 +28,6 @@ from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     CartConflict,
-    OperationAbandoned,
     OutboxEntry,
     Store,
     StoreClosed,
@@ -37,6 +36,7 @@ from trioshop.store.base import (
     StoreError,
     StoreStatistics,
 )
+from trioshop.store.batch import Batcher, Outcome
 from trioshop.store.codec import decode_lines, encode_lines
 from trioshop.store.migrations import migrate
 
@@ -45,11 +45,9 @@ logger = logging.getLogger("trioshop.store")
 T = TypeVar("T")
 # An operation: runs in the writer's thread inside the batch's transaction.
 Operation = Callable[[sqlite3.Connection], Any]
-# What the writer sends back: (True, result) or (False, exception to raise in the caller).
-Outcome = tuple[bool, Any]
-Pending = tuple[
-    Operation, Callable[[Any], None] | None, "trio.MemorySendChannel[Outcome]", Ticket | None
-]
+# A change as the writer gets it: the operation, and what to do on the Trio thread once it
+# has committed (mirror the stock).
+Change = tuple[Operation, Callable[[Any], None] | None]
 
 DATABASE_FILE = "trioshop.sqlite3"
 
@@ -102,8 +100,8 @@ def _outcomes(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceOutco
 class SqliteStore(Store):
     """A SQLite database in WAL mode: one writer task for every change, a read connection beside.
 
-    Callers submit changes over a bounded channel; the writer takes every operation
-    waiting (up to ``max_batch``), runs them in one transaction on a worker thread (through
+    Callers submit changes to a :class:`~trioshop.store.batch.Batcher`; it hands every change
+    waiting to the writer, which runs them in one transaction on a worker thread (through
     ``limiter``) and commits once: group commit, one fsync for many carts. An operation that
     refuses (``InsufficientStock``...) is rolled back to its savepoint alone. Reads run on
     their own connection (WAL lets them see every committed change without waiting for the
@@ -113,18 +111,19 @@ class SqliteStore(Store):
     path: Path
     limiter: trio.CapacityLimiter
     synchronous: str = "FULL"
-    max_batch: int = 256
-    queue_size: int = 10_000
-    _batches: int = attrs.field(default=0, init=False)
     _operations: int = attrs.field(default=0, init=False)
+    _writes: Batcher[Change] = attrs.field(init=False)
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
     # Reads use a connection of their own: under WAL they see every committed write and
     # never wait behind a batch of writes (one read at a time, in a worker thread).
     _reader: sqlite3.Connection | None = attrs.field(default=None, init=False)
     _read_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
-    _send: trio.MemorySendChannel[Pending] | None = attrs.field(default=None, init=False)
     # Live stock per SKU, mirrored after each commit: only this process writes (exclusive).
     _stock: dict[str, int] = attrs.field(factory=dict, init=False)
+
+    @_writes.default
+    def _writer(self) -> Batcher[Change]:
+        return Batcher(self._commit)
 
     # -- the writer ---------------------------------------------------------------------
 
@@ -155,7 +154,7 @@ class SqliteStore(Store):
             "INSERT OR IGNORE INTO stock (sku, available) VALUES (?, ?)", initial.items()
         )
 
-    def _apply(self, batch: list[Pending]) -> list[Outcome]:
+    def _apply(self, batch: list[Change]) -> list[Outcome]:
         """Run *batch* in one transaction; every operation gets its own outcome.
 
         A refusal (a domain error, a constraint) or any unexpected exception in one operation
@@ -167,7 +166,7 @@ class SqliteStore(Store):
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for operation, _, _, _ in batch:
+            for operation, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, operation(conn)))
@@ -215,83 +214,40 @@ class SqliteStore(Store):
             self._open, initial, limiter=self.limiter
         )
         self._stock.update(stock)
-        send, receive = trio.open_memory_channel[Pending](self.queue_size)
-        self._send = send
-        log_event(logger, "store opened", path=str(self.path), schema_version=version,
-                  carts=carts)
-        task_status.started()
         try:
-            async with receive:
-                async for first in receive:
-                    taken = [first]
-                    while len(taken) < self.max_batch:
-                        try:
-                            taken.append(receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    batch = self._claimed(taken)
-                    if not batch:
-                        continue
-                    # Shielded: an operation whose transaction started must get its answer.
-                    with trio.CancelScope(shield=True):
-                        outcomes = await trio.to_thread.run_sync(
-                            self._apply, batch, limiter=self.limiter
-                        )
-                    self._batches += 1
-                    self._operations += len(batch)
-                    for (_, on_commit, reply, _), outcome in zip(batch, outcomes, strict=True):
-                        if outcome[0] and on_commit is not None:
-                            try:
-                                on_commit(outcome[1])
-                            except Exception as exc:  # committed: the caller still hears so
-                                self._failed(exc)
-                        # A caller cancelled meanwhile has closed its end; the work is done.
-                        with contextlib.suppress(trio.BrokenResourceError):
-                            reply.send_nowait(outcome)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._writes.run)
+                log_event(logger, "store opened", path=str(self.path), schema_version=version,
+                          carts=carts)
+                task_status.started()
         finally:
             for conn in (self._conn, self._reader):
                 if conn is not None:
                     conn.close()
             self._conn = self._reader = None
 
-    @staticmethod
-    def _claimed(taken: list[Pending]) -> list[Pending]:
-        """The operations of *taken* whose callers still wait: each ticket is claimed now,
-        before the transaction; an abandoned one is answered at once and never applied."""
-        batch = []
-        for pending in taken:
-            ticket, reply = pending[3], pending[2]
-            if ticket is None or ticket.claim():
-                batch.append(pending)
-                continue
-            with contextlib.suppress(trio.BrokenResourceError):
-                reply.send_nowait((False, OperationAbandoned()))
-        return batch
+    async def _commit(self, batch: list[Change]) -> list[Outcome]:
+        """Run *batch* in one transaction in a worker thread, then mirror what committed."""
+        outcomes = await trio.to_thread.run_sync(self._apply, batch, limiter=self.limiter)
+        self._operations += len(batch)
+        for (_, on_commit), (ok, result) in zip(batch, outcomes, strict=True):
+            if ok and on_commit is not None:
+                try:
+                    on_commit(result)
+                except Exception as exc:  # committed: the caller still hears so
+                    self._failed(exc)
+        return outcomes
 
     def close(self) -> None:
         """Stop accepting operations; the writer finishes the queued ones, then ends."""
-        if self._send is not None:
-            self._send.close()
+        self._writes.close()
 
     async def _submit(
         self, operation: Callable[[sqlite3.Connection], T],
         on_commit: Callable[[T], None] | None = None,
         ticket: Ticket | None = None,
     ) -> T:
-        if self._send is None:
-            raise StoreClosed("the store is not open")
-        reply_send, reply_receive = trio.open_memory_channel[Outcome](1)
-        try:
-            self._send.send_nowait((operation, on_commit, reply_send, ticket))
-        except trio.WouldBlock:
-            raise StoreError("the store's write queue is full; retry later") from None
-        except trio.ClosedResourceError:
-            raise StoreClosed("the store is shut down") from None
-        with reply_receive:
-            ok, value = await reply_receive.receive()
-        if ok:
-            return value  # type: ignore[no-any-return]
-        raise value
+        return await self._writes.submit((operation, on_commit), ticket)  # type: ignore[no-any-return]
 
     def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         reader = self._reader
@@ -491,9 +447,9 @@ class SqliteStore(Store):
         await self._submit(seed, self._stock.update)
 
     async def ping(self) -> None:
-        if self._send is None:
+        if not self._writes.running:
             raise StoreClosed("the store is not open")
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     def statistics(self) -> StoreStatistics:
-        return StoreStatistics(self._batches, self._operations)
+        return StoreStatistics(self._writes.batches, self._operations)
