@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -56,6 +57,33 @@ class Gate:
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
         await self.gate.wait()
         return message
+
+
+class Unavailable(Exception):
+    """Stands for a store that is down: an error the behaviour below declares a refusal."""
+
+
+class FailingStart:
+    """Its on_start raises the given error; declares Unavailable a refusal; records on_stop."""
+
+    refusals = (Unavailable,)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.stop_reason: str | None = None
+
+    async def on_start(self, ctx: ActorContext) -> None:
+        raise self.error
+
+    async def on_stop(self, ctx: ActorContext, reason: str) -> None:
+        self.stop_reason = reason
+
+    async def handle(self, ctx: ActorContext, message: Any) -> Any:
+        return message
+
+
+def runtime_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "trioshop.runtime"]
 
 
 async def test_request_reply_round_trip() -> None:
@@ -258,3 +286,50 @@ async def test_actor_does_not_inherit_caller_context() -> None:
         request_id.set("req-1")
         actor = host.spawn(Peek())
         assert await host.request(actor, None, timeout=1) == "-"
+
+
+async def test_refused_start_answers_callers_and_logs_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A declared refusal in on_start reaches every queued caller; one log line, no traceback."""
+    caplog.set_level(logging.DEBUG, logger="trioshop.runtime")
+    behaviour = FailingStart(Unavailable("store down"))
+    async with open_actor_host() as host:
+        actor = host.spawn(behaviour, name="cart:alice")
+        refused: list[Exception] = []
+
+        async def ask(message: int) -> None:
+            with pytest.raises(Unavailable) as caught:
+                await host.request(actor, message, timeout=30)
+            refused.append(caught.value)
+
+        async with trio.open_nursery() as nursery:  # both queued before on_start runs
+            nursery.start_soon(ask, 1)
+            nursery.start_soon(ask, 2)
+        assert refused == [behaviour.error, behaviour.error]
+        await trio.testing.wait_all_tasks_blocked()
+        assert host.lookup("cart:alice") is None
+        assert behaviour.stop_reason == "refused"
+        assert host.statistics().crashed == 0
+    [record] = runtime_records(caplog)
+    assert (record.getMessage(), record.levelno) == ("actor start refused", logging.WARNING)
+    assert record.exc_info is None
+    assert record.__dict__["fields"]["error"] == "Unavailable('store down')"
+
+
+async def test_undeclared_start_error_is_a_crash_logged_with_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An undeclared exception in on_start is a crash: ActorCrashed, logged with exc_info."""
+    caplog.set_level(logging.DEBUG, logger="trioshop.runtime")
+    behaviour = FailingStart(RuntimeError("bug"))
+    async with open_actor_host() as host:
+        actor = host.spawn(behaviour)
+        with pytest.raises(ActorCrashed):
+            await host.request(actor, 1, timeout=30)
+        await trio.testing.wait_all_tasks_blocked()
+        assert behaviour.stop_reason == "crashed"
+        assert host.statistics().crashed == 1
+    [record] = runtime_records(caplog)
+    assert record.getMessage() == "actor crashed"
+    assert record.exc_info is not None and record.exc_info[1] is behaviour.error

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from trioshop.cluster.children import ChildProcess, start_child
 from trioshop.cluster.haproxy import Backend, haproxy_config
 from trioshop.cluster.proxy_admin import ProxyAdmin
 from trioshop.logs import log_event
@@ -65,7 +65,7 @@ def free_ports(count: int) -> list[int]:
             each.close()
 
 
-async def _stop(process: trio.Process, what: str) -> None:
+async def _stop(process: ChildProcess, what: str) -> None:
     """SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT`; runs even while being cancelled."""
     with trio.CancelScope(shield=True):
         if process.returncode is None:
@@ -113,7 +113,7 @@ class Node:
 
     config: ClusterConfig
     backend: Backend
-    _process: trio.Process | None = None
+    _process: ChildProcess | None = None
     _started: trio.Event = attrs.field(factory=trio.Event)  # set when the current one listens
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -130,9 +130,8 @@ class Node:
         ]
         reported = False
         while True:
-            process = await trio.lowlevel.open_process(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            process = start_child(
+                command, capture_output=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
             )
             self._process = process
             output = _LineForwarder(f"node={backend.name}")
@@ -178,7 +177,7 @@ async def run_proxy(
     Raises :class:`ClusterError` if it exits: without the proxy the cluster is unreachable.
     """
     haproxy = _haproxy()
-    process = await trio.lowlevel.open_process([haproxy, "-db", "-f", str(config.config_path)])
+    process = start_child([haproxy, "-db", "-f", str(config.config_path)])
     try:
         host, _, port = config.bind.rpartition(":")
         with trio.move_on_after(PROXY_START_TIMEOUT) as waiting:

@@ -34,9 +34,11 @@ class Behaviour(Protocol):
     behaviour object; nothing else can reach it, so it needs no locks.
 
     Optional hooks: ``async on_start(ctx)`` runs before the first message (an exception
-    there is a crash); ``async on_stop(ctx, reason)`` runs after the actor ended, however it
-    ended (``stopped``, ``idle``, ``crashed``, ``cancelled``), shielded, within the host's
-    shutdown timeout.
+    there is a crash, except a refusal: then the actor ends without serving, with one log
+    line and no traceback, and every request queued for it gets that refusal);
+    ``async on_stop(ctx, reason)`` runs after the actor ended, however it ended
+    (``stopped``, ``idle``, ``crashed``, ``cancelled``, ``refused``), shielded, within the
+    host's shutdown timeout.
     """
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any: ...

@@ -290,13 +290,31 @@ class ActorHost:
     async def _run_actor(self, actor: Actor, behaviour: Behaviour) -> None:
         reason = "stopped"
         ctx: ActorContext | None = None
+        refusals = refusals_of(behaviour)
+        refused: Exception | None = None  # the declared refusal on_start raised, if any
         try:
             async with trio.open_nursery() as nursery:
                 ctx = ActorContext(actor, nursery, self._mark_stopping)
                 on_start = getattr(behaviour, "on_start", None)
                 if on_start is not None:
-                    await on_start(ctx)
-                reason = await self._serve(ctx, behaviour, refusals_of(behaviour))
+                    try:
+                        await on_start(ctx)
+                    except refusals as error:
+                        refused = error
+                if refused is None:
+                    reason = await self._serve(ctx, behaviour, refusals)
+                else:
+                    # A declared refusal (e.g. the store is down): an answer, not a bug, so
+                    # one line without a traceback; every request queued for it gets it.
+                    reason = "refused"
+                    log_event(
+                        logger,
+                        "actor start refused",
+                        logging.WARNING,
+                        pid=actor.pid,
+                        actor=actor.name,
+                        error=repr(refused),
+                    )
                 nursery.cancel_scope.cancel()
         except* trio.Cancelled:
             reason = "cancelled"
@@ -316,7 +334,7 @@ class ActorHost:
                 exc_info=crash,
             )
         finally:
-            self._release(actor)
+            self._release(actor, refused)
             if reason == "idle":
                 self._counters.passivated += 1
             on_stop = getattr(behaviour, "on_stop", None)
@@ -360,8 +378,12 @@ class ActorHost:
             actor.last_message_at = trio.current_time()  # idle time counts from the answer
         return "stopped"
 
-    def _release(self, actor: Actor) -> None:
-        """Deregister *actor* and fail every request still queued for it, without a checkpoint."""
+    def _release(self, actor: Actor, refusal: Exception | None = None) -> None:
+        """Deregister *actor* and fail every request still queued for it, without a checkpoint.
+
+        With *refusal* (the actor's start was refused) each queued request gets it as its
+        answer; otherwise its caller sees the actor end (or crash).
+        """
         self._mark_stopping(actor)
         actor.ended = True
         self._actors.pop(actor.pid, None)
@@ -372,6 +394,9 @@ class ActorHost:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             if reply is not None:
+                if refusal is not None:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        reply.send_nowait((False, refusal))
                 reply.close()
         actor.inbox.close()
 
