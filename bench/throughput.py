@@ -208,7 +208,7 @@ def run_python(base_url: str, endpoint: str, seconds: float, connections: int) -
     return trio.run(_python_load, base_url, endpoint, seconds, connections)
 
 
-async def _seed_carts(base_url: str) -> None:
+async def seed_carts(base_url: str) -> None:
     connection = Connection(base_url)
     try:
         for n in range(1, USERS + 1):
@@ -316,7 +316,7 @@ def measure(
     run: Runner, base_url: str, seconds: float, rounds: int, connections: int,
     endpoints: list[str], server_pid: int,
 ) -> dict[str, list[Result]]:
-    trio.run(_seed_carts, base_url)
+    trio.run(seed_carts, base_url)
     run(base_url, "floor", 1.0, connections)  # warm-up
     results: dict[str, list[Result]] = {e: [] for e in endpoints}
     for round_number in range(rounds):
@@ -566,7 +566,7 @@ def measure_memory_and_sqlite(
         results = measure(run, memory.base_url, args.seconds, args.rounds,
                           args.connections, ENDPOINTS, memory.process.pid)
         print("2. add: --memory against SQLite", file=sys.stderr)
-        trio.run(_seed_carts, durable.base_url)
+        trio.run(seed_carts, durable.base_url)
         durability = alternate(run, [Target("memory", memory), Target("sqlite", durable)],
                                ["add"], args.seconds, args.rounds, args.connections)
     return results, durability
@@ -638,7 +638,7 @@ def main() -> int:
                 print("PG CPU not measured: the database is not on this machine", file=sys.stderr)
             print(f"3. SQLite against PostgreSQL (schema {schema})", file=sys.stderr)
             for server in (sqlite, pg):
-                trio.run(_seed_carts, server.base_url)
+                trio.run(seed_carts, server.base_url)
                 run(server.base_url, "cart_read", 1.0, args.connections)  # warm-up, pool
             targets = [Target("sqlite", sqlite), Target("postgres", pg, backends)]
             postgres = {
