@@ -11,7 +11,6 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +76,24 @@ async def _watch_signals(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """SIGHUP reloads the registry; the first SIGINT or SIGTERM sets *shutdown*.
+    """SIGHUP reloads the registry; the first SIGINT or SIGTERM sets *shutdown*; a second
+    one raises :class:`KeyboardInterrupt` here, ending a slow graceful shutdown at once.
 
-    Ready once the handlers are installed. It returns after the first stop signal, restoring
-    the default handlers: a second Ctrl-C during a slow graceful shutdown interrupts at once.
+    Ready once the handlers are installed; runs until cancelled. The second signal is raised
+    from this task on purpose: left to Trio's default handler, the interrupt lands in
+    whichever task is running, and hypercorn's serve() swallows one raised in its tasks.
     """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
-            if signum != signal.SIGHUP:
-                break
-            await _reload(lifetime)
-    # The default handlers are back before anyone hears of the shutdown, so a second signal
-    # sent on seeing this line interrupts (trio redelivers one that came in between).
-    log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
-    shutdown.set()
+            if signum == signal.SIGHUP:
+                if not shutdown.is_set():
+                    await _reload(lifetime)
+                continue
+            if shutdown.is_set():
+                raise KeyboardInterrupt
+            log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
+            shutdown.set()
 
 
 async def _serve(
@@ -119,9 +121,11 @@ async def _serve(
             await shutdown.wait()
             live.hub.close()  # end /ops streams now: hypercorn would wait for them
 
-        binds = await nursery.start(
-            partial(serve, served, config, shutdown_trigger=stop_serving)
-        )
+        async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            await serve(served, config, shutdown_trigger=stop_serving, task_status=task_status)
+            nursery.cancel_scope.cancel()  # drained: the signal watcher is done too
+
+        binds = await nursery.start(serving)
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.
         gc.freeze()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,6 +138,34 @@ def test_the_ops_stream_survives_idle_connection_cuts(browser: Any) -> None:
         )]
         assert seqs == list(range(seqs[0], seqs[0] - len(seqs), -1))  # newest first, no hole
         expect(page.locator("#stream-notes")).to_be_empty()
+
+
+def test_pages_left_open_two_minutes_still_update(browser: Any, server: ServerProcess) -> None:
+    """Both pages open for two minutes at the default idle cut (30 s) keep showing news."""
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        context = browser.new_context(viewport=WIDE)
+        ops, shop = context.new_page(), context.new_page()
+        ops.goto(f"{server.base_url}/ops")
+        shop.goto(f"{server.base_url}/")
+        conn = ops.locator("#conn")
+        expect(conn).to_have_attribute("data-state", "live")
+        stock = shop.locator('li[data-sku="HP-005"] .stock')
+        expect(stock).to_have_text("150 in stock")
+        added = ops.locator('#events li[data-event="item added"]')
+        started, cuts = time.monotonic(), 0
+        # Each round waits for the server's idle cut (event-driven, ~30 s), then for news.
+        while time.monotonic() - started < 120:
+            expect(conn).to_have_attribute("data-state", "reconnecting", timeout=45_000)
+            cuts += 1
+            assert http.post(
+                f"/api/cart/u{cuts}/items", json={"sku": "HP-005", "quantity": 1}
+            ).status_code == 200
+            expect(conn).to_have_attribute("data-state", "live", timeout=10_000)
+            expect(added).to_have_count(cuts)
+        assert cuts >= 4
+        assert http.post("/api/cart/u1/checkout").status_code == 200
+        expect(stock).to_have_text("149 in stock", timeout=10_000)  # polled every 5 s
+        expect(ops.locator("#lost")).to_have_text("0")
 
 
 def test_ops_sign_in_with_the_admin_token(browser: Any) -> None:
