@@ -89,7 +89,7 @@ async def test_crashed_service_gets_every_order_once(
 async def test_health_is_503_when_a_service_gave_up(
     registry_copy: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """When the supervisor gives up on a service, /healthz answers 503 naming it."""
+    """A service given up on: /healthz 503 naming it, /readyz still 200, carts still work."""
     use_crashing_delivery(registry_copy, crashes=100, max_attempts=2)
     async with open_shop_client(load_registry(registry_copy)) as client:
         for n in range(3):
@@ -98,5 +98,7 @@ async def test_health_is_503_when_a_service_gave_up(
         status, body, _ = await client.request("GET", "/healthz")
         assert status == 503
         assert body == {"error": "Service(s) gave up: delivery"}
+        # ...while the node stays ready: a proxy must not eject every node for a shared fault
+        assert (await client.request("GET", "/readyz"))[:2] == (200, {"status": "ready"})
         # carts still work while a service is down
         assert (await client.add("u9", "MOUSE-003"))[0] == 200
