@@ -206,6 +206,25 @@ async def test_writes_sent_together_commit_in_one_transaction_each_answered(
     assert not await b.has_cart("empty") and await b.cart_version("empty") == 0
 
 
+async def test_a_write_the_database_refuses_fails_alone_in_its_batch(nodes: Nodes) -> None:
+    """A batched write PostgreSQL refuses (a NUL in its id) fails alone; the others commit."""
+    a, b = nodes
+    outcomes: dict[str, object] = {}
+
+    async def write(user: str) -> None:
+        try:
+            outcomes[user] = await a.save_cart(user, (LINE_A,), version=0)
+        except StoreError as refusal:
+            outcomes[user] = refusal
+
+    async with trio.open_nursery() as nursery:
+        for user in ("good1", "bad\x00id", "good2"):
+            nursery.start_soon(write, user)
+    assert outcomes["good1"] == outcomes["good2"] == 1
+    assert isinstance(outcomes["bad\x00id"], StoreError)
+    assert await b.load_cart("good1") == await b.load_cart("good2") == StoredCart((LINE_A,), 1)
+
+
 async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
     """An add's key and answer commit with the cart; the same key again is a conflict."""
     a, b = nodes

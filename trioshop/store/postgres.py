@@ -315,8 +315,24 @@ class PostgresStore(Store):
 
     @_writes.default
     def _cart_writer(self) -> Batcher[_CartWrite]:
-        async def apply(writes: list[_CartWrite]) -> list[Outcome]:
+        async def write(writes: list[_CartWrite]) -> list[Outcome]:
             return await self._run(lambda conn: _write_carts(conn, writes), writes=len(writes))
+
+        async def apply(writes: list[_CartWrite]) -> list[Outcome]:
+            try:
+                return await write(writes)
+            except StoreError as exc:
+                if len(writes) == 1 or _unavailable(exc):
+                    raise
+            # Refused for what one write held (nothing was committed): one at a time, so
+            # that write fails alone and the others go through.
+            outcomes: list[Outcome] = []
+            for one in writes:
+                try:
+                    outcomes += await write([one])
+                except StoreError as exc:
+                    outcomes.append((False, exc))
+            return outcomes
 
         return Batcher(apply)
 
@@ -744,6 +760,14 @@ def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
             "SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT (sku) DO NOTHING",
             (list(initial), list(initial.values())),
         )
+
+
+def _unavailable(exc: StoreError) -> bool:
+    """Whether *exc* says the database could not be reached or lost the link (every write
+    would fail alike), not that it refused what one write held."""
+    return isinstance(exc, (StoreClosed, OutcomeUnknown)) or isinstance(
+        exc.__cause__, (psycopg.OperationalError, PoolTimeout, PoolClosed)
+    )
 
 
 @contextmanager
