@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
+import select
 import signal
 import sys
 import time
@@ -50,13 +52,22 @@ async def test_a_child_started_from_a_worker_thread_is_not_armed() -> None:
     assert await output_and_code(child) == ("0", 0)
 
 
-def gone(pid: int) -> bool:
-    """Whether *pid* has exited (a zombie nobody reaps counts as exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+def still_running(pidfds: dict[int, int], timeout: float) -> list[int]:
+    """Wait up to *timeout* seconds for the processes behind *pidfds* to exit; those that did not.
+
+    A pidfd becomes readable once its process has exited, zombie or not: the kernel wakes
+    the wait, so there is no polling interval.
+    """
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    for pidfd in pidfds:
+        poller.register(pidfd, select.POLLIN)
+    running = dict(pidfds)
+    while running and (remaining := deadline - time.monotonic()) > 0:
+        for pidfd, _ in poller.poll(math.ceil(remaining * 1000)):  # any event means exited
+            poller.unregister(pidfd)
+            del running[pidfd]
+    return sorted(running.values())
 
 
 def main_thread_children(pid: int) -> set[int]:
@@ -78,17 +89,20 @@ def test_sigkill_of_the_cluster_leaves_no_orphans(registry: Path) -> None:
         pid = cluster.process.pid
         started = {cluster.node_pid("n1"), cluster.node_pid("n2")}
         started.add(int(cluster.wait_for_line(PROXY_STARTED).group(1)))
+        pidfds: dict[int, int] = {}
         try:
             assert main_thread_children(pid) == started
+            # The children are not ours to wait for (waitpid), but a pidfd tells anyone when
+            # its process exits. Opened while they are known alive, so no reused pid is watched.
+            for child in started:
+                with contextlib.suppress(ProcessLookupError):  # already gone: exited
+                    pidfds[os.pidfd_open(child)] = child
             os.kill(pid, signal.SIGKILL)
             cluster.process.wait(timeout=30)
-            deadline = time.monotonic() + 10
-            # Polling: the children are no longer ours to wait for, and they notify nobody.
-            while not all(gone(child) for child in started):
-                if time.monotonic() > deadline:
-                    left = sorted(child for child in started if not gone(child))
-                    pytest.fail(f"still running 10 s after the cluster was killed: {left}")
-                time.sleep(0.05)
+            if left := still_running(pidfds, 10):
+                pytest.fail(f"still running 10 s after the cluster was killed: {left}")
         finally:
+            for pidfd in pidfds:
+                os.close(pidfd)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)  # whatever is left of its process group

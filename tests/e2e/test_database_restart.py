@@ -122,8 +122,9 @@ def until(condition: object, what: str, timeout: float = 60.0) -> None:
 
 
 def test_database_restart_under_load(postgres: PrivatePostgres, tmp_path: Path) -> None:
-    """Down: 503 with Retry-After, /readyz 503, never a 500 or a hang. Back: it recovers
-    alone; every acknowledged add is there and no refused one appeared."""
+    """PostgreSQL down: 503 with Retry-After, never a 500 or a hang; back: it recovers alone."""
+    # While down, /readyz is 503 too. Once back, every acknowledged add is there and no
+    # refused one appeared.
     with running_server("--registry", str(REGISTRY_DIR), "--database", postgres.url) as node:
         http = httpx.Client(base_url=node.base_url, timeout=30)
         probe = httpx.Client(base_url=node.base_url, timeout=30)

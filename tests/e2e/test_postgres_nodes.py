@@ -100,8 +100,9 @@ def test_last_units_are_sold_once_and_each_order_handled_once(
 
 
 def test_a_killed_node_loses_nothing_acknowledged(registry: Path, database: str) -> None:
-    """kill -9 one node mid-burst, restart it: every add answered 200 is there, on both nodes,
-    and every order answered 200 is stored and handled by each service, once in effect."""
+    """kill -9 one node mid-burst, restart it: nothing answered 200 is lost, on both nodes."""
+    # Every add answered 200 is there, seen from both nodes, and every order answered 200 is
+    # stored and handled by each service, once in effect.
     # A dead node's claimed orders move on after 5 s (longer than any node takes to handle
     # a batch it claimed, or a live node's claim would expire too: handled twice).
     claim = ("--outbox-claim-timeout", "5")

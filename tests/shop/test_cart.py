@@ -484,8 +484,9 @@ async def test_cart_changing_on_every_write_gives_up_with_store_error() -> None:
 
 
 async def test_shared_store_is_read_before_a_view() -> None:
-    """On a shared store a view checks the stored version first: it never answers stale lines;
-    a change goes straight to its conditional write, which conflicts, reloads and re-applies."""
+    """On a shared store a view checks the stored version first: it never answers stale lines."""
+    # A change, by contrast, goes straight to its conditional write, which conflicts, reloads
+    # and re-applies.
     store = SharedStore()
     async with open_world(store) as world:
         cart = world.spawn()

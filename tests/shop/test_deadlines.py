@@ -15,7 +15,7 @@ from trioshop.assembly import open_shop
 from trioshop.config import Settings
 from trioshop.domain import CartLine
 from trioshop.registry import Registry
-from trioshop.runtime import ActorContext, ActorTimeout
+from trioshop.runtime import ActorContext, ActorTimeout, Ticket
 from trioshop.shop.cart import Cart, CartDeps, ViewCart
 from trioshop.store import DATABASE_FILE
 
@@ -62,26 +62,63 @@ async def test_add_abandoned_at_its_deadline_never_happens(
         assert [line.quantity for line in view.lines] == [1]
 
 
+def record_ticket_decisions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """From now on, in this test, each claim and abandon of a ticket and its answer, in order."""
+    decisions: list[tuple[str, bool]] = []
+    claim, abandon = Ticket.claim, Ticket.abandon
+
+    def recorded_claim(ticket: Ticket) -> bool:
+        decisions.append(("claim", answer := claim(ticket)))
+        return answer
+
+    def recorded_abandon(ticket: Ticket) -> bool:
+        decisions.append(("abandon", answer := abandon(ticket)))
+        return answer
+
+    monkeypatch.setattr(Ticket, "claim", recorded_claim)
+    monkeypatch.setattr(Ticket, "abandon", recorded_abandon)
+    return decisions
+
+
 async def test_add_started_before_its_deadline_is_waited_for(
-    registry: Registry, tmp_path: Path
+    registry: Registry,
+    tmp_path: Path,
+    mock_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An add whose transaction waits on a database lock past the deadline answers the truth."""
+    # Trio's clock stands still (mock_clock: no autojump, which would also run out the settle
+    # time while the writer's thread waits) and the test moves it past the deadline itself,
+    # once the add is claimed: claim, deadline, lock released happen in that order whatever
+    # the load. Only SQLite's busy wait (5 s, in the writer's thread) runs in real time, and
+    # the lock is released a few scheduler passes after it starts.
     settings = Settings(data_dir=str(tmp_path), read_timeout=0.3, settle_timeout=10.0)
     async with open_shop(registry, settings) as shop:
         await shop.carts.add_item("alice", KEYBOARD)  # the cart and its database exist
+        decisions = record_ticket_decisions(monkeypatch)
+        added: list[CartLine] = []
+
+        async def add() -> None:
+            added.append(await shop.carts.add_item("alice", KEYBOARD))
+
         other = sqlite3.connect(tmp_path / DATABASE_FILE, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         try:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
             async with trio.open_nursery() as nursery:
-                added: list[CartLine] = []
-
-                async def add() -> None:
-                    added.append(await shop.carts.add_item("alice", KEYBOARD))
-
                 nursery.start_soon(add)
-                # Longer than the request's deadline, shorter than SQLite's 5 s busy wait.
-                await trio.sleep(0.8)
-                other.execute("COMMIT")
+                try:
+                    await trio.testing.wait_all_tasks_blocked()
+                    # The writer took the add into its transaction: it waits for the lock.
+                    assert decisions == [("claim", True)]
+                    mock_clock.jump(settings.read_timeout)  # the request's deadline passes
+                    await trio.testing.wait_all_tasks_blocked()
+                    # Too late to abandon: the caller waits for the outcome (settle time).
+                    assert decisions == [("claim", True), ("abandon", False)]
+                    assert added == []  # and the write still waits for the lock
+                finally:
+                    # The writer gets the lock on its next try (also when a check failed):
+                    # the add ends within SQLite's busy wait, however it ends.
+                    other.execute("COMMIT")
         finally:
             other.close()
         assert added == [KEYBOARD]  # late, but the truth: it was applied

@@ -44,10 +44,8 @@ async def submit_all(batcher: Batcher[int], requests: list[int]) -> dict[int, ob
 
 
 async def test_requests_waiting_together_go_in_one_batch() -> None:
-    """Requests sent at once make one batch; each caller gets its own result or refusal.
-
-    (Trio runs tasks woken together in no fixed order, so batches are compared sorted.)
-    """
+    """Requests sent at once make one batch; each caller gets its own result or refusal."""
+    # Trio runs tasks woken together in no fixed order, so batches are compared sorted.
     db = FakeDatabase()
     batcher = Batcher(db.apply)
     async with trio.open_nursery() as nursery:
