@@ -127,21 +127,44 @@ async def test_add_started_before_its_deadline_is_waited_for(
 
 
 async def test_add_not_settled_in_time_says_it_may_have_happened(
-    registry: Registry, tmp_path: Path
+    registry: Registry,
+    tmp_path: Path,
+    mock_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Past the settle time too, the 504 says the add may have happened, and it may have."""
+    # As above: the test moves Trio's clock once the add is claimed, so the order of claim,
+    # deadline, settle deadline and lock release does not depend on the machine's load.
     settings = Settings(data_dir=str(tmp_path), read_timeout=0.2, settle_timeout=0.2)
     async with open_shop(registry, settings) as shop:
         await shop.carts.add_item("alice", KEYBOARD)
-        other = sqlite3.connect(tmp_path / DATABASE_FILE, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        try:
+        decisions = record_ticket_decisions(monkeypatch)
+        timeouts: list[ActorTimeout] = []
+
+        async def add() -> None:
             with pytest.raises(ActorTimeout) as timed_out:
                 await shop.carts.add_item("alice", KEYBOARD)
+            timeouts.append(timed_out.value)
+
+        other = sqlite3.connect(tmp_path / DATABASE_FILE, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(add)
+                try:
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert decisions == [("claim", True)]
+                    mock_clock.jump(settings.read_timeout)  # the request's deadline
+                    await trio.testing.wait_all_tasks_blocked()
+                    mock_clock.jump(settings.settle_timeout)  # and the settle time after it
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert len(timeouts) == 1 and timeouts[0].maybe_applied is True
+                finally:
+                    other.execute("COMMIT")
         finally:
-            other.execute("COMMIT")
             other.close()
-        assert timed_out.value.maybe_applied is True
+        view = await shop.carts.view("alice")  # and it was applied, after the answer
+        assert view is not None and view.lines[0].quantity == 2
 
 
 async def test_add_retried_with_its_key_happens_once(registry: Registry, tmp_path: Path) -> None:
