@@ -165,3 +165,56 @@ async def test_a_full_queue_is_a_store_error() -> None:
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert db.batches == [[1], [2]]
+
+
+async def test_tickets_are_claimed_once_the_gate_is_held() -> None:
+    """With a gate, a request can be abandoned while its batch waits for it: never applied."""
+    db = FakeDatabase()
+    gate = trio.CapacityLimiter(1)
+    batcher = Batcher(db.apply, gate=gate)
+    ticket = Ticket()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        await gate.acquire_on_behalf_of("someone else")
+        answer: list[object] = []
+
+        async def submit() -> None:
+            try:
+                answer.append(await batcher.submit(1, ticket))
+            except OperationAbandoned as exc:
+                answer.append(exc)
+
+        nursery.start_soon(submit)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ticket.abandon()  # its batch waits for the gate: not claimed yet
+        gate.release_on_behalf_of("someone else")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert db.batches == [] and isinstance(answer[0], OperationAbandoned)
+
+
+async def test_a_batch_cancelled_while_waiting_for_the_gate_is_answered() -> None:
+    """Stopping while a batch waits for its gate answers it StoreClosed; nothing is applied."""
+    db = FakeDatabase()
+    gate = trio.CapacityLimiter(1)
+    await gate.acquire_on_behalf_of("someone else")
+    batcher = Batcher(db.apply, gate=gate)
+    answers: list[object] = []
+    async with trio.open_nursery() as nursery:
+        runner = trio.CancelScope()
+
+        async def run(*, task_status: trio.TaskStatus[None]) -> None:
+            with runner:
+                await batcher.run(task_status=task_status)
+
+        async def submit() -> None:
+            try:
+                answers.append(await batcher.submit(1))
+            except StoreClosed as exc:
+                answers.append(exc)
+
+        await nursery.start(run)
+        nursery.start_soon(submit)
+        await trio.testing.wait_all_tasks_blocked()
+        runner.cancel()
+    assert db.batches == [] and isinstance(answers[0], StoreClosed)

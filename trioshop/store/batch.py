@@ -22,6 +22,13 @@ class _Pending(Generic[R]):
     request: R
     reply: trio.MemorySendChannel[Outcome]
     ticket: Ticket | None
+    answered: bool = False
+
+    def answer(self, outcome: Outcome) -> None:
+        """Send *outcome*, once; a caller cancelled meanwhile has closed its end."""
+        self.answered = True
+        with contextlib.suppress(trio.BrokenResourceError):
+            self.reply.send_nowait(outcome)
 
 
 @attrs.define(eq=False)
@@ -35,12 +42,17 @@ class Batcher(Generic[R]):
     larger the batches (group commit). Requests whose callers gave up before their batch
     was taken are answered :class:`OperationAbandoned` and never reach ``apply``.
 
+    With a ``gate`` (e.g. the store's connection limiter) the batcher holds it from before
+    the tickets are claimed until the batch is answered: a caller can still give up while
+    its batch waits for a connection, and ``apply`` runs holding it.
+
     Run it with ``await nursery.start(batcher.run)``; when that task ends (cancelled, or
     after :meth:`close` once the queue is drained), queued requests are answered
     :class:`StoreClosed`.
     """
 
     apply: Callable[[list[R]], Awaitable[list[Outcome]]]
+    gate: trio.CapacityLimiter | None = None
     max_batch: int = 256
     queue_size: int = 10_000
     _send: trio.MemorySendChannel[_Pending[R]] | None = attrs.field(default=None, init=False)
@@ -69,11 +81,17 @@ class Batcher(Generic[R]):
                         taken.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                batch = _claimed(taken)
-                if batch:
-                    # Shielded: a batch whose tickets are claimed must get its answers.
-                    with trio.CancelScope(shield=True):
-                        await self._answer(batch)
+                try:
+                    async with self.gate or contextlib.nullcontext():
+                        batch = _claimed(taken)
+                        if batch:
+                            # Shielded: a batch whose tickets are claimed gets its answers.
+                            with trio.CancelScope(shield=True):
+                                await self._answer(batch)
+                finally:  # cancelled while waiting for the gate: nothing was claimed
+                    for pending in taken:
+                        if not pending.answered:
+                            pending.answer((False, StoreClosed("the store is shut down")))
         finally:
             self._send = None
             send.close()
@@ -87,9 +105,7 @@ class Batcher(Generic[R]):
             outcomes = [(False, exc)] * len(batch)
         self._batches += 1
         for pending, outcome in zip(batch, outcomes, strict=True):
-            # A caller cancelled meanwhile has closed its end; the work is done.
-            with contextlib.suppress(trio.BrokenResourceError):
-                pending.reply.send_nowait(outcome)
+            pending.answer(outcome)
 
     def close(self) -> None:
         """Take no more requests; the queued ones are still answered, then :meth:`run` ends."""
@@ -125,9 +141,8 @@ def _claimed(taken: list[_Pending[R]]) -> list[_Pending[R]]:
     for pending in taken:
         if pending.ticket is None or pending.ticket.claim():
             batch.append(pending)
-            continue
-        with contextlib.suppress(trio.BrokenResourceError):
-            pending.reply.send_nowait((False, OperationAbandoned()))
+        else:
+            pending.answer((False, OperationAbandoned()))
     return batch
 
 
@@ -138,5 +153,4 @@ def _refuse_queued(receive: trio.MemoryReceiveChannel[_Pending[R]]) -> None:
             pending = receive.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return
-        with contextlib.suppress(trio.BrokenResourceError):
-            pending.reply.send_nowait((False, StoreClosed("the store is shut down")))
+        pending.answer((False, StoreClosed("the store is shut down")))

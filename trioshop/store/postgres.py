@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -68,6 +69,13 @@ KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalive
 # A conditional decrement that failed while the figure read just after suffices: the stock
 # rose in between; try again this many times in all.
 STOCK_ATTEMPTS = 3
+# The first key of the advisory locks a batch of cart writes takes, one a user (the second
+# key is a hash of the user id), in key order: two nodes' batches never deadlock.
+CART_LOCK = 0x63617274  # "cart"
+# How long a batch of cart writes waits for a lock (another node's batch, or a transaction
+# left open on a cart's row) before it is split and each write waits alone: one stuck cart
+# must not hold up every cart of the node.
+LOCK_TIMEOUT = "1s"
 
 _NO_CART = StoredCart((), 0)
 _RETENTION = float(ADD_KEY_RETENTION_SECONDS)
@@ -163,10 +171,11 @@ class _CartWrite:
 def _write_carts(conn: Connection, writes: list[_CartWrite]) -> list[Outcome]:
     """Every write of *writes* in one transaction, each conditional on its version.
 
-    Statements per batch, not per write: one stock read for the adds' checks, the carts
-    locked in user order (two nodes' batches never deadlock), one UPDATE and one INSERT over
-    arrays, and one read of the carts that conflicted. A write refused by its stock check or
-    its version changes nothing; the others commit.
+    Statements per batch, not per write: one stock read for the adds' checks, an advisory
+    lock a user taken in key order (two nodes' batches never deadlock, whether their carts
+    exist yet or not), one UPDATE and one INSERT over arrays, and one read of the carts that
+    conflicted. Waiting for a lock longer than :data:`LOCK_TIMEOUT` fails the batch. A write
+    refused by its stock check or its version changes nothing; the others commit.
     """
     outcomes: list[Outcome | None] = [None] * len(writes)
     with _transaction(conn):
@@ -190,9 +199,11 @@ def _write_carts(conn: Connection, writes: list[_CartWrite]) -> list[Outcome]:
                 continue
             seen.add(write.user_id)
             todo.add(i)
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
         conn.execute(
-            "SELECT 1 FROM carts WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE",
-            (sorted(seen),),
+            "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT DISTINCT hashtext(u) AS k "
+            "FROM unnest(%s::text[]) AS u ORDER BY k OFFSET 0) AS keys",
+            (CART_LOCK, sorted(seen)),
         )
         chosen = [writes[i] for i in sorted(todo)]
         updates = [w for w in chosen if w.version > 0]
@@ -316,32 +327,44 @@ class PostgresStore(Store):
     @_writes.default
     def _cart_writer(self) -> Batcher[_CartWrite]:
         async def write(writes: list[_CartWrite]) -> list[Outcome]:
-            return await self._run(lambda conn: _write_carts(conn, writes), writes=len(writes))
+            return await self._run_held(
+                lambda conn: _write_carts(conn, writes), writes=len(writes)
+            )
 
         async def apply(writes: list[_CartWrite]) -> list[Outcome]:
-            try:
-                return await write(writes)
-            except StoreError as exc:
-                if len(writes) == 1 or _unavailable(exc):
-                    raise
-            # Refused for what one write held (nothing was committed): one at a time, so
-            # that write fails alone and the others go through.
+            for attempt in range(self.pool_size + 1):
+                try:
+                    return await write(writes)
+                except StoreError as exc:
+                    failure = _failure(exc)
+                    if failure is _Failure.DOWN or (
+                        failure is _Failure.RETRY and attempt == self.pool_size
+                    ):
+                        raise
+                    if failure is _Failure.ALONE:
+                        if len(writes) == 1:
+                            raise
+                        break
+            # Refused for what one write held, or a lock waited on too long (nothing was
+            # committed): one at a time, so that write fails alone and the others go through.
             outcomes: list[Outcome] = []
-            for one in writes:
+            for done, one in enumerate(writes):
                 try:
                     outcomes += await write([one])
                 except StoreError as exc:
+                    if _failure(exc) is _Failure.DOWN:  # the rest would fail alike, slowly
+                        return outcomes + [(False, exc)] * (len(writes) - done)
                     outcomes.append((False, exc))
             return outcomes
 
-        return Batcher(apply)
+        return Batcher(apply, gate=self.limiter)
 
     @_versions.default
     def _version_reader(self) -> Batcher[str]:
         async def apply(user_ids: list[str]) -> list[Outcome]:
-            return await self._run(lambda conn: _cart_versions(conn, user_ids))
+            return await self._run_held(lambda conn: _cart_versions(conn, user_ids))
 
-        return Batcher(apply)
+        return Batcher(apply, gate=self.limiter)
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -489,19 +512,21 @@ class PostgresStore(Store):
         """Run *work* with a pooled connection in a worker thread; psycopg's errors become
         :class:`StoreError`. *work* makes its own transaction (the connection autocommits)
         of *writes* operations, counted in :meth:`statistics` (0: a read)."""
+        # The limiter has as many tokens as the pool has connections: holding one, a
+        # connection is ours. Only then is the ticket claimed (on the Trio thread, no hop
+        # back from the worker): a caller still queued for a token can give up.
+        async with self.limiter:
+            if ticket is not None and not ticket.claim():
+                raise OperationAbandoned()
+            return await self._run_held(work, writes=writes)
+
+    async def _run_held(self, work: Callable[[Connection], T], *, writes: int = 0) -> T:
+        """:meth:`_run` for a caller already holding a token of ``limiter``."""
         pool = self._pool
         if pool is None:
             raise StoreClosed("the store is not open")
         try:
-            # The limiter has as many tokens as the pool has connections: holding one, a
-            # connection is ours. Only then is the ticket claimed (on the Trio thread, no hop
-            # back from the worker): a caller still queued for a token can give up.
-            async with self.limiter:
-                if ticket is not None and not ticket.claim():
-                    raise OperationAbandoned()
-                result = await trio.to_thread.run_sync(
-                    self._work, pool, work, limiter=self._hop
-                )
+            result = await trio.to_thread.run_sync(self._work, pool, work, limiter=self._hop)
         except (DomainError, CartConflict, StoreError):
             raise
         except PoolClosed as exc:
@@ -762,12 +787,36 @@ def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
         )
 
 
-def _unavailable(exc: StoreError) -> bool:
-    """Whether *exc* says the database could not be reached or lost the link (every write
-    would fail alike), not that it refused what one write held."""
-    return isinstance(exc, (StoreClosed, OutcomeUnknown)) or isinstance(
-        exc.__cause__, (psycopg.OperationalError, PoolTimeout, PoolClosed)
-    )
+class _Failure(enum.Enum):
+    """What a failed batch of cart writes calls for."""
+
+    DOWN = "down"  # the database is unreachable or out of resources: every write fails alike
+    RETRY = "retry"  # nothing was applied and another try can succeed (a deadlock victim, a
+    # pooled connection the server had closed)
+    ALONE = "alone"  # refused for what one write held, or a lock waited on: one at a time
+
+
+# SQLSTATE classes of a link that broke before the commit: connection exceptions (08) and
+# the server ending sessions (57P01-57P03: shutdown, crash, cannot connect now).
+_LINK_LOST = ("08", "57P01", "57P02", "57P03")
+
+
+def _failure(exc: StoreError) -> _Failure:
+    """How to go on after *exc* failed a whole batch of cart writes (nothing was applied,
+    except for :class:`OutcomeUnknown`, which is never tried again)."""
+    cause = exc.__cause__
+    if isinstance(exc, (StoreClosed, OutcomeUnknown)) or isinstance(
+        cause, (PoolTimeout, PoolClosed)
+    ):
+        return _Failure.DOWN
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return _Failure.ALONE
+    if isinstance(cause, psycopg.errors.TransactionRollback):
+        return _Failure.RETRY
+    if isinstance(cause, psycopg.OperationalError):
+        state = cause.sqlstate
+        return _Failure.RETRY if state is None or state.startswith(_LINK_LOST) else _Failure.DOWN
+    return _Failure.ALONE
 
 
 @contextmanager
