@@ -218,3 +218,22 @@ async def test_a_batch_cancelled_while_waiting_for_the_gate_is_answered() -> Non
         await trio.testing.wait_all_tasks_blocked()
         runner.cancel()
     assert db.batches == [] and isinstance(answers[0], StoreClosed)
+
+
+async def test_a_bug_in_apply_answers_its_batch_and_the_batcher_goes_on() -> None:
+    """An apply that raises something unexpected fails its batch alone; later batches work."""
+    calls: list[list[int]] = []
+
+    async def apply(requests: list[int]) -> list[Outcome]:
+        calls.append(requests)
+        if len(calls) == 1:
+            raise ZeroDivisionError("a bug")
+        return [(True, n) for n in requests]
+
+    batcher = Batcher(apply)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        with pytest.raises(StoreError, match="ZeroDivisionError"):
+            await batcher.submit(1)
+        assert await batcher.submit(2) == 2
+        nursery.cancel_scope.cancel()

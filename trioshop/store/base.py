@@ -83,7 +83,8 @@ class CartConflict(Exception):
 
 @attrs.frozen
 class StoreStatistics:
-    """Totals since the store opened: transactions committed and the operations in them."""
+    """Totals since the store opened: write transactions run and the operations in them
+    (refused ones included: a batch's refusals go in its transaction)."""
 
     transactions: int
     operations: int

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
+from trioshop.logs import log_event
 from trioshop.runtime import Ticket
 from trioshop.store.base import OperationAbandoned, StoreClosed, StoreError
+
+logger = logging.getLogger("trioshop.store")
 
 R = TypeVar("R")
 # One request's answer: (True, result) or (False, the exception its caller raises).
@@ -101,8 +105,17 @@ class Batcher(Generic[R]):
     async def _answer(self, batch: list[_Pending[R]]) -> None:
         try:
             outcomes = await self.apply([pending.request for pending in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} requests")
         except StoreError as exc:
             outcomes = [(False, exc)] * len(batch)
+        except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
+            log_event(logger, "store batch failed", logging.ERROR, error=repr(exc), exc_info=exc)
+            failure = StoreError(
+                f"the store could not carry out the operation ({type(exc).__name__}); "
+                "nothing was changed"
+            )
+            outcomes = [(False, failure)] * len(batch)
         self._batches += 1
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.answer(outcome)
