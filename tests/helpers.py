@@ -88,6 +88,15 @@ def service(shop: Shop, name: str) -> ServiceStatistics:
     return found[0]
 
 
+def buy_one(client: httpx.Client, user: str, sku: str) -> int:
+    """Add one *sku* to *user*'s cart and check out: the add's status if it failed, else the
+    checkout's (a racer for the last units gets 200 or 409)."""
+    added = client.post(f"/api/cart/{user}/items", json={"sku": sku})
+    if added.status_code != 200:
+        return added.status_code
+    return client.post(f"/api/cart/{user}/checkout").status_code
+
+
 @attrs.define
 class AddTally:
     """Adds sent while a node may die: those acknowledged, and those whose outcome is unknown

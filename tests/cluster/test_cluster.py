@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import AddTally
+from tests.helpers import AddTally, buy_one
 from tests.postgres import fresh_schema
 from trioshop.cluster.haproxy import Backend, haproxy_config
 from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
@@ -77,14 +77,10 @@ def test_parallel_shoppers_never_oversell(cluster: ClusterProcess) -> None:
     """200 shoppers race for 20 monitors through the proxy: 20 orders, each delivered once."""
     with httpx.Client(base_url=cluster.base_url, timeout=30) as http:
 
-        def shop(n: int) -> int:
-            added = http.post(f"/api/cart/racer{n}/items", json={"sku": "MON-004"})
-            if added.status_code != 200:
-                return added.status_code
-            return http.post(f"/api/cart/racer{n}/checkout").status_code
-
         with ThreadPoolExecutor(16) as pool:
-            statuses = Counter(pool.map(shop, range(200)))
+            statuses = Counter(
+                pool.map(lambda n: buy_one(http, f"racer{n}", "MON-004"), range(200))
+            )
         assert statuses[200] == 20 and set(statuses) <= {200, 409}
         stock = {p["sku"]: p["stock"] for p in http.get("/api/products").json()["products"]}
         assert stock["MON-004"] == 0

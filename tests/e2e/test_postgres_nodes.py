@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import REGISTRY_DIR, AddTally
+from tests.helpers import REGISTRY_DIR, AddTally, buy_one
 from tests.postgres import fresh_schema
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ServerProcess, running, wait_for_count
@@ -79,15 +79,10 @@ def test_last_units_are_sold_once_and_each_order_handled_once(
     with nodes(registry, database) as servers:
         http = clients(servers)
 
-        def buy(n: int) -> int:
-            client = http[n % 2]
-            added = client.post(f"/api/cart/buyer{n}/items", json={"sku": "MON-004"})
-            if added.status_code != 200:
-                return added.status_code
-            return client.post(f"/api/cart/buyer{n}/checkout").status_code
-
         with ThreadPoolExecutor(16) as pool:
-            statuses = Counter(pool.map(buy, range(60)))
+            statuses = Counter(
+                pool.map(lambda n: buy_one(http[n % 2], f"buyer{n}", "MON-004"), range(60))
+            )
         assert statuses[200] == 20
         assert set(statuses) <= {200, 409}
         for client in http:
