@@ -256,6 +256,12 @@ def _cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
     return [(True, int(found.get(user_id, 0))) for user_id in user_ids]
 
 
+def _available(conn: Connection, sku: str) -> int:
+    """The units of *sku* in stock now (0 for a SKU never stocked)."""
+    row = conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _order_by_key(conn: Connection, key: str) -> Order | None:
     row = conn.execute(
         f"SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.idempotency_key = %s", (key,)
@@ -277,8 +283,7 @@ def _take_stock(conn: Connection, order: Order) -> None:
             ).rowcount
             if taken:
                 break
-            row = conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchone()
-            have = 0 if row is None else int(row[0])
+            have = _available(conn, sku)
             # The domain's rule makes the refusal; should it not refuse, stock rose meanwhile.
             reserve_stock([x for x in order.lines if x.sku == sku], {sku: have})
         else:
@@ -592,11 +597,7 @@ class PostgresStore(Store):
         def save(conn: Connection) -> int:  # one at a time: the key's row needs its own rollback
             with _transaction(conn):
                 if stock_check is not None:
-                    sku, quantity = stock_check
-                    row = conn.execute(
-                        "SELECT available FROM stock WHERE sku = %s", (sku,)
-                    ).fetchone()
-                    check_stock(sku, quantity, 0 if row is None else int(row[0]))
+                    check_stock(*stock_check, _available(conn, stock_check[0]))
                 # A fresh key (even one committed by a concurrent writer, waited for)
                 # is left alone: no row written, and the caller asks added_with_key.
                 stored = conn.execute(
@@ -626,11 +627,7 @@ class PostgresStore(Store):
     # -- stock ----------------------------------------------------------------------------
 
     async def available(self, sku: str) -> int:
-        def read(conn: Connection) -> int:
-            row = conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchone()
-            return 0 if row is None else int(row[0])
-
-        return await self._run(read)
+        return await self._run(lambda conn: _available(conn, sku))
 
     async def stock_levels(self) -> dict[str, int]:
         def read(conn: Connection) -> dict[str, int]:
