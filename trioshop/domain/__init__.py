@@ -12,7 +12,14 @@ from trioshop.domain.errors import (
     NoActiveCart,
 )
 from trioshop.domain.model import CartLine, CartView, Order, Placement, ServiceOutcome
-from trioshop.domain.rules import add_line, check_stock, replay, reserve_stock, total_cents
+from trioshop.domain.rules import (
+    add_line,
+    check_stock,
+    quantities,
+    replay,
+    reserve_stock,
+    total_cents,
+)
 
 __all__ = [
     "CartEmpty",
@@ -28,6 +35,7 @@ __all__ = [
     "ServiceOutcome",
     "add_line",
     "check_stock",
+    "quantities",
     "replay",
     "reserve_stock",
     "total_cents",

@@ -61,13 +61,17 @@ def reserve_stock(lines: Iterable[CartLine], available: Mapping[str, int]) -> di
     Raises :class:`InsufficientStock` for the first SKU whose lines, together, ask for more
     than there is (an unknown SKU has none).
     """
+    levels: dict[str, int] = {}
+    for sku, quantity in quantities(lines).items():
+        have = available.get(sku, 0)
+        check_stock(sku, quantity, have)
+        levels[sku] = have - quantity
+    return levels
+
+
+def quantities(lines: Iterable[CartLine]) -> dict[str, int]:
+    """How many of each SKU *lines* hold together, in the order SKUs first appear."""
     wanted: dict[str, int] = {}
     for line in lines:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
-    levels: dict[str, int] = {}
-    for sku, quantity in wanted.items():
-        have = available.get(sku, 0)
-        if quantity > have:
-            raise InsufficientStock(sku, quantity, have)
-        levels[sku] = have - quantity
-    return levels
+    return wanted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -10,7 +11,10 @@ import attrs
 import trio
 
 from trioshop.domain import CartLine, Order, Placement, ServiceOutcome
+from trioshop.logs import log_event
 from trioshop.runtime import Ticket
+
+logger = logging.getLogger("trioshop.store")
 
 
 class StoreError(Exception):
@@ -35,6 +39,22 @@ class OperationAbandoned(StoreError):
 
     def __init__(self) -> None:
         super().__init__("the caller gave up before the change started; nothing was changed")
+
+
+def claim(ticket: Ticket | None) -> None:
+    """Take the caller's change on now; :class:`OperationAbandoned` if it has given up."""
+    if ticket is not None and not ticket.claim():
+        raise OperationAbandoned()
+
+
+def unexpected(exc: Exception) -> StoreError:
+    """What no store operation should raise (a bug): logged with its traceback, and answered
+    to its caller as a :class:`StoreError`."""
+    log_event(logger, "store operation failed", logging.ERROR, error=repr(exc), exc_info=exc)
+    return StoreError(
+        f"the store could not carry out the operation ({type(exc).__name__}: {exc}); "
+        "nothing was changed"
+    )
 
 
 # How long an add's Idempotency-Key is remembered: a retry later than this adds again.

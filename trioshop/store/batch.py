@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 
-from trioshop.logs import log_event
 from trioshop.runtime import Ticket
-from trioshop.store.base import OperationAbandoned, StoreClosed, StoreError
-
-logger = logging.getLogger("trioshop.store")
+from trioshop.store.base import OperationAbandoned, StoreClosed, StoreError, claim, unexpected
 
 R = TypeVar("R")
 # One request's answer: (True, result) or (False, the exception its caller raises).
@@ -110,12 +106,7 @@ class Batcher(Generic[R]):
         except StoreError as exc:
             outcomes = [(False, exc)] * len(batch)
         except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
-            log_event(logger, "store batch failed", logging.ERROR, error=repr(exc), exc_info=exc)
-            failure = StoreError(
-                f"the store could not carry out the operation ({type(exc).__name__}); "
-                "nothing was changed"
-            )
-            outcomes = [(False, failure)] * len(batch)
+            outcomes = [(False, unexpected(exc))] * len(batch)
         self._batches += 1
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.answer(outcome)
@@ -152,10 +143,12 @@ def _claimed(taken: list[_Pending[R]]) -> list[_Pending[R]]:
     abandoned one is answered at once and never applied."""
     batch = []
     for pending in taken:
-        if pending.ticket is None or pending.ticket.claim():
-            batch.append(pending)
+        try:
+            claim(pending.ticket)
+        except OperationAbandoned as abandoned:
+            pending.answer((False, abandoned))
         else:
-            pending.answer((False, OperationAbandoned()))
+            batch.append(pending)
     return batch
 
 

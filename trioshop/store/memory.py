@@ -24,20 +24,15 @@ from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     CartConflict,
-    OperationAbandoned,
     OutboxEntry,
     Store,
     StoredCart,
     StoredOrder,
     StoreStatistics,
+    claim,
 )
 
 _NO_CART = StoredCart((), 0)
-
-
-def _claim(ticket: Ticket | None) -> None:
-    if ticket is not None and not ticket.claim():
-        raise OperationAbandoned()
 
 
 @attrs.define
@@ -87,7 +82,7 @@ class MemoryStore(Store):
         add_key: tuple[str, CartLine] | None = None,
         stock_check: tuple[str, int] | None = None,
     ) -> int:
-        _claim(ticket)
+        claim(ticket)
         self._writes += 1
         if stock_check is not None:
             check_stock(*stock_check, self._stock.get(stock_check[0], 0))
@@ -128,7 +123,7 @@ class MemoryStore(Store):
     async def checkout(
         self, order: Order, *, version: int, ticket: Ticket | None = None
     ) -> Placement:
-        _claim(ticket)
+        claim(ticket)
         self._writes += 1
         key = order.idempotency_key
         if key is not None:

@@ -22,15 +22,14 @@ from trioshop.domain import (
     Placement,
     ServiceOutcome,
     check_stock,
+    quantities,
     replay,
-    reserve_stock,
 )
 from trioshop.logs import log_event
 from trioshop.runtime import Ticket, open_service_nursery
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     CartConflict,
-    OperationAbandoned,
     OutboxEntry,
     OutcomeUnknown,
     Store,
@@ -39,6 +38,8 @@ from trioshop.store.base import (
     StoredOrder,
     StoreError,
     StoreStatistics,
+    claim,
+    unexpected,
 )
 from trioshop.store.batch import Batcher, Outcome
 from trioshop.store.codec import decode_lines, encode_lines
@@ -272,9 +273,7 @@ def _order_by_key(conn: Connection, key: str) -> Order | None:
 def _take_stock(conn: Connection, order: Order) -> None:
     """Take every line's quantity from stock, SKU by SKU in name order (no deadlocks between
     checkouts); :class:`InsufficientStock` as soon as one SKU has too little."""
-    wanted: dict[str, int] = {}
-    for line in order.lines:
-        wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+    wanted = quantities(order.lines)
     for sku in sorted(wanted):
         for _ in range(STOCK_ATTEMPTS):
             taken = conn.execute(
@@ -283,9 +282,8 @@ def _take_stock(conn: Connection, order: Order) -> None:
             ).rowcount
             if taken:
                 break
-            have = _available(conn, sku)
             # The domain's rule makes the refusal; should it not refuse, stock rose meanwhile.
-            reserve_stock([x for x in order.lines if x.sku == sku], {sku: have})
+            check_stock(sku, wanted[sku], _available(conn, sku))
         else:
             raise StoreError(f"the stock of {sku} kept changing during checkout; retry")
 
@@ -521,8 +519,7 @@ class PostgresStore(Store):
         # connection is ours. Only then is the ticket claimed (on the Trio thread, no hop
         # back from the worker): a caller still queued for a token can give up.
         async with self.limiter:
-            if ticket is not None and not ticket.claim():
-                raise OperationAbandoned()
+            claim(ticket)
             return await self._run_held(work, writes=writes)
 
     async def _run_held(self, work: Callable[[Connection], T], *, writes: int = 0) -> T:
@@ -550,13 +547,7 @@ class PostgresStore(Store):
                 f"PostgreSQL refused the operation ({_reason(exc)}); nothing was changed"
             ) from exc
         except Exception as exc:
-            log_event(
-                logger, "store operation failed", logging.ERROR, error=repr(exc), exc_info=exc
-            )
-            raise StoreError(
-                f"the store could not carry out the operation ({type(exc).__name__}: {exc}); "
-                "nothing was changed"
-            ) from exc
+            raise unexpected(exc) from exc
         if writes:
             self._transactions += 1
             self._operations += writes

@@ -35,6 +35,7 @@ from trioshop.store.base import (
     StoredOrder,
     StoreError,
     StoreStatistics,
+    unexpected,
 )
 from trioshop.store.batch import Batcher, Outcome
 from trioshop.store.codec import decode_lines, encode_lines
@@ -177,7 +178,7 @@ class SqliteStore(Store):
                     raise  # the database itself is in trouble: the batch fails
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
-                    outcomes.append((False, self._failed(exc)))
+                    outcomes.append((False, unexpected(exc)))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except Exception as exc:
@@ -187,17 +188,6 @@ class SqliteStore(Store):
             error = StoreError(f"the database refused the write ({exc}); retry later")
             return [(False, error)] * len(batch)
         return outcomes
-
-    @staticmethod
-    def _failed(exc: Exception) -> StoreError:
-        """One operation raised what no operation should: logged, answered alone."""
-        log_event(
-            logger, "store operation failed", logging.ERROR, error=repr(exc), exc_info=exc
-        )
-        return StoreError(
-            f"the store could not carry out the operation ({type(exc).__name__}: {exc}); "
-            "nothing was changed"
-        )
 
     async def run(
         self,
@@ -235,7 +225,7 @@ class SqliteStore(Store):
                 try:
                     on_commit(result)
                 except Exception as exc:  # committed: the caller still hears so
-                    self._failed(exc)
+                    unexpected(exc)
         return outcomes
 
     def close(self) -> None:
@@ -268,7 +258,7 @@ class SqliteStore(Store):
             except sqlite3.Error as exc:
                 raise StoreError(f"the database refused the read ({exc}); retry later") from exc
             except Exception as exc:
-                raise self._failed(exc) from exc
+                raise unexpected(exc) from exc
 
     # -- operations ---------------------------------------------------------------------
 
