@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -25,6 +25,8 @@ from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
 from trioshop.runtime import ActorContext, EventBus, Ticket
 from trioshop.store import CartConflict, Store, StoredCart, StoreError
+
+T = TypeVar("T")
 
 logger = logging.getLogger("trioshop.cart")
 
@@ -190,50 +192,55 @@ class Cart:
         self._lines = {line.sku: line for line in stored.lines}
         self._version = stored.version
 
+    async def _until_stored(self, attempt: Callable[[], Awaitable[T]], during: str) -> T:
+        """*attempt* until the store takes it; on a conflict, adopt the cart as stored and
+        attempt again (the command applied to the cart as it is now)."""
+        for _ in range(CONFLICT_ATTEMPTS):
+            try:
+                return await attempt()
+            except CartConflict as conflict:
+                self._adopt(conflict.current)
+        raise StoreError(f"the cart kept changing elsewhere {during}; retry")
+
     async def _change(
         self,
         change: Callable[[dict[str, CartLine]], dict[str, CartLine]],
         ticket: Ticket | None,
     ) -> None:
         """Store ``change(lines)``; on a conflict, reload and apply *change* again."""
-        for _ in range(CONFLICT_ATTEMPTS):
+
+        async def attempt() -> None:
             lines = change(self._lines)
-            try:
-                self._version = await self.deps.store.save_cart(
-                    self.user_id, tuple(lines.values()), version=self._version, ticket=ticket
-                )
-            except CartConflict as conflict:
-                self._adopt(conflict.current)
-                continue
+            self._version = await self.deps.store.save_cart(
+                self.user_id, tuple(lines.values()), version=self._version, ticket=ticket
+            )
             self._lines = lines
-            return
-        raise StoreError("the cart kept changing elsewhere while this change was made; retry")
+
+        await self._until_stored(attempt, "while this change was made")
 
     async def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
         store, key, added = self.deps.store, add.idempotency_key, add.line
-        for _ in range(CONFLICT_ATTEMPTS):
+
+        async def attempt() -> CartLine:
             if key is not None:
                 earlier = await store.added_with_key(self.user_id, key)
                 if earlier is not None:
                     return earlier  # a retry: answered as the first time, not added again
             lines = add_line(self._lines, added)  # the stock is checked with the write
             answer = attrs.evolve(added, price_cents=lines[added.sku].price_cents)
-            try:
-                self._version = await store.save_cart(
-                    self.user_id, tuple(lines.values()), version=self._version,
-                    ticket=add.ticket, add_key=None if key is None else (key, answer),
-                    stock_check=(added.sku, lines[added.sku].quantity),
-                )
-            except CartConflict as conflict:
-                self._adopt(conflict.current)  # re-apply the add to the cart as it is now
-                continue
+            self._version = await store.save_cart(
+                self.user_id, tuple(lines.values()), version=self._version,
+                ticket=add.ticket, add_key=None if key is None else (key, answer),
+                stock_check=(added.sku, lines[added.sku].quantity),
+            )
             self._lines = lines
             log_event(
                 logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,
                 quantity=added.quantity,
             )
             return answer
-        raise StoreError("the cart kept changing elsewhere while this item was added; retry")
+
+        return await self._until_stored(attempt, "while this item was added")
 
     def _view(self) -> CartView:
         lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
@@ -242,7 +249,7 @@ class Cart:
     async def _checkout(
         self, ctx: ActorContext, idempotency_key: str | None, ticket: Ticket | None
     ) -> Placement:
-        for _ in range(CONFLICT_ATTEMPTS):
+        async def attempt() -> tuple[Order, Placement]:
             if not self._lines:
                 raise CartEmpty()
             lines = tuple(self._lines.values())
@@ -250,16 +257,11 @@ class Cart:
                 uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
                 idempotency_key,
             )
-            try:
-                placement = await self.deps.store.checkout(
-                    order, version=self._version, ticket=ticket
-                )
-            except CartConflict as conflict:
-                self._adopt(conflict.current)  # check out the cart as it is now
-                continue
-            break
-        else:
-            raise StoreError("the cart kept changing elsewhere during checkout; retry")
+            return order, await self.deps.store.checkout(
+                order, version=self._version, ticket=ticket
+            )
+
+        order, placement = await self._until_stored(attempt, "during checkout")
         if placement.replayed:
             # The key's earlier order of this user, returned as it was; this cart is another
             # session and stays.
@@ -270,7 +272,8 @@ class Cart:
         self.deps.counters.revenue_cents += order.total_cents
         log_event(
             logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
-            order_id=order.order_id, total=to_json_number(order.total_cents), items=len(lines),
+            order_id=order.order_id, total=to_json_number(order.total_cents),
+            items=len(order.lines),
         )
         self._lines, self._version = {}, self._version + 1
         ctx.stop()
