@@ -45,7 +45,7 @@ async def open_shop(
     # work (SQLite) so a burst of it cannot exhaust the thread pool.
     blocking = trio.CapacityLimiter(registry.process_host.workers)
     idle = settings.cart_idle_timeout
-    initial_stock = {p.sku: p.stock for p in registry.products}
+    initial_stock = registry.initial_stock
     async with open_store(
         settings.data_dir, initial_stock, blocking, synchronous=settings.sqlite_synchronous,
         database_url=settings.database_url, pool_size=settings.database_pool_size,

@@ -79,6 +79,11 @@ class Registry:
         return self.find(of_type=Product)
 
     @property
+    def initial_stock(self) -> dict[str, int]:
+        """Each product's stock as the registry gives it, by SKU (the store's seed)."""
+        return {p.sku: p.stock for p in self.products}
+
+    @property
     def services(self) -> list[ServiceDefinition]:
         return self.find(of_type=ServiceDefinition)
 

@@ -22,7 +22,12 @@ from trioshop.store.base import (
     StoreStatistics,
 )
 from trioshop.store.memory import MemoryStore
-from trioshop.store.postgres import PostgresStore, open_postgres_store
+from trioshop.store.postgres import (
+    CLAIM_SECONDS,
+    POOL_SIZE,
+    PostgresStore,
+    open_postgres_store,
+)
 from trioshop.store.sqlite import DATABASE_FILE, SqliteStore
 
 
@@ -34,8 +39,8 @@ async def open_store(
     *,
     synchronous: str = "FULL",
     database_url: str | None = None,
-    pool_size: int = 8,
-    claim_seconds: float = 30.0,
+    pool_size: int = POOL_SIZE,
+    claim_seconds: float = CLAIM_SECONDS,
 ) -> AsyncIterator[Store]:
     """The store, ready, with *initial_stock* seeded: PostgreSQL at *database_url* if given,
     else SQLite in *data_dir*, else (``None``) in memory.

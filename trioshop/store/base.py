@@ -89,6 +89,10 @@ class StoredCart:
     version: int
 
 
+# A cart never stored (what loading one answers for a user without a row).
+NO_CART = StoredCart((), 0)
+
+
 class CartConflict(Exception):
     """The stored cart is not at the version the writer expected: another writer changed it.
 

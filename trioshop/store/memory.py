@@ -23,6 +23,7 @@ from trioshop.domain import (
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
+    NO_CART,
     CartConflict,
     OutboxEntry,
     Store,
@@ -31,8 +32,6 @@ from trioshop.store.base import (
     StoreStatistics,
     claim,
 )
-
-_NO_CART = StoredCart((), 0)
 
 
 @attrs.define
@@ -55,16 +54,16 @@ class MemoryStore(Store):
     # -- carts ----------------------------------------------------------------------------
 
     async def load_cart(self, user_id: str) -> StoredCart:
-        return self._carts.get(user_id, _NO_CART)
+        return self._carts.get(user_id, NO_CART)
 
     async def cart_version(self, user_id: str) -> int:
-        return self._carts.get(user_id, _NO_CART).version
+        return self._carts.get(user_id, NO_CART).version
 
     async def has_cart(self, user_id: str) -> bool:
-        return bool(self._carts.get(user_id, _NO_CART).lines)
+        return bool(self._carts.get(user_id, NO_CART).lines)
 
     def _put_cart(self, user_id: str, lines: tuple[CartLine, ...], version: int) -> int:
-        current = self._carts.get(user_id, _NO_CART)
+        current = self._carts.get(user_id, NO_CART)
         if current.version != version:
             raise CartConflict(current)
         if not lines and not current.version:
@@ -87,7 +86,7 @@ class MemoryStore(Store):
         if stock_check is not None:
             check_stock(*stock_check, self._stock.get(stock_check[0], 0))
         if add_key is not None and await self.added_with_key(user_id, add_key[0]):
-            raise CartConflict(self._carts.get(user_id, _NO_CART))
+            raise CartConflict(self._carts.get(user_id, NO_CART))
         stored = self._put_cart(user_id, lines, version)
         if add_key is not None:
             now = time.time()
@@ -130,7 +129,7 @@ class MemoryStore(Store):
             earlier = replay(self._by_key.get(key), order.user_id)
             if earlier is not None:
                 return Placement(earlier, replayed=True)
-        current = self._carts.get(order.user_id, _NO_CART)
+        current = self._carts.get(order.user_id, NO_CART)
         if current.version != version:
             raise CartConflict(current)
         levels = reserve_stock(order.lines, self._stock)

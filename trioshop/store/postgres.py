@@ -29,6 +29,7 @@ from trioshop.logs import log_event
 from trioshop.runtime import Ticket, open_service_nursery
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
+    NO_CART,
     CartConflict,
     OutboxEntry,
     OutcomeUnknown,
@@ -42,7 +43,7 @@ from trioshop.store.base import (
     unexpected,
 )
 from trioshop.store.batch import Batcher, Outcome
-from trioshop.store.codec import decode_lines, encode_lines
+from trioshop.store.codec import EMPTY_LINES, decode_lines, encode_lines
 from trioshop.store.postgres_schema import migrate
 
 logger = logging.getLogger("trioshop.store")
@@ -62,6 +63,8 @@ CONNECT_TIMEOUT = 5
 POOL_TIMEOUT = 1.0
 # How long an outbox entry handed out by pending() stays claimed by this node.
 CLAIM_SECONDS = 30.0
+# Connections (and worker threads) of one node's pool, unless told otherwise.
+POOL_SIZE = 8
 # The outbox listener's reconnection delays: doubling from the first to the last.
 LISTEN_BACKOFF = (0.1, 10.0)
 # The listen connection notices a dead server or network within about a minute.
@@ -78,7 +81,6 @@ CART_LOCK = 0x63617274  # "cart"
 # must not hold up every cart of the node.
 LOCK_TIMEOUT = "1s"
 
-_NO_CART = StoredCart((), 0)
 _RETENTION = float(ADD_KEY_RETENTION_SECONDS)
 _KEY_CONSTRAINT = "orders_idempotency_key"
 _ORDER_COLUMNS = (
@@ -128,7 +130,7 @@ def _stored_cart(conn: Connection, user_id: str) -> StoredCart:
     row = conn.execute(
         "SELECT lines::text, version FROM carts WHERE user_id = %s", (user_id,)
     ).fetchone()
-    return _NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
+    return NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
 
 
 def _write_cart(conn: Connection, user_id: str, payload: str, version: int) -> int:
@@ -138,7 +140,7 @@ def _write_cart(conn: Connection, user_id: str, payload: str, version: int) -> i
     then finds no longer matches, and the conflict carries the winner's cart.
     """
     if version == 0:
-        if payload == "[]":  # nothing stored, nothing to store, unless a row appeared
+        if payload == EMPTY_LINES:  # nothing stored, nothing to store, unless a row appeared
             current = _stored_cart(conn, user_id)
             if current.version:
                 raise CartConflict(current)
@@ -208,7 +210,7 @@ def _write_carts(conn: Connection, writes: list[_CartWrite]) -> list[Outcome]:
         )
         chosen = [writes[i] for i in sorted(todo)]
         updates = [w for w in chosen if w.version > 0]
-        inserts = [w for w in chosen if w.version == 0 and w.payload != "[]"]
+        inserts = [w for w in chosen if w.version == 0 and w.payload != EMPTY_LINES]
         written: set[str] = set()
         if updates:
             written.update(row[0] for row in conn.execute(
@@ -241,8 +243,8 @@ def _write_carts(conn: Connection, writes: list[_CartWrite]) -> list[Outcome]:
     for i in applied:
         outcomes[i] = (True, writes[i].version + 1)
     for i in unsettled:
-        write, stored = writes[i], current.get(writes[i].user_id, _NO_CART)
-        if i in todo and write.version == 0 and write.payload == "[]" and not stored.version:
+        write, stored = writes[i], current.get(writes[i].user_id, NO_CART)
+        if i in todo and write.version == 0 and write.payload == EMPTY_LINES and not stored.version:
             outcomes[i] = (True, 0)  # nothing stored, nothing to store
         else:
             outcomes[i] = (False, CartConflict(stored))
@@ -305,7 +307,7 @@ class PostgresStore(Store):
     exclusive: ClassVar[bool] = False
 
     url: str
-    pool_size: int = 8
+    pool_size: int = POOL_SIZE
     claim_seconds: float = CLAIM_SECONDS
     # The thread hop itself is unbounded: ``limiter`` (one token a connection) is taken first.
     _hop: trio.CapacityLimiter = attrs.field(
@@ -650,7 +652,7 @@ class PostgresStore(Store):
                     if (placement := replayed(conn)) is not None:
                         return placement
                     try:
-                        _write_cart(conn, order.user_id, "[]", version)
+                        _write_cart(conn, order.user_id, EMPTY_LINES, version)
                     except CartConflict:
                         # We waited for the cart's other writer: if it was this key's
                         # checkout, answer as if it had come first (a statement sees it now).
@@ -835,7 +837,7 @@ async def open_postgres_store(
     url: str,
     initial_stock: Mapping[str, int],
     *,
-    pool_size: int = 8,
+    pool_size: int = POOL_SIZE,
     claim_seconds: float = CLAIM_SECONDS,
 ) -> AsyncIterator[PostgresStore]:
     """The store on the database (and schema) of *url*, ready, with *initial_stock* seeded.

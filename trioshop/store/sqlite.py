@@ -27,6 +27,7 @@ from trioshop.logs import log_event
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
+    NO_CART,
     CartConflict,
     OutboxEntry,
     Store,
@@ -38,7 +39,7 @@ from trioshop.store.base import (
     unexpected,
 )
 from trioshop.store.batch import Batcher, Outcome
-from trioshop.store.codec import decode_lines, encode_lines
+from trioshop.store.codec import EMPTY_LINES, decode_lines, encode_lines
 from trioshop.store.migrations import migrate
 
 logger = logging.getLogger("trioshop.store")
@@ -62,13 +63,13 @@ def _order_from_row(row: sqlite3.Row) -> Order:
 
 def _stored_cart(conn: sqlite3.Connection, user_id: str) -> StoredCart:
     row = conn.execute("SELECT lines, version FROM carts WHERE user_id = ?", (user_id,)).fetchone()
-    return StoredCart((), 0) if row is None else StoredCart(decode_lines(row[0]), row[1])
+    return NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
 
 
 def _write_cart(conn: sqlite3.Connection, user_id: str, payload: str, version: int) -> int:
     """Store the cart if it is at *version*; the new version, or :class:`CartConflict`."""
     if version == 0:
-        if payload == "[]":  # nothing stored, nothing to store, unless a row appeared
+        if payload == EMPTY_LINES:  # nothing stored, nothing to store, unless a row appeared
             current = _stored_cart(conn, user_id)
             if current.version:
                 raise CartConflict(current)
@@ -330,7 +331,7 @@ class SqliteStore(Store):
                 earlier = replay(None if row is None else _order_from_row(row), order.user_id)
                 if earlier is not None:
                     return Placement(earlier, replayed=True), {}
-            _write_cart(conn, order.user_id, encode_lines(()), version)
+            _write_cart(conn, order.user_id, EMPTY_LINES, version)
             skus = sorted({line.sku for line in order.lines})
             rows = conn.execute(
                 f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
