@@ -90,6 +90,28 @@ def _write_cart(conn: sqlite3.Connection, user_id: str, payload: str, version: i
     return version + 1
 
 
+def _added_with_key(conn: sqlite3.Connection, user_id: str, key: str) -> CartLine | None:
+    """The line an add with *key* answered, if it was made within the retention time."""
+    row = conn.execute(
+        "SELECT line FROM add_keys WHERE user_id = ? AND key = ? AND created_at > ?",
+        (user_id, key, time.time() - ADD_KEY_RETENTION_SECONDS),
+    ).fetchone()
+    return None if row is None else decode_lines(row[0])[0]
+
+
+def _order_by_key(conn: sqlite3.Connection, key: str) -> Order | None:
+    row = conn.execute("SELECT * FROM orders WHERE idempotency_key = ?", (key,)).fetchone()
+    return None if row is None else _order_from_row(row)
+
+
+def _stock_of(conn: sqlite3.Connection, skus: list[str]) -> dict[str, int]:
+    """The stock of each of *skus* that is stocked."""
+    rows = conn.execute(
+        f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})", skus
+    )
+    return {r["sku"]: r["available"] for r in rows}
+
+
 def _outcomes(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceOutcome]:
     rows = conn.execute(
         "SELECT service, status, at FROM order_status WHERE order_id = ? ORDER BY service",
@@ -294,11 +316,8 @@ class SqliteStore(Store):
 
         def save(conn: sqlite3.Connection) -> int:
             if add_key is not None:
-                fresh = conn.execute(
-                    "SELECT 1 FROM add_keys WHERE user_id = ? AND key = ? AND created_at > ?",
-                    (user_id, add_key[0], time.time() - ADD_KEY_RETENTION_SECONDS),
-                ).fetchone()
-                if fresh is not None:  # a retry beat us to it: reload and answer that
+                if _added_with_key(conn, user_id, add_key[0]) is not None:
+                    # a retry beat us to it: reload and answer that
                     raise CartConflict(_stored_cart(conn, user_id))
                 conn.execute(
                     "INSERT OR REPLACE INTO add_keys (user_id, key, line, created_at) "
@@ -310,14 +329,7 @@ class SqliteStore(Store):
         return await self._submit(save, None, ticket)
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
-        def read(conn: sqlite3.Connection) -> CartLine | None:
-            row = conn.execute(
-                "SELECT line FROM add_keys WHERE user_id = ? AND key = ? AND created_at > ?",
-                (user_id, key, time.time() - ADD_KEY_RETENTION_SECONDS),
-            ).fetchone()
-            return None if row is None else decode_lines(row[0])[0]
-
-        return await self._read(read)
+        return await self._read(lambda conn: _added_with_key(conn, user_id, key))
 
     async def checkout(
         self, order: Order, *, version: int, ticket: Ticket | None = None
@@ -325,19 +337,12 @@ class SqliteStore(Store):
         def place(conn: sqlite3.Connection) -> tuple[Placement, dict[str, int]]:
             key = order.idempotency_key
             if key is not None:
-                row = conn.execute(
-                    "SELECT * FROM orders WHERE idempotency_key = ?", (key,)
-                ).fetchone()
-                earlier = replay(None if row is None else _order_from_row(row), order.user_id)
+                earlier = replay(_order_by_key(conn, key), order.user_id)
                 if earlier is not None:
                     return Placement(earlier, replayed=True), {}
             _write_cart(conn, order.user_id, EMPTY_LINES, version)
             skus = sorted({line.sku for line in order.lines})
-            rows = conn.execute(
-                f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
-                skus,
-            )
-            levels = reserve_stock(order.lines, {r["sku"]: r["available"] for r in rows})
+            levels = reserve_stock(order.lines, _stock_of(conn, skus))
             conn.executemany(
                 "UPDATE stock SET available = ? WHERE sku = ?",
                 [(left, sku) for sku, left in levels.items()],
@@ -386,13 +391,7 @@ class SqliteStore(Store):
         return await self._read(read)
 
     async def order_by_key(self, idempotency_key: str) -> Order | None:
-        def read(conn: sqlite3.Connection) -> Order | None:
-            row = conn.execute(
-                "SELECT * FROM orders WHERE idempotency_key = ?", (idempotency_key,)
-            ).fetchone()
-            return None if row is None else _order_from_row(row)
-
-        return await self._read(read)
+        return await self._read(lambda conn: _order_by_key(conn, idempotency_key))
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         def read(conn: sqlite3.Connection) -> list[OutboxEntry]:
@@ -429,11 +428,7 @@ class SqliteStore(Store):
 
         def seed(conn: sqlite3.Connection) -> dict[str, int]:
             self._seed_stock(conn, initial)
-            rows = conn.execute(
-                f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})",
-                skus,
-            )
-            return {r["sku"]: r["available"] for r in rows}
+            return _stock_of(conn, skus)
 
         await self._submit(seed, self._stock.update)
 
