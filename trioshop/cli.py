@@ -147,7 +147,9 @@ def _run(args: argparse.Namespace) -> int:
     registry = _load(args.registry)
     if registry is None:
         return 1
+    bind = args.bind or registry.http_service.bind
     settings = Settings(
+        node_id=args.node_id or bind,
         read_timeout=args.read_timeout,
         checkout_timeout=args.checkout_timeout,
         max_live_carts=args.max_live_carts,
@@ -160,8 +162,6 @@ def _run(args: argparse.Namespace) -> int:
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
     )
-    bind = args.bind or registry.http_service.bind
-    settings = attrs.evolve(settings, node_id=args.node_id or bind)
     try:
         trio.run(_serve, registry, settings, bind, auth)
     except KeyboardInterrupt:
