@@ -58,7 +58,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 import httpx
@@ -66,13 +65,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load import REGISTRY, SKUS, percentile
+from bench.load import GROUPS, REGISTRY, SKUS, log, percentile
 from trioshop.registry import load_registry
+from trioshop.testing.postgres import DEFAULT_URL, scratch_schema, with_schema
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ClusterProcess, free_port
 
-DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
-GROUPS = ["browse", "add", "view", "checkout"]
 FAILED_GOAL = 0.01  # failed requests / requests, after retries
 AMPLE_STOCK = 1_000_000
 SMALL_SKU = "MON-004"
@@ -82,7 +80,6 @@ STOP_GRACE = 30.0  # how long virtual users get to finish their iteration once t
 # live node takes to handle a batch it claimed, or its claim would expire too).
 NODE_ARGS = "--outbox-claim-timeout 5"
 
-NODE_STARTED = re.compile(r'event="node started" node=(\S+) pid=(\d+)')
 NODE_EXITED = re.compile(r'event="node exited" node=(\S+) pid=(\d+) code=(-?\d+)')
 DISPATCHED = re.compile(
     r'^ts=(\S+) .*event="DELIVERY package dispatched for user [^"]*" order_id=(\w+).* node=(\S+)$'
@@ -92,10 +89,6 @@ ACCESS = re.compile(r"event=request .*status=(\d+)")
 PROBLEM = re.compile(r"level=(error|critical)|Traceback")
 
 Lines = dict[str, int]  # SKU -> quantity
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- setup: registry, schema, cluster ---------------------------------------------------
@@ -109,24 +102,6 @@ def chaos_registry(folder: Path, small_stock: int) -> dict[str, int]:
     if set(stock) != set(SKUS):
         raise RuntimeError(f"expected the SKUs {SKUS} in {REGISTRY}, found {sorted(stock)}")
     return stock
-
-
-@contextmanager
-def fresh_schema(admin_url: str, keep: bool) -> Iterator[str]:
-    """A new schema ``chaos_<random>`` on *admin_url*; yields a URL selecting it; dropped at
-    the end unless *keep*."""
-    schema = f"chaos_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in admin_url else "?"
-    try:
-        yield f"{admin_url}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        if keep:
-            log(f"kept schema {schema}")
-        else:
-            with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def log_time(stamp: str) -> float:
@@ -156,11 +131,10 @@ class Nodes:
     _seen: int = 0
 
     def update(self) -> None:
-        while self.cluster.read_line(0) is not None:
-            pass
+        self.cluster.drain()
         lines = self.cluster.lines
         for line in lines[self._seen:]:
-            if match := NODE_STARTED.search(line):
+            if match := ClusterProcess.NODE_STARTED.search(line):
                 self.pids[match.group(1)] = int(match.group(2))
                 self.starts += 1
         self._seen = len(lines)
@@ -689,12 +663,9 @@ def run_chaos(args: argparse.Namespace) -> dict[str, Any]:
                 report = _drive(args, cluster, url, run_id, initial)
             finally:
                 if cluster.process is not None and cluster.process.poll() is None:
-                    try:
-                        report_exit = cluster.terminate()
-                    except Exception as exc:
-                        log(f"the cluster did not stop cleanly ({exc!r}): killed")
-                        cluster.kill()
-                        report_exit = -9
+                    report_exit = cluster.stop()
+                    if report_exit == -9:
+                        log("the cluster did not stop cleanly: killed")
                 else:
                     report_exit = cluster.process.returncode if cluster.process else None
             report["cluster_exit"] = report_exit
@@ -706,9 +677,14 @@ def _database(args: argparse.Namespace) -> Iterator[str]:
     if args.database:
         yield args.database
         return
-    with fresh_schema(DEFAULT_DATABASE, args.keep_schema) as url:
+    with scratch_schema(DEFAULT_URL, "chaos", keep=args.keep_schema) as schema:
+        url = with_schema(DEFAULT_URL, schema)
         log(f"fresh schema: {url}")
-        yield url
+        try:
+            yield url
+        finally:
+            if args.keep_schema:
+                log(f"kept schema {schema}")
 
 
 def _drive(
@@ -854,7 +830,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds between kills (0: no kills)")
     parser.add_argument("--database", metavar="URL",
                         help="PostgreSQL URL of an empty schema (default: a fresh schema on "
-                        f"{DEFAULT_DATABASE}, dropped at the end)")
+                        f"{DEFAULT_URL}, dropped at the end)")
     parser.add_argument("--keep-schema", action="store_true",
                         help="do not drop the fresh schema at the end")
     parser.add_argument("--retries", type=int, default=4, help="retries of a failed request")

@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -51,25 +50,22 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import trio
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load import ample_stock_registry
+from bench.load import ample_stock_registry, log
 from bench.throughput import (
-    DEFAULT_DATABASE,
     PostgresBackends,
     Result,
+    choose_generator,
     cpu_seconds,
     is_local,
-    postgres_schema,
+    prepare,
+    ratio,
     refusal,
-    run_python,
-    run_wrk,
     schema_url,
-    seed_carts,
 )
 from trioshop.registry import load_registry
+from trioshop.testing.postgres import DEFAULT_URL, scratch_schema
 from trioshop.testing.server import ClusterProcess, free_port, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,10 +77,6 @@ GOAL_PEER_READS = 1.0  # 2 nodes / peer, req/s on cart reads
 PEER_START_TIMEOUT = 60.0
 PROJECTED_CORES = (2, 4, 8, 16)
 GROUPS = ("server", "proxy", "postgres", "generator")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def children(pid: int) -> list[int]:
@@ -168,8 +160,7 @@ def summarize(runs: list[Result]) -> dict[str, Any]:
 
 
 def cluster_pids(cluster: ClusterProcess, nodes: int) -> Callable[[], dict[str, list[int]]]:
-    proxy = cluster.wait_for_line(re.compile(r'event="proxy started" pid=(\d+)'))
-    proxy_pid = int(proxy.group(1))
+    proxy_pid = cluster.proxy_pid()
     assert cluster.process is not None
     supervisor = cluster.process.pid
 
@@ -186,7 +177,7 @@ def cluster_pids(cluster: ClusterProcess, nodes: int) -> Callable[[], dict[str, 
 def running_trioshop(
     nodes: int, admin_url: str, registry: Path, name: str
 ) -> Iterator[Target]:
-    with postgres_schema(admin_url) as schema:
+    with scratch_schema(admin_url, "bench") as schema:
         bind = f"127.0.0.1:{free_port()}"
         with running_cluster(
             "--nodes", str(nodes), "--database", schema_url(admin_url, schema),
@@ -198,8 +189,7 @@ def running_trioshop(
             finally:
                 if backends is not None:
                     backends.close()
-                with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
-                    cluster.terminate()  # cleanly: its PostgreSQL sessions end before the DROP
+                cluster.stop()  # cleanly: its PostgreSQL sessions end before the DROP
 
 
 def peer_python() -> Path:
@@ -247,7 +237,7 @@ def running_peer(workers: int, admin_url: str, registry: Path, scratch: Path) ->
     python = peer_python()
     catalog = scratch / "catalog.json"
     write_catalog(registry, catalog)
-    with postgres_schema(admin_url) as schema:
+    with scratch_schema(admin_url, "bench") as schema:
         port = free_port()
         env = {
             **os.environ, "PEER_DATABASE_URL": admin_url, "PEER_SCHEMA": schema,
@@ -309,18 +299,14 @@ def rounds(run: Callable[..., Result], targets: list[Target], seconds: float, co
     return results
 
 
-def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    return None if refusal(a, b) else round(a["rps"] / b["rps"], 3)
-
-
 def verdict(value: float | None, goal: float) -> str:
     if value is None:
         return "no ratio (non-2xx answers)"
     return f"{value:.3f} (goal >= {goal:g}) {'ok' if value >= goal else 'MISS'}"
 
 
-def report(summary: dict[str, dict[str, dict[str, Any]]]) -> bool:
-    """Print the tables; whether every round of every target was all 2xx."""
+def report(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Print the tables."""
     print("\nthrough HAProxy (peer: uvicorn directly), medians; CPU us per request by process")
     print(f"  {'endpoint':10s} {'target':8s} {'req/s':>7s} {'p99 ms':>7s} {'non-2xx':>7s} "
           + " ".join(f"{g:>9s}" for g in GROUPS) + f" {'serving':>8s}")
@@ -356,9 +342,6 @@ def report(summary: dict[str, dict[str, dict[str, Any]]]) -> bool:
             if serving:
                 print(f"  {name:8s} {endpoint:10s} "
                       + "  ".join(f"{n} cores {n * 1e6 / serving:7.0f}" for n in PROJECTED_CORES))
-    return not any(
-        refusal(rows[endpoint]) for rows in summary.values() for endpoint in ENDPOINTS
-    )
 
 
 def main() -> int:
@@ -369,7 +352,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--database", default=DEFAULT_DATABASE, metavar="URL",
+    parser.add_argument("--database", default=DEFAULT_URL, metavar="URL",
                         help="PostgreSQL the targets share; the bench creates a schema per "
                         "target there and drops it (default: %(default)s)")
     parser.add_argument("--peer-workers", type=int, default=os.cpu_count() or 1)
@@ -379,10 +362,7 @@ def main() -> int:
     if shutil.which("haproxy") is None:
         log("haproxy is not installed: apt-get install haproxy")
         return 2
-    generator = args.generator
-    if generator == "auto":
-        generator = "wrk" if shutil.which("wrk") else "python"
-    run = run_wrk if generator == "wrk" else run_python
+    generator, run = choose_generator(args.generator)
     log(f"generator: {generator}")
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -396,19 +376,18 @@ def main() -> int:
                 running_peer(args.peer_workers, args.database, registry, scratch)
             ))
         for target in targets:
-            trio.run(seed_carts, target.url)
-            run(target.url, "cart_read", 1.0, args.connections)  # warm-up: pools, caches
+            prepare(run, target.url, args.connections)
         log(f"{args.rounds} rounds x {args.seconds:g} s, {args.connections} connections")
         results = rounds(run, targets, args.seconds, args.rounds, args.connections)
     summary = {
         name: {endpoint: summarize(runs) for endpoint, runs in per_endpoint.items()}
         for name, per_endpoint in results.items()
     }
+    clean = not any(refusal(r[e]) for r in summary.values() for e in ENDPOINTS)
     if args.json:
         print(json.dumps({"generator": generator, "summary": summary}, indent=2))
-        clean = not any(refusal(r[e]) for r in summary.values() for e in ENDPOINTS)
     else:
-        clean = report(summary)
+        report(summary)
     return 0 if clean else 1
 
 

@@ -45,6 +45,11 @@ GRACEFUL_RAMP_DOWN = 30.0
 REGISTRY = Path(__file__).resolve().parents[1] / "registry"
 
 
+def log(message: str) -> None:
+    """A progress line on stderr (the report goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def parse_duration(text: str) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
     if not match:

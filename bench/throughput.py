@@ -43,7 +43,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -55,7 +54,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
@@ -63,13 +61,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._http import Connection, HttpError
 from bench.load import ample_stock_registry, percentile
+from trioshop.testing.postgres import DEFAULT_URL, scratch_schema, with_schema
 from trioshop.testing.server import ServerProcess, running_server
 
 USERS = 100
 TARGETS = {"cart_read": 0.85, "add": 0.75}
 DURABLE_TARGET = 0.6
 POSTGRES_TARGET = 0.7  # PostgreSQL add / SQLite add
-DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 
 # Appended to every endpoint's script: counts the answers by status in each wrk thread and
 # prints them (and the exact request count) after wrk's own summary.
@@ -208,6 +206,12 @@ def run_python(base_url: str, endpoint: str, seconds: float, connections: int) -
     return trio.run(_python_load, base_url, endpoint, seconds, connections)
 
 
+def choose_generator(choice: str) -> tuple[str, Runner]:
+    """The generator --generator names (``auto``: wrk if installed, else Python) and its runner."""
+    generator = ("wrk" if shutil.which("wrk") else "python") if choice == "auto" else choice
+    return generator, run_wrk if generator == "wrk" else run_python
+
+
 async def seed_carts(base_url: str) -> None:
     connection = Connection(base_url)
     try:
@@ -219,6 +223,13 @@ async def seed_carts(base_url: str) -> None:
                 raise RuntimeError(f"seeding cart {n} failed: {status} {body!r}")
     finally:
         await connection.aclose()
+
+
+def prepare(run: Runner, url: str, connections: int, warm_up: str = "cart_read") -> None:
+    """Seed the bench users' carts on the server at *url*, then warm it up (pools, caches)
+    with one second of *warm_up*."""
+    trio.run(seed_carts, url)
+    run(url, warm_up, 1.0, connections)
 
 
 # -- CPU ----------------------------------------------------------------------------------
@@ -316,8 +327,7 @@ def measure(
     run: Runner, base_url: str, seconds: float, rounds: int, connections: int,
     endpoints: list[str], server_pid: int,
 ) -> dict[str, list[Result]]:
-    trio.run(seed_carts, base_url)
-    run(base_url, "floor", 1.0, connections)  # warm-up
+    prepare(run, base_url, connections, warm_up="floor")
     results: dict[str, list[Result]] = {e: [] for e in endpoints}
     for round_number in range(rounds):
         # Rotate the order every round so no endpoint always runs first or last.
@@ -520,33 +530,15 @@ def stopped_at_exit(server: ServerProcess, name: str, logs: list[dict[str, Any]]
         yield
     finally:
         if server.process is not None and server.process.poll() is None:
-            try:
-                server.terminate()
-            except (AssertionError, subprocess.TimeoutExpired) as exc:
-                print(f"  {name} server did not stop cleanly: {exc}", file=sys.stderr)
+            code = server.stop()
+            if code != 0:
+                print(f"  {name} server did not stop cleanly: exit {code}", file=sys.stderr)
         logs.append(server_log_report(name, server))
 
 
 def schema_url(url: str, schema: str) -> str:
     """*url* with the search_path set to *schema* and its connections named after it."""
-    separator = "&" if urlsplit(url).query else "?"
-    return f"{url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
-
-
-@contextmanager
-def postgres_schema(admin_url: str) -> Iterator[str]:
-    """A fresh schema ``bench_<random>`` on *admin_url*, dropped (with its tables) on exit."""
-    import psycopg
-    from psycopg import sql
-
-    schema = f"bench_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return f"{with_schema(url, schema)}&application_name={schema}"
 
 
 def measure_memory_and_sqlite(
@@ -582,7 +574,7 @@ def main() -> int:
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra argument for every server (repeatable)")
-    parser.add_argument("--database", default=DEFAULT_DATABASE, metavar="URL",
+    parser.add_argument("--database", default=DEFAULT_URL, metavar="URL",
                         help="PostgreSQL to compare with SQLite; the bench creates a schema "
                         "there and drops it (default: %(default)s)")
     parser.add_argument("--skip-postgres", action="store_true",
@@ -593,10 +585,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.only_postgres and args.skip_postgres:
         parser.error("--only-postgres and --skip-postgres leave nothing to run")
-    generator = args.generator
-    if generator == "auto":
-        generator = "wrk" if shutil.which("wrk") else "python"
-    run: Runner = run_wrk if generator == "wrk" else run_python
+    generator, run = choose_generator(args.generator)
     print(f"generator: {generator}"
           + ("" if generator == "wrk" else " (install Debian's wrk for a lighter generator)"),
           file=sys.stderr)
@@ -609,7 +598,7 @@ def main() -> int:
         schema = None
         if not args.skip_postgres:
             try:  # before any measurement: no PostgreSQL should fail at once, not at the end
-                schema = stack.enter_context(postgres_schema(args.database))
+                schema = stack.enter_context(scratch_schema(args.database, "bench"))
             except Exception as exc:
                 print(f"cannot create a schema on {args.database}: {exc}\n"
                       "pass --database URL, or --skip-postgres", file=sys.stderr)
@@ -638,8 +627,7 @@ def main() -> int:
                 print("PG CPU not measured: the database is not on this machine", file=sys.stderr)
             print(f"3. SQLite against PostgreSQL (schema {schema})", file=sys.stderr)
             for server in (sqlite, pg):
-                trio.run(seed_carts, server.base_url)
-                run(server.base_url, "cart_read", 1.0, args.connections)  # warm-up, pool
+                prepare(run, server.base_url, args.connections)
             targets = [Target("sqlite", sqlite), Target("postgres", pg, backends)]
             postgres = {
                 "schema": schema,

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from trioshop.cluster.runner import free_ports
 
@@ -51,6 +52,13 @@ class ServerProcess:
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.base_url = self.wait_for_line(self.ready).group(1)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on, from ``base_url``."""
+        parts = urlsplit(self.base_url)
+        assert parts.hostname is not None and parts.port is not None, self.base_url
+        return parts.hostname, parts.port
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -93,17 +101,21 @@ class ServerProcess:
         self.lines.append(line)
         return line
 
-    def output(self) -> str:
-        """Everything printed so far (drains what the reader thread has collected)."""
+    def drain(self) -> None:
+        """Move every line printed so far into ``lines``, without waiting for more."""
         while True:
             try:
                 line = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return
             if line is None:
-                self._queue.put(None)
-                break
+                self._queue.put(None)  # the end stays visible to later readers
+                return
             self.lines.append(line)
+
+    def output(self) -> str:
+        """Everything printed so far (drains what the reader thread has collected)."""
+        self.drain()
         return "\n".join(self.lines)
 
     def terminate(self, timeout: float = 30.0) -> int:
@@ -114,6 +126,16 @@ class ServerProcess:
         if code == 0:
             self.wait_for_line(self.stopped, timeout=5)
         return code
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Stop it cleanly if it will: SIGTERM, and wait like :meth:`terminate`. Killed
+        (:meth:`kill`) when it does not exit within *timeout* seconds or exits without printing
+        its stopped line; returns its exit code, -9 (SIGKILL) when it had to be killed."""
+        try:
+            return self.terminate(timeout)
+        except (AssertionError, subprocess.TimeoutExpired):
+            self.kill()
+            return -signal.SIGKILL
 
     def stop_if_running(self) -> None:
         """Kill the process if it was started and still runs (the end of a test, however it
@@ -135,6 +157,8 @@ class ClusterProcess(ServerProcess):
     ready = re.compile(r"event=\"cluster ready\" nodes=\d+ bind=(\S+)")
     stopped = re.compile(r"event=\"cluster stopped\"")
     new_session = True  # kill() takes the nodes and the proxy down with it
+    NODE_STARTED = re.compile(r'event="node started" node=(\S+) pid=(\d+)')  # node, pid
+    PROXY_STARTED = re.compile(r'event="proxy started" pid=(\d+)')
 
     def start(self) -> None:
         super().start()
@@ -149,9 +173,17 @@ class ClusterProcess(ServerProcess):
 
     def node_pid(self, node: str) -> int:
         """The pid of *node*'s current process, from the cluster's latest start line for it."""
-        pattern = re.compile(rf"event=\"node started\" node={node} pid=(\d+)")
-        pids = [m.group(1) for line in self.lines if (m := pattern.search(line))]
+        pids = [
+            m.group(2) for line in self.lines
+            if (m := self.NODE_STARTED.search(line)) and m.group(1) == node
+        ]
         assert pids, f"no start line for node {node}"
+        return int(pids[-1])
+
+    def proxy_pid(self) -> int:
+        """The pid of HAProxy, from the cluster's latest "proxy started" line."""
+        pids = [m.group(1) for line in self.lines if (m := self.PROXY_STARTED.search(line))]
+        assert pids, "no start line for the proxy"
         return int(pids[-1])
 
 
@@ -165,8 +197,7 @@ def wait_for_count(
     deadline = time.monotonic() + timeout
     while True:
         for server in servers:
-            while server.read_line(0) is not None:
-                pass
+            server.drain()
         found = [m for server in servers for line in server.lines if (m := pattern.search(line))]
         if len(found) >= count:
             return found
