@@ -1,15 +1,21 @@
-"""Shared test helpers: the shipped registry's folder, and an in-process app with its client."""
+"""Shared test helpers: the shipped registry and edited copies, the CLI as a subprocess, skips
+that fail under CI, and an in-process app with its client."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import httpx
+import pytest
 
 from trioshop.config import Settings
 from trioshop.http import create_app
@@ -19,6 +25,38 @@ from trioshop.shop import CartFactory, Shop
 from trioshop.shop.services import ServiceStatistics
 
 REGISTRY_DIR = Path(__file__).parents[1] / "registry"
+
+
+def required(reason: str, *, ci_message: str | None = None, pytrace: bool = True) -> NoReturn:
+    """Skip with *reason*; when ``CI`` is set, where a skip would hide a gap, fail instead with
+    *ci_message* (default: *reason*)."""
+    if os.environ.get("CI"):
+        pytest.fail(ci_message or reason, pytrace=pytrace)
+    pytest.skip(reason)
+
+
+def run_trioshop(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float | None = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m trioshop *args`` to its end, output captured; *env* adds to ours."""
+    return subprocess.run(
+        [sys.executable, "-m", "trioshop", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def registry_with(parent: Path, replacements: Mapping[str, str]) -> Path:
+    """A copy of the shipped registry in *parent*/registry, each key of *replacements*
+    replaced by its value in processes.yaml; returns the copy's folder."""
+    folder = parent / "registry"
+    shutil.copytree(REGISTRY_DIR, folder, dirs_exist_ok=True)
+    processes = folder / "processes.yaml"
+    text = processes.read_text()
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    processes.write_text(text)
+    return folder
 
 
 class ShopClient:

@@ -12,20 +12,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import psycopg
-import pytest
 
+from tests.helpers import required
 from trioshop.testing.postgres import DEFAULT_URL, scratch_schema, with_schema
 
 
 def server_url() -> str:
     """The test server's URL (``TRIOSHOP_TEST_DATABASE`` or the local default)."""
     return os.environ.get("TRIOSHOP_TEST_DATABASE", DEFAULT_URL)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
-    pytest.skip(f"no PostgreSQL to test against: {reason}")
 
 
 @contextmanager
@@ -36,6 +30,9 @@ def fresh_schema() -> Iterator[str]:
         try:
             schema = stack.enter_context(scratch_schema(url, "trioshop_test"))
         except psycopg.Error as exc:
-            _unavailable(f"{url}: {exc}".strip())
-            raise  # not reached: skip and fail raise
+            reason = f"{url}: {exc}".strip()
+            required(
+                f"no PostgreSQL to test against: {reason}",
+                ci_message=f"PostgreSQL is required in CI: {reason}",
+            )
         yield with_schema(url, schema)

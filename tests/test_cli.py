@@ -2,68 +2,51 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REGISTRY_DIR
-
-
-def check(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trioshop", "check", "--registry", str(folder)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+from tests.helpers import REGISTRY_DIR, run_trioshop
 
 
 def test_check_accepts_the_shipped_registry() -> None:
     """`trioshop check` exits 0 and summarises a valid registry."""
-    result = check(REGISTRY_DIR)
+    result = run_trioshop("check", "--registry", str(REGISTRY_DIR))
     assert result.returncode == 0, result.stderr
     assert "5 products, 2 services" in result.stdout
 
 
-def test_check_names_file_and_entry_at_fault(tmp_path: Path) -> None:
+def test_check_names_file_and_entry_at_fault(registry_copy: Path) -> None:
     """A broken registry exits non-zero with the file and entry in the message."""
-    folder = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, folder)
-    products = folder / "products.yaml"
+    products = registry_copy / "products.yaml"
     products.write_text(products.read_text().replace("sku: HP-005", "sku: 5"))
-    result = check(folder)
+    result = run_trioshop("check", "--registry", str(registry_copy))
     assert result.returncode == 1
     assert f"{products}: entry 'app:product.headphones'" in result.stderr
     assert "field 'sku' must be a non-empty string" in result.stderr
 
 
-def test_check_reports_unimportable_callables(tmp_path: Path) -> None:
+def test_check_reports_unimportable_callables(registry_copy: Path) -> None:
     """A service naming a function that does not exist is refused by check."""
-    folder = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, folder)
-    processes = folder / "processes.yaml"
+    processes = registry_copy / "processes.yaml"
     processes.write_text(processes.read_text().replace(
         "trioshop.shop.notifier:run", "trioshop.shop.notifier:missing"
     ))
-    result = check(folder)
+    result = run_trioshop("check", "--registry", str(registry_copy))
     assert result.returncode == 1
     assert "entry 'app:notifier' (process.service)" in result.stderr
     assert "has no attribute 'missing'" in result.stderr
 
 
-def test_run_on_a_busy_port_says_so(tmp_path: Path) -> None:
+def test_run_on_a_busy_port_says_so() -> None:
     """`trioshop run` on a port already in use exits 1 with a one-line reason, no traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "trioshop", "run", "--registry", str(REGISTRY_DIR),
-             "--memory", "--bind", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60, check=False,
+        result = run_trioshop(
+            "run", "--registry", str(REGISTRY_DIR), "--memory", "--bind", f"127.0.0.1:{port}"
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
@@ -74,29 +57,21 @@ def test_run_with_unusable_data_dir_says_so(tmp_path: Path) -> None:
     """A data directory that cannot be created stops the start with the reason."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = subprocess.run(
-        [sys.executable, "-m", "trioshop", "run", "--registry", str(REGISTRY_DIR),
-         "--data-dir", str(blocker / "data"), "--bind", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60, check=False,
+    result = run_trioshop(
+        "run", "--registry", str(REGISTRY_DIR),
+        "--data-dir", str(blocker / "data"), "--bind", "127.0.0.1:0",
     )
     assert result.returncode == 1
     assert "the shop could not start" in result.stderr
 
 
-def run_command(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trioshop", "run", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-
-
-def test_run_with_an_invalid_registry_exits_1(tmp_path: Path) -> None:
+def test_run_with_an_invalid_registry_exits_1(registry_copy: Path) -> None:
     """`trioshop run` on a broken registry fails like any failed start: exit 1, the problem."""
-    folder = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, folder)
-    products = folder / "products.yaml"
+    products = registry_copy / "products.yaml"
     products.write_text(products.read_text().replace("stock: 50", "stock: -1"))
-    result = run_command("--registry", str(folder), "--memory", "--bind", "127.0.0.1:0")
+    result = run_trioshop(
+        "run", "--registry", str(registry_copy), "--memory", "--bind", "127.0.0.1:0"
+    )
     assert result.returncode == 1
     assert "entry 'app:product.laptop'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -117,24 +92,25 @@ def test_run_with_an_invalid_registry_exits_1(tmp_path: Path) -> None:
 )
 def test_run_refuses_bad_option_values(option: str, value: str) -> None:
     """A bad option value is refused before anything starts: exit 2, one line naming it."""
-    result = run_command("--memory", option, value)
+    result = run_trioshop("run", "--memory", option, value)
     assert result.returncode == 2
     assert f"argument {option}" in result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
 
 
-def test_cluster_without_haproxy_or_database_says_what_to_do(tmp_path: Path) -> None:
+def test_cluster_without_haproxy_or_database_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`trioshop cluster` refuses in one line: no database (exit 2), no haproxy (exit 1)."""
-    env = {**os.environ, "PATH": str(tmp_path)}  # an empty PATH: no haproxy on it
-    env.pop("TRIOSHOP_DATABASE", None)
-    base = [sys.executable, "-m", "trioshop", "cluster", "--nodes", "2"]
-    no_database = subprocess.run(base, capture_output=True, text=True, env=env, check=False)
+    monkeypatch.delenv("TRIOSHOP_DATABASE", raising=False)
+    env = {"PATH": str(tmp_path)}  # an empty PATH: no haproxy on it
+    base = ("cluster", "--nodes", "2")
+    no_database = run_trioshop(*base, env=env, timeout=None)
     assert no_database.returncode == 2
     assert "--database URL" in no_database.stderr
-    no_proxy = subprocess.run(
-        [*base, "--database", "postgresql://postgres@127.0.0.1:5432/test"],
-        capture_output=True, text=True, env=env, check=False, timeout=60,
+    no_proxy = run_trioshop(
+        *base, "--database", "postgresql://postgres@127.0.0.1:5432/test", env=env
     )
     assert no_proxy.returncode == 1
     assert "apt-get install haproxy" in no_proxy.stderr

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from typing import Any, NoReturn
 
-import pytest
+from tests.helpers import required
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -20,9 +19,7 @@ CHROMIUM_ARGS = [
 
 def missing(reason: str) -> NoReturn:
     """Skip with *reason*; fail instead when ``CI`` is set, where a skip would hide a gap."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set: browser tests must run)")
-    pytest.skip(reason)
+    required(reason, ci_message=f"{reason} (CI is set: browser tests must run)")
 
 
 def chromium_path() -> str:

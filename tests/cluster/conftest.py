@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR, required
 from trioshop.testing.registry import registry_with_stock
 
 
@@ -16,9 +15,11 @@ from trioshop.testing.registry import registry_with_stock
 def needs_haproxy() -> None:
     """Every test here runs a real HAProxy."""
     if shutil.which("haproxy") is None:
-        if os.environ.get("CI"):
-            pytest.fail("haproxy is required in CI (apt-get install haproxy)", pytrace=False)
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+        required(
+            "haproxy is not installed (apt-get install haproxy)",
+            ci_message="haproxy is required in CI (apt-get install haproxy)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="module")

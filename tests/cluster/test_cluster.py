@@ -21,7 +21,6 @@ from trioshop.cluster.haproxy import Backend, haproxy_config
 from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
 
 DISPATCHED = re.compile(r"DELIVERY package dispatched.* order_id=(\w+)")
-EMAILED = re.compile(r"EMAIL sent to .* order_id=(\w+)")
 
 
 def three_nodes(registry: Path, database: str) -> AbstractContextManager[ClusterProcess]:

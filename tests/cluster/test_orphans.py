@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import select
 import signal
 import sys
@@ -22,7 +21,6 @@ from trioshop.testing.server import free_port, running_cluster
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 
-PROXY_STARTED = re.compile(r"event=\"proxy started\" pid=(\d+)")
 # A child that prints the signal it gets when its parent dies (PR_GET_PDEATHSIG), 0 for none.
 PROBE = [
     sys.executable, "-c",
@@ -88,7 +86,7 @@ def test_sigkill_of_the_cluster_leaves_no_orphans(registry: Path) -> None:
         assert cluster.process is not None
         pid = cluster.process.pid
         started = {cluster.node_pid("n1"), cluster.node_pid("n2")}
-        started.add(int(cluster.wait_for_line(PROXY_STARTED).group(1)))
+        started.add(cluster.proxy_pid())
         pidfds: dict[int, int] = {}
         try:
             assert main_thread_children(pid) == started

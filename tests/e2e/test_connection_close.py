@@ -25,8 +25,7 @@ def server() -> Iterator[ServerProcess]:
 
 
 def _connect(server: ServerProcess) -> socket.socket:
-    host, port = server.base_url.removeprefix("http://").split(":")
-    client = socket.create_connection((host, int(port)), timeout=CLOSE_WITHIN)
+    client = socket.create_connection(server.address, timeout=CLOSE_WITHIN)
     client.settimeout(CLOSE_WITHIN)  # every recv fails with TimeoutError past this
     return client
 

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 from collections import Counter
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR, registry_with
 from trioshop.testing.server import ServerProcess, running_server
 
 ROOT = Path(__file__).parents[2]
-
-
-def registry_with(tmp_path: Path, **replacements: str) -> Path:
-    folder = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, folder, dirs_exist_ok=True)
-    processes = folder / "processes.yaml"
-    text = processes.read_text()
-    for old, new in replacements.items():
-        text = text.replace(old, new)
-    processes.write_text(text)
-    return folder
 
 
 def serve(registry: Path, data_dir: Path, **env: str) -> ServerProcess:
@@ -70,8 +58,8 @@ def test_orders_survive_kill_9_and_are_delivered_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     stalled = registry_with(
         tmp_path / "stalled",
-        **{"trioshop.shop.delivery:run": "tests.fakes.services:stalled",
-           "trioshop.shop.notifier:run": "tests.fakes.services:stalled"},
+        {"trioshop.shop.delivery:run": "tests.fakes.services:stalled",
+         "trioshop.shop.notifier:run": "tests.fakes.services:stalled"},
     )
     server = serve(stalled, data)
     order_ids = []
@@ -107,8 +95,8 @@ def test_crashing_service_still_processes_every_order_once(tmp_path: Path) -> No
     """A delivery service that crashes on its first 3 deliveries ends up delivering all once."""
     crashing = registry_with(
         tmp_path,
-        **{"trioshop.shop.delivery:run": "tests.fakes.services:crashing_delivery",
-           "initial_delay: 1s": "initial_delay: 50ms"},
+        {"trioshop.shop.delivery:run": "tests.fakes.services:crashing_delivery",
+         "initial_delay: 1s": "initial_delay: 50ms"},
     )
     server = serve(crashing, tmp_path / "data", TRIOSHOP_FAKE_CRASHES="3")
     try:

@@ -13,21 +13,21 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import attrs
 import httpx
 import pytest
 
-from tests.helpers import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR, required
 from trioshop.testing.server import free_port, running_server
 
 USERS = [f"u{n}" for n in range(8)]
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"a private PostgreSQL is required in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    """Skip with *reason*; fail when ``CI`` is set."""
+    required(reason, ci_message=f"a private PostgreSQL is required in CI: {reason}", pytrace=False)
 
 
 @attrs.define

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import REGISTRY_DIR
 from trioshop.testing.server import running_server
 
 
-def test_stock_idempotency_orders_and_passivation_over_http(tmp_path: Path) -> None:
+def test_stock_idempotency_orders_and_passivation_over_http(
+    tmp_path: Path, registry_copy: Path
+) -> None:
     """409 past stock, one order per Idempotency-Key, order status, idle cart restored."""
-    registry = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, registry)
-    products = registry / "products.yaml"
+    products = registry_copy / "products.yaml"
     products.write_text(products.read_text().replace("stock: 75", "stock: 2"))  # monitors
-    args = ("--registry", str(registry), "--data-dir", str(tmp_path / "data"), "--cart-idle", "1")
+    args = (
+        "--registry", str(registry_copy), "--data-dir", str(tmp_path / "data"), "--cart-idle", "1"
+    )
     with running_server(*args) as server:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             two = http.post("/api/cart/ann/items", json={"sku": "MON-004", "quantity": 2})

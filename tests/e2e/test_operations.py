@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import socket
 from pathlib import Path
@@ -24,12 +23,10 @@ from trioshop.testing.server import running_server
 EXAMPLES_PER_OPERATION = 25
 
 
-def test_sighup_reloads_the_registry(tmp_path: Path) -> None:
+def test_sighup_reloads_the_registry(registry_copy: Path) -> None:
     """Editing the registry and sending SIGHUP changes prices; a broken edit is refused."""
-    registry = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, registry)
-    products = registry / "products.yaml"
-    with running_server("--registry", str(registry), "--memory") as server:
+    products = registry_copy / "products.yaml"
+    with running_server("--registry", str(registry_copy), "--memory") as server:
         assert server.process is not None
         products.write_text(products.read_text().replace("price: 599.99", "price: 549.00"))
         server.process.send_signal(signal.SIGHUP)
@@ -120,8 +117,7 @@ def test_idle_connections_are_closed() -> None:
     with running_server(
         "--registry", str(REGISTRY_DIR), "--memory", "--connection-idle", "1"
     ) as server:
-        host, port = server.base_url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=10) as client:
+        with socket.create_connection(server.address, timeout=10) as client:
             client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = b""
             while not answer.endswith(b'{"status":"ok"}\n'):
@@ -135,8 +131,7 @@ def test_idle_connections_are_closed() -> None:
 def test_control_characters_in_a_path_never_reach_the_log_raw() -> None:
     """ESC, CR and LF sent in a request path are escaped in the real server's log line."""
     with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:
-        host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with socket.create_connection(server.address, timeout=10) as raw:
             raw.sendall(b"GET /api/x%1B%5B31m%0D%0Ainjected HTTP/1.1\r\nHost: t\r\n"
                         b"Connection: close\r\n\r\n")
             while raw.recv(4096):

@@ -83,8 +83,7 @@ def assert_error(response: httpx.Response, status: int) -> None:
 
 def send_raw(server: ServerProcess, data: bytes) -> bytes:
     """Send *data* on a fresh connection and read until the server closes it."""
-    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as client:
+    with socket.create_connection(server.address, timeout=10) as client:
         client.sendall(data)
         received = b""
         while chunk := client.recv(65536):
@@ -238,12 +237,11 @@ def test_raw_socket_garbage_is_answered_by_hypercorn(
     answer = send_raw(server, b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + huge_header + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431")
 
-    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
     for half in [
         b"GET /api/prod",
         b"POST " + ADD_PATH.encode() + b' HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{"sku',
     ]:
-        with socket.create_connection((host, int(port)), timeout=10) as client:
+        with socket.create_connection(server.address, timeout=10) as client:
             client.sendall(half)
     assert http.get("/api/cart/prober").json()["items"] == []
     assert_still_serving(server, http, "after-garbage")

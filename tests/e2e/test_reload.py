@@ -4,35 +4,29 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import REGISTRY_DIR
+from tests.helpers import run_trioshop
 from trioshop.testing.server import running_server
 
 
-def test_broken_code_is_refused_by_check_reload_and_sighup(tmp_path: Path) -> None:
+def test_broken_code_is_refused_by_check_reload_and_sighup(
+    tmp_path: Path, registry_copy: Path
+) -> None:
     """Code raising at import: check exits 1, admin reload 422, SIGHUP logs, no trace anywhere."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "exploding.py").write_text("raise RuntimeError('boom at import')\n")
-    registry = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, registry)
     env = {"PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])}
-    with running_server("--memory", "--registry", str(registry), env=env) as server:
-        processes = registry / "processes.yaml"
+    with running_server("--memory", "--registry", str(registry_copy), env=env) as server:
+        processes = registry_copy / "processes.yaml"
         processes.write_text(
             processes.read_text().replace("trioshop.shop.notifier:run", "exploding:run")
         )
-        checked = subprocess.run(
-            [sys.executable, "-m", "trioshop", "check", "--registry", str(registry)],
-            capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env},
-        )
+        checked = run_trioshop("check", "--registry", str(registry_copy), env=env)
         assert checked.returncode == 1
         assert "RuntimeError: boom at import" in checked.stderr
         assert "Traceback" not in checked.stderr

@@ -12,11 +12,10 @@ from trioshop.testing.server import running_server
 def test_second_interrupt_exits_at_once_without_traceback() -> None:
     """SIGINT starts a graceful shutdown; a second SIGINT ends it: exit 130, one line, no trace."""
     with running_server("--memory") as server:
-        host, port = re.findall(r"//([^:/]+):(\d+)", server.base_url)[0]
         # A request whose body never comes holds the graceful shutdown for its full 5 s (an idle
         # keep-alive connection would not: hypercorn closes those as soon as shutdown starts).
         # The 100 Continue proves the server has the request in hand before the first signal.
-        with socket.create_connection((host, int(port)), timeout=10) as slow:
+        with socket.create_connection(server.address, timeout=10) as slow:
             slow.sendall(
                 b"POST /api/cart/alice/items HTTP/1.1\r\nHost: test\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 100\r\n"

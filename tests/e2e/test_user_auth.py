@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
+from tests.helpers import run_trioshop
 from trioshop.testing.server import running_server
 
 SECRET = "e2e-secret-0123456789abcdef012345"
 
 
-def trioshop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trioshop", *args],
-        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env},
-    )
-
-
 def test_tokens_from_the_cli_open_only_their_users_cart() -> None:
     """`trioshop token alice` opens alice's cart on a server run with the secret; no token: 401."""
     env = {"TRIOSHOP_AUTH_SECRET": SECRET}
-    minted = trioshop("token", "alice", env=env)
+    minted = run_trioshop("token", "alice", env=env)
     assert minted.returncode == 0, minted.stderr
     token = minted.stdout.strip()
     with running_server("--memory", env=env) as server:
@@ -42,10 +33,10 @@ def test_tokens_from_the_cli_open_only_their_users_cart() -> None:
 
 def test_unusable_auth_options_are_refused_before_start(tmp_path: Path) -> None:
     """A short secret or an unreadable key file: exit 2 with one line, nothing listens."""
-    short = trioshop("run", "--memory", "--auth-secret", "short", env={})
+    short = run_trioshop("run", "--memory", "--auth-secret", "short")
     assert short.returncode == 2
     assert "32" in short.stderr and "Traceback" not in short.stderr
-    missing = trioshop("run", "--memory", "--auth-public-key", str(tmp_path / "nope.pem"), env={})
+    missing = run_trioshop("run", "--memory", "--auth-public-key", str(tmp_path / "nope.pem"))
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr and "Traceback" not in missing.stderr
     assert "listening" not in short.stdout + missing.stdout

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REGISTRY_DIR
+from tests.helpers import registry_with
 from trioshop.registry import RegistryError
 from trioshop.shop.runnable import load_runnable_registry
 
@@ -36,14 +35,6 @@ def modules(tmp_path: Path) -> Iterator[Path]:
         sys.modules.pop(name, None)
 
 
-def registry_with(tmp_path: Path, old: str, new: str) -> Path:
-    folder = tmp_path / "registry"
-    shutil.copytree(REGISTRY_DIR, folder, dirs_exist_ok=True)
-    processes = folder / "processes.yaml"
-    processes.write_text(processes.read_text().replace(old, new))
-    return folder
-
-
 def problems(folder: Path) -> str:
     with pytest.raises(RegistryError) as refused:
         load_runnable_registry(str(folder))
@@ -63,7 +54,7 @@ def test_service_code_that_cannot_run_is_a_problem(
     tmp_path: Path, modules: Path, reference: str, expected: str
 ) -> None:
     """A service whose module fails to import, or is not async, is named with file and entry."""
-    folder = registry_with(tmp_path, "trioshop.shop.delivery:run", reference)
+    folder = registry_with(tmp_path, {"trioshop.shop.delivery:run": reference})
     message = problems(folder)
     assert f"{folder / 'processes.yaml'}: entry 'app:delivery' (process.service)" in message
     assert expected in message
@@ -71,21 +62,20 @@ def test_service_code_that_cannot_run_is_a_problem(
 
 def test_cart_handler_must_build_a_behaviour(tmp_path: Path, modules: Path) -> None:
     """A cart handler returning something without ``async handle`` is refused at check time."""
-    folder = registry_with(tmp_path, "trioshop.shop.cart:new_cart", "not_a_factory:make")
+    folder = registry_with(tmp_path, {"trioshop.shop.cart:new_cart": "not_a_factory:make"})
     message = problems(folder)
     assert "entry 'app:cart' (process.actor)" in message
     assert "must return a behaviour" in message
 
 
-def test_service_names_are_unique_across_namespaces(tmp_path: Path) -> None:
+def test_service_names_are_unique_across_namespaces(registry_copy: Path) -> None:
     """Two services named alike in two namespaces are refused: they would share one slot."""
-    folder = registry_with(tmp_path, "", "")
-    (folder / "more.yaml").write_text(
+    (registry_copy / "more.yaml").write_text(
         'version: "1.0"\nnamespace: extra\nentries:\n'
         "  - name: delivery\n    kind: process.service\n"
         "    process: trioshop.shop.delivery:run\n"
         "    lifecycle: {restart: {max_attempts: 1, initial_delay: 1s}}\n"
     )
-    message = problems(folder)
+    message = problems(registry_copy)
     assert "'app:delivery'" in message and "'extra:delivery'" in message
     assert "share the name 'delivery'" in message

@@ -11,22 +11,14 @@ import trio
 import trio.testing
 
 from tests.postgres import fresh_schema
-from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order
+from tests.store.support import INITIAL_STOCK, LINE_A, LINE_B, ONE_A, order, place
+from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock
 from trioshop.runtime import Ticket
 from trioshop.store import CartConflict, OperationAbandoned, StoredCart, StoreError
 from trioshop.store.postgres import PostgresStore, open_postgres_store
 from trioshop.store.postgres_schema import MIGRATIONS
 
-INITIAL_STOCK = {"A": 5, "B": 2}
-LINE_A = CartLine("A", "Thing A", 250, 2)
-LINE_B = CartLine("B", "Thing B", 1000, 1)
-ONE_A = CartLine("A", "Thing A", 250, 1)
-
 Nodes = tuple[PostgresStore, PostgresStore]
-
-
-def order(order_id: str, user: str, *lines: CartLine, key: str | None = None) -> Order:
-    return Order(order_id, user, lines, sum(x.price_cents * x.quantity for x in lines), 1, key)
 
 
 @pytest.fixture
@@ -48,13 +40,6 @@ def sql(url: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         cursor = conn.execute(query)
         return cursor.fetchall() if cursor.description else []
-
-
-async def place(store: PostgresStore, user: str, *lines: CartLine, key: str | None = None) -> str:
-    """Save *user*'s cart with *lines* and check it out; the order's id."""
-    version = await store.save_cart(user, lines, version=await store.cart_version(user))
-    placed = await store.checkout(order(f"o-{user}", user, *lines, key=key), version=version)
-    return placed.order.order_id
 
 
 # -- opening ------------------------------------------------------------------------------
@@ -94,7 +79,7 @@ async def test_unreachable_server_is_a_one_line_store_error() -> None:
 async def test_reopening_keeps_stock_and_carts(url: str) -> None:
     """A restart sees what was stored; known SKUs keep their stock, new ones get theirs."""
     async with open_postgres_store(url, INITIAL_STOCK) as store:
-        await place(store, "u", LINE_A)
+        await place(store, "o-u", "u", LINE_A)
         await store.save_cart("w", (LINE_B,), version=0)
     async with open_postgres_store(url, {**INITIAL_STOCK, "C": 7}) as store:
         assert await store.stock_levels() == {"A": 3, "B": 2, "C": 7}
@@ -353,21 +338,6 @@ async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
     with pytest.raises(CartConflict):  # a conflict on the cart stores no key either
         await b.save_cart("u", (LINE_B,), version=0, add_key=("k3", LINE_B))
     assert await a.added_with_key("u", "k3") is None
-
-
-async def test_abandoned_ticket_changes_nothing(nodes: Nodes) -> None:
-    """A ticket abandoned before the change starts: OperationAbandoned, nothing stored."""
-    a, _ = nodes
-    ticket = Ticket()
-    assert ticket.abandon()
-    with pytest.raises(OperationAbandoned):
-        await a.save_cart("u", (LINE_A,), version=0, ticket=ticket)
-    with pytest.raises(OperationAbandoned):
-        await a.checkout(order("o1", "u", LINE_A), version=0, ticket=ticket)
-    assert await a.cart_version("u") == 0 and await a.order("o1") is None
-    claimed = Ticket()
-    await a.save_cart("u", (LINE_A,), version=0, ticket=claimed)
-    assert claimed.claimed and not claimed.abandon()
 
 
 # -- stock and checkout ---------------------------------------------------------------------

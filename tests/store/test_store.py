@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from tests.postgres import fresh_schema
+from tests.store.support import INITIAL_STOCK, LINE_A, LINE_B, ONE_A, order, place
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order, Placement
 from trioshop.runtime import Ticket
 from trioshop.store import (
@@ -27,25 +28,7 @@ from trioshop.store import (
 )
 from trioshop.store.migrations import MIGRATIONS, migrate, schema_version
 
-INITIAL_STOCK = {"A": 5, "B": 2}
-LINE_A = CartLine("A", "Thing A", 250, 2)
-LINE_B = CartLine("B", "Thing B", 1000, 1)
-ONE_A = CartLine("A", "Thing A", 250, 1)
 EMPTY = StoredCart((), 0)
-
-
-def order(order_id: str, user: str, *lines: CartLine, key: str | None = None) -> Order:
-    """An order of *lines* by *user* (all orders share one timestamp: ties are the norm)."""
-    return Order(order_id, user, lines, sum(x.price_cents * x.quantity for x in lines), 1, key)
-
-
-async def place(
-    store: Store, order_id: str, user: str, *lines: CartLine, key: str | None = None
-) -> Placement:
-    """Save *lines* as *user*'s cart, then check them out at the version just saved."""
-    version = await store.save_cart(user, lines, version=await store.cart_version(user))
-    return await store.checkout(order(order_id, user, *lines, key=key), version=version)
-
 
 Opener = Callable[[], AbstractAsyncContextManager[Store]]
 
@@ -261,7 +244,10 @@ async def test_abandoned_ticket_changes_nothing(store: Store) -> None:
         await store.save_cart("u", (LINE_B,), version=version, ticket=gone, add_key=("k", LINE_B))
     with pytest.raises(OperationAbandoned):
         await store.checkout(order("o1", "u", LINE_A), version=version, ticket=gone)
+    with pytest.raises(OperationAbandoned):  # nor is a new cart created
+        await store.save_cart("new", (LINE_A,), version=0, ticket=gone)
     assert await store.load_cart("u") == StoredCart((LINE_A,), version)
+    assert await store.cart_version("new") == 0
     assert await store.added_with_key("u", "k") is None
     assert await store.stock_levels() == INITIAL_STOCK
     assert await store.order("o1") is None
