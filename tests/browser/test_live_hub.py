@@ -128,6 +128,19 @@ def test_the_hub_refuses_viewers_beyond_its_limit_and_when_closed() -> None:
     assert other.closed and not hub.room()
 
 
+def test_viewers_past_their_deadline_are_cut_and_free_their_slots() -> None:
+    """cut_overdue disconnects exactly the viewers whose deadline passed, calling their on_cut."""
+    hub = LiveHub(max_viewers=2)
+    cuts: list[str] = []
+    early = hub.connect(None, deadline=10.0, on_cut=lambda: cuts.append("early")).viewer
+    hub.connect(None, deadline=20.0, on_cut=lambda: cuts.append("late"))
+    assert not hub.room()
+    assert hub.cut_overdue(9.9) == []
+    assert hub.cut_overdue(10.0) == [early]
+    assert cuts == ["early"] and early.closed
+    assert hub.viewers == 1 and hub.room()
+
+
 async def test_a_viewer_wakes_for_each_offer() -> None:
     """wait() returns once something was offered since the last drain, and not before."""
     hub = LiveHub()

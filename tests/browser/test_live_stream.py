@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
 from collections.abc import Callable
 
 import httpx
 
 from tests.browser.sse import Frame, FrameBuffer
 from tests.helpers import REGISTRY_DIR
-from trioshop.testing.server import running_server
+from trioshop.http.live.hub import MAX_VIEWERS
+from trioshop.testing.server import running_server, wait_for_count
 
 IDLE = "2"  # --connection-idle: streams of 1.5 s, then a reconnect
 
@@ -84,4 +88,64 @@ def test_a_viewer_that_vanishes_is_forgotten_and_resumes_where_it_was() -> None:
         assert created == ["ann", "bob"]
         assert frames[-1].data["live"]["viewers"] == 1  # the vanished viewer is gone
         assert {a["name"] for a in frames[-1].data["actor_list"]} == {"cart:ann", "cart:bob"}
+        assert server.terminate() == 0
+
+
+STALLED_RECEIVE_BUFFER = 1024  # bytes: a viewer that stops reading fills this at once
+STALLED_VIEWERS = MAX_VIEWERS  # every slot
+REPLAYED_ADDS = 300  # adds before the stalled viewers connect: their replay fills every buffer
+CUT = re.compile(r'event="live viewer cut"')
+CUT_TIMEOUT = 30.0  # one stream's life (1.5 s) and the cut, on a loaded machine
+
+
+def stalled_viewer(address: tuple[str, int], last_event_id: str) -> socket.socket:
+    """A raw client that asks /ops/stream to replay everything since *last_event_id*, reads up
+    to the hello (its slot is taken), and never reads again."""
+    viewer = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RECEIVE_BUFFER)
+    viewer.settimeout(30)
+    viewer.connect(address)
+    host, port = address
+    viewer.sendall(
+        f"GET /ops/stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Last-Event-ID: {last_event_id}\r\n\r\n".encode()
+    )
+    received = b""
+    while b"event: hello" not in received:
+        chunk = viewer.recv(256)
+        assert chunk, f"the server closed the stream before its hello: {received!r}"
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 200"), received
+    return viewer
+
+
+def test_viewers_that_never_read_are_cut_at_their_deadline_and_free_their_slots() -> None:
+    """Every slot held by a viewer that stopped reading is freed when its stream's life ends."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--connection-idle", IDLE
+    ) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        for n in range(REPLAYED_ADDS):
+            assert http.post(
+                f"/api/cart/u{n}/items", json={"sku": "KB-002", "quantity": 1}
+            ).status_code == 200
+        hello = read_stream(http, None, stop=lambda f: f.event == "hello")[-1]
+        stalled = [
+            stalled_viewer(server.address, f"{hello.data['epoch']}-0")
+            for _ in range(STALLED_VIEWERS)
+        ]
+        try:
+            assert http.get("/ops/stream").status_code == 503  # every slot is taken
+            wait_for_count([server], CUT, STALLED_VIEWERS, timeout=CUT_TIMEOUT)
+            frames = read_stream(http, None, stop=lambda f: f.event == "hello")
+            assert frames[-1].event == "hello"
+            assert http.post(
+                "/api/cart/after/items", json={"sku": "KB-002", "quantity": 1}
+            ).status_code == 200
+            for viewer in stalled:  # cut: the server closed (reset) their connections
+                with contextlib.suppress(ConnectionResetError):
+                    while viewer.recv(65536):
+                        pass
+        finally:
+            for viewer in stalled:
+                viewer.close()
         assert server.terminate() == 0

@@ -13,7 +13,10 @@ from trioshop.domain.money import to_json_number
 from trioshop.http.live.hub import LiveHub
 from trioshop.http.live.rates import RequestWindow
 from trioshop.http.shapes import ACTOR, SERVICE
+from trioshop.logs import log_event
 from trioshop.shop import Shop
+
+logger = logging.getLogger(__name__)
 
 SNAPSHOT_SECONDS = 1.0
 ACTORS_SHOWN = 100  # the oldest live actors a snapshot lists (the count is always exact)
@@ -116,7 +119,8 @@ class LiveFeed:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Feed the hub until :meth:`close`: log records as they come, a snapshot a second.
+        """Feed the hub until :meth:`close`: log records as they come, a snapshot a second;
+        every second too, viewers stuck past their deadline are cut (``LiveHub.cut_overdue``).
 
         Ready once the log handler is attached. On exit the handler is detached and every
         stream ends.
@@ -129,6 +133,12 @@ class LiveFeed:
                 task_status.started()
                 tick = trio.current_time()
                 while True:
+                    for viewer in self.hub.cut_overdue(trio.current_time()):
+                        log_event(
+                            logger, "live viewer cut", logging.WARNING,
+                            reason="still sending past the end of its stream: not reading",
+                            buffered=viewer.buffered,
+                        )
                     self.rates.sample()
                     shop = get_shop()
                     if shop is not None and self.hub.viewers:

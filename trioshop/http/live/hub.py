@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -50,11 +51,20 @@ class Viewer:
     """One connected viewer: a bounded buffer of events and a slot for the latest snapshot.
 
     Offering never blocks: past ``capacity`` buffered events, further events are dropped for
-    this viewer alone and counted; the next :meth:`drain` says how many.
+    this viewer alone and counted; the next :meth:`drain` says how many. A viewer still
+    connected at its ``deadline`` (Trio time) is cut with ``on_cut``
+    (:meth:`LiveHub.cut_overdue`).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        deadline: float = math.inf,
+        on_cut: Callable[[], None] | None = None,
+    ) -> None:
         self.capacity = capacity
+        self.deadline = deadline
+        self.on_cut = on_cut
         self.closed = False
         self._pending: deque[LiveEvent] = deque()
         self._dropped = 0
@@ -63,6 +73,11 @@ class Viewer:
         self._snapshot: bytes | None = None
         self._snapshot_after = 0  # how many pending events came before the snapshot
         self._wake = trio.Event()
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be sent to this viewer."""
+        return len(self._pending)
 
     def offer(self, event: LiveEvent) -> bool:
         """Buffer *event*; ``False`` (and counted) if the buffer is full."""
@@ -179,9 +194,16 @@ class LiveHub:
     def room(self) -> bool:
         return not self.closed and len(self._viewers) < self.max_viewers
 
-    def connect(self, last_event_id: str | None) -> Resume:
+    def connect(
+        self,
+        last_event_id: str | None,
+        *,
+        deadline: float = math.inf,
+        on_cut: Callable[[], None] | None = None,
+    ) -> Resume:
         """Register a viewer and say where its stream starts: the events it missed since
         *last_event_id* (a new viewer: the latest few) and the position right before them.
+        A viewer still connected at *deadline* is cut (:meth:`cut_overdue`) with *on_cut*.
 
         Atomic (no checkpoint): every event is either replayed or offered to the viewer,
         never both, never neither. When the ring no longer holds every event after
@@ -191,7 +213,7 @@ class LiveHub:
         if not self.room():
             raise HubFull(f"{len(self._viewers)} live viewers, the limit is {self.max_viewers}")
         replay, gap = self._since(last_event_id)
-        viewer = Viewer(self.viewer_capacity)
+        viewer = Viewer(self.viewer_capacity, deadline, on_cut)
         self._viewers.append(viewer)
         position = replay[0].seq - 1 if replay else self.published
         return Resume(viewer, f"{self.epoch}-{position}", position, replay, gap)
@@ -200,6 +222,18 @@ class LiveHub:
         viewer.close()
         if viewer in self._viewers:
             self._viewers.remove(viewer)
+
+    def cut_overdue(self, now: float) -> list[Viewer]:
+        """Disconnect every viewer whose deadline is past at *now* (Trio time), calling its
+        ``on_cut``, and return them: a stream that ends by itself has left before its deadline,
+        so these are stuck sending to a client that does not read. Their slots are free at
+        once. No checkpoint."""
+        overdue = [viewer for viewer in self._viewers if viewer.deadline <= now]
+        for viewer in overdue:
+            self.disconnect(viewer)
+            if viewer.on_cut is not None:
+                viewer.on_cut()
+        return overdue
 
     def close(self) -> None:
         """End every stream (each viewer is woken and sees ``closed``); refuse new ones."""

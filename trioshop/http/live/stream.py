@@ -5,6 +5,10 @@ SSE client sends nothing once its request is made, so a stream cannot outlive th
 stream therefore ends by itself well before (a ``bye`` event, then the end of the body), and
 the browser's EventSource reconnects after ``retry`` milliseconds with ``Last-Event-ID``: the
 hub replays every event since that id from its ring, so nothing is lost in between.
+
+A client that stops reading would hold its slot for good (hypercorn's writes cannot be
+cancelled, so the stream never reaches its end): the feed cuts every stream still connected
+``CUT_AFTER_SECONDS`` past its end, resetting its connection, and the slot is free at once.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from quart import Blueprint, Response, request
 
 from trioshop.http.errors import ApiError
 from trioshop.http.live.access import check_ops_access
+from trioshop.http.live.connection import connection_socket, cut
 from trioshop.http.live.feed import LiveFeed
 from trioshop.http.live.hub import HubFull, sse_frame
 
 RETRY_MS = 1000  # how long EventSource waits before reconnecting
 # A stream lasts this share of --connection-idle: it ends cleanly before hypercorn's cut.
 STREAM_SHARE_OF_IDLE = 0.75
+# A stream still connected this long after its end is stuck (its client does not read): cut.
+CUT_AFTER_SECONDS = 1.0
 
 
 def stream_seconds(connection_idle: float) -> float:
@@ -40,12 +47,20 @@ def live_routes(feed: LiveFeed, admin_token: str | None) -> Blueprint:
         if not hub.room():
             raise ApiError(503, "Too many live viewers, retry shortly", {"Retry-After": "5"})
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+        sock = connection_socket(request.scope.get("client"))
+
+        def cut_connection() -> None:
+            if sock is not None:
+                cut(sock)
 
         async def body() -> AsyncIterator[bytes]:
             # Registered here, when the body starts, so that a stream never started leaks no
             # viewer; the slot check above is advisory, connect() may still refuse.
+            deadline = trio.current_time() + feed.stream_seconds
             try:
-                resume = hub.connect(last_event_id)
+                resume = hub.connect(
+                    last_event_id, deadline=deadline + CUT_AFTER_SECONDS, on_cut=cut_connection
+                )
             except HubFull:  # full after all, or the hub closed meanwhile
                 yield f"retry: {RETRY_MS * 5}\n\n".encode()
                 return
@@ -62,7 +77,6 @@ def live_routes(feed: LiveFeed, admin_token: str | None) -> Blueprint:
                 head.append(sse_frame("hello", hello, resume.event_id))
                 head.extend(event.frame() for event in resume.replay)
                 yield b"".join(head)
-                deadline = trio.current_time() + feed.stream_seconds
                 while not viewer.closed:
                     with trio.move_on_at(deadline):
                         await viewer.wait()
