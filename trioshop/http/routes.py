@@ -40,8 +40,6 @@ from trioshop.runtime import ActorTimeout
 from trioshop.shop import Shop
 from trioshop.store import StoreError
 
-EMPTY_CART_MESSAGE = "Cart is empty (no active session)"
-
 
 def api_routes(
     prefix: str, get_shop: Callable[[], Shop], auth: UserAuth | None = None
@@ -87,9 +85,7 @@ def api_routes(
     async def view_cart(user_id: str) -> dict[str, Any]:
         check_user_id(user_id)
         view = await get_shop().carts.view(user_id)
-        if view is None:
-            return CART.render(CartView(user_id, (), 0), message=EMPTY_CART_MESSAGE)
-        return CART.render(view)
+        return CART.render(view or CartView(user_id, (), 0))  # empty: the same body either way
 
     @api.post("/cart/<user_id>/checkout")
     async def checkout(user_id: str) -> dict[str, Any]:

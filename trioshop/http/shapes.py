@@ -140,11 +140,16 @@ ADDED = Shape("Added", {
     "user_id": Field(STRING, lambda ua: ua[0]),
     "item": Field(CART_ITEM, lambda ua: ua[1]),
 })
+# Every empty cart says so, whether the node had it live (emptied) or not (never used, checked
+# out, live on another node): one body for the same cart on every node.
+EMPTY_CART_MESSAGE = "Cart is empty (no active session)"
 CART = Shape("Cart", {
     "user_id": Field(STRING),
     "items": Field(CART_ITEM, lambda view: view.lines, many=True),
     "total": _money("total_cents"),
-    "message": Field(STRING, lambda _: None, required=False),
+    "message": Field(
+        STRING, lambda view: None if view.lines else EMPTY_CART_MESSAGE, required=False
+    ),
 })
 ORDER = Shape("Order", {
     "order_id": Field(STRING),
