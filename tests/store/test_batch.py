@@ -171,7 +171,7 @@ async def test_tickets_are_claimed_once_the_gate_is_held() -> None:
     """With a gate, a request can be abandoned while its batch waits for it: never applied."""
     db = FakeDatabase()
     gate = trio.CapacityLimiter(1)
-    batcher = Batcher(db.apply, gate=gate)
+    batcher = Batcher(db.apply, gate=lambda: gate)
     ticket = Ticket()
     async with trio.open_nursery() as nursery:
         await nursery.start(batcher.run)
@@ -198,7 +198,7 @@ async def test_a_batch_cancelled_while_waiting_for_the_gate_is_answered() -> Non
     db = FakeDatabase()
     gate = trio.CapacityLimiter(1)
     await gate.acquire_on_behalf_of("someone else")
-    batcher = Batcher(db.apply, gate=gate)
+    batcher = Batcher(db.apply, gate=lambda: gate)
     answers: list[object] = []
     async with trio.open_nursery() as nursery:
         runner = trio.CancelScope()

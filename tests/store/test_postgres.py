@@ -265,7 +265,7 @@ async def test_a_batched_write_waiting_for_a_connection_can_be_abandoned(url: st
         abandoned: list[OperationAbandoned] = []
 
         async def occupy(*, task_status: trio.TaskStatus[None]) -> None:
-            async with store.limiter:  # the pool's one connection is in use
+            async with store.writers:  # the pool's one connection for writes is in use
                 task_status.started()
                 await release.wait()
 

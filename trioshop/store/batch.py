@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -42,9 +43,10 @@ class Batcher(Generic[R]):
     larger the batches (group commit). Requests whose callers gave up before their batch
     was taken are answered :class:`OperationAbandoned` and never reach ``apply``.
 
-    With a ``gate`` (e.g. the store's connection limiter) the batcher holds it from before
-    the tickets are claimed until the batch is answered: a caller can still give up while
-    its batch waits for a connection, and ``apply`` runs holding it.
+    With a ``gate`` (what makes the async context holding e.g. a store's connection) the
+    batcher holds one from before the tickets are claimed until the batch is answered: a
+    caller can still give up while its batch waits for a connection, and ``apply`` runs
+    holding it.
 
     Run it with ``await nursery.start(batcher.run)``; when that task ends (cancelled, or
     after :meth:`close` once the queue is drained), queued requests are answered
@@ -52,7 +54,7 @@ class Batcher(Generic[R]):
     """
 
     apply: Callable[[list[R]], Awaitable[list[Outcome]]]
-    gate: trio.CapacityLimiter | None = None
+    gate: Callable[[], AbstractAsyncContextManager[object]] | None = None
     max_batch: int = 256
     queue_size: int = 10_000
     _send: trio.MemorySendChannel[_Pending[R]] | None = attrs.field(default=None, init=False)
@@ -82,7 +84,7 @@ class Batcher(Generic[R]):
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 try:
-                    async with self.gate or contextlib.nullcontext():
+                    async with self.gate() if self.gate else contextlib.nullcontext():
                         batch = _claimed(taken)
                         if batch:
                             # Shielded: a batch whose tickets are claimed gets its answers.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -44,6 +44,7 @@ from trioshop.store.base import (
 )
 from trioshop.store.batch import Batcher, Outcome
 from trioshop.store.codec import EMPTY_LINES, decode_lines, encode_lines
+from trioshop.store.gates import Gates
 from trioshop.store.postgres_schema import migrate
 
 logger = logging.getLogger("trioshop.store")
@@ -76,10 +77,22 @@ STOCK_ATTEMPTS = 3
 # The first key of the advisory locks a batch of cart writes takes, one a user (the second
 # key is a hash of the user id), in key order: two nodes' batches never deadlock.
 CART_LOCK = 0x63617274  # "cart"
-# How long a batch of cart writes waits for a lock (another node's batch, or a transaction
-# left open on a cart's row) before it is split and each write waits alone: one stuck cart
-# must not hold up every cart of the node.
-LOCK_TIMEOUT = "1s"
+# How long any statement waits for a row or advisory lock (another node's batch, or a
+# transaction left open on a cart's or a SKU's row) before its operation fails with a
+# StoreError (503): one stuck row costs its own requests only, well within their deadlines
+# (Settings.read_timeout, 3 s; checkout_timeout, 5 s). A batch of cart writes that waited
+# this long is split and each write waits alone.
+LOCK_TIMEOUT = 1.0
+# How long any statement of a pooled connection may run, lock waits included: a store
+# operation made without a deadline of its own is bounded too, below the requests' deadlines.
+STATEMENT_TIMEOUT = 2.0
+# After a lock timeout alone, a user's cart writes skip the batches (each goes alone, beside
+# them) for this long: a stuck cart never again holds up the other carts' batches.
+STUCK_SECONDS = 10.0
+# The most users remembered as stuck at once (the oldest are forgotten first).
+STUCK_MAX = 1000
+# The name the store's sessions show in pg_stat_activity, unless the URL names one.
+APPLICATION_NAME = "trioshop"
 
 _RETENTION = float(ADD_KEY_RETENTION_SECONDS)
 _KEY_CONSTRAINT = "orders_idempotency_key"
@@ -202,7 +215,6 @@ def _write_carts(conn: Connection, writes: list[_CartWrite]) -> list[Outcome]:
                 continue
             seen.add(write.user_id)
             todo.add(i)
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
         conn.execute(
             "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT DISTINCT hashtext(u) AS k "
             "FROM unnest(%s::text[]) AS u ORDER BY k OFFSET 0) AS keys",
@@ -295,8 +307,12 @@ class PostgresStore(Store):
     """A PostgreSQL database (schema chosen by the URL's search_path) shared by many nodes.
 
     Every operation is one transaction on a connection from a ``psycopg_pool`` pool of
-    ``pool_size``, run in a worker thread through ``limiter`` (as many tokens as the pool
-    has connections, so no thread ever waits for one). Nothing is cached: carts are written
+    ``pool_size`` connections for any operation and ``READ_RESERVE`` more for reads only,
+    run in a worker thread through ``limiter`` (as many tokens as the pool has connections,
+    so no thread ever waits for one; see :class:`~trioshop.store.gates.Gates`). Every
+    statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in
+    all, and a connection the server ended is replaced and the operation tried once more.
+    Nothing is cached: carts are written
     conditional on their version, stock is taken by conditional decrements, and the outbox
     has one row per order and registered service, claimed by ``pending`` for
     ``claim_seconds``. A dedicated connection LISTENs for the checkouts of every node.
@@ -309,11 +325,14 @@ class PostgresStore(Store):
     url: str
     pool_size: int = POOL_SIZE
     claim_seconds: float = CLAIM_SECONDS
-    # The thread hop itself is unbounded: ``limiter`` (one token a connection) is taken first.
+    # The thread hop itself is unbounded: a connection's token (``limiter``) is taken first.
     _hop: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(math.inf), init=False, repr=False
     )
-    limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _gates: Gates = attrs.field(init=False, repr=False)
+    # Users whose cart write waited out a lock alone, and until when their writes skip the
+    # batches (trio time), oldest first.
+    _stuck: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
     _pool: ConnectionPool[Connection] | None = attrs.field(default=None, init=False)
     _outbox_news: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The server process of the listen connection (0: none), for operators and tests.
@@ -325,16 +344,31 @@ class PostgresStore(Store):
     _writes: Batcher[_CartWrite] = attrs.field(init=False)
     _versions: Batcher[str] = attrs.field(init=False)
 
-    @limiter.default
-    def _one_thread_per_connection(self) -> trio.CapacityLimiter:
-        return trio.CapacityLimiter(self.pool_size)
+    @_gates.default
+    def _places(self) -> Gates:
+        return Gates(self.pool_size)
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """A token per pooled connection (and worker thread): whoever holds one has one."""
+        return self._gates.connections
+
+    @property
+    def writers(self) -> trio.CapacityLimiter:
+        """A token per connection a write may hold (``pool_size``: the reserve is reads')."""
+        return self._gates.writers
 
     @_writes.default
     def _cart_writer(self) -> Batcher[_CartWrite]:
         async def write(writes: list[_CartWrite]) -> list[Outcome]:
-            return await self._run_held(
-                lambda conn: _write_carts(conn, writes), writes=len(writes)
-            )
+            try:
+                return await self._run_held(
+                    lambda conn: _write_carts(conn, writes), writes=len(writes)
+                )
+            except StoreError as exc:
+                if len(writes) == 1:
+                    self._note_stuck(writes[0].user_id, exc)
+                raise
 
         async def apply(writes: list[_CartWrite]) -> list[Outcome]:
             for attempt in range(self.pool_size + 1):
@@ -362,14 +396,14 @@ class PostgresStore(Store):
                     outcomes.append((False, exc))
             return outcomes
 
-        return Batcher(apply, gate=self.limiter)
+        return Batcher(apply, gate=self._gates.writing)
 
     @_versions.default
     def _version_reader(self) -> Batcher[str]:
         async def apply(user_ids: list[str]) -> list[Outcome]:
             return await self._run_held(lambda conn: _cart_versions(conn, user_ids))
 
-        return Batcher(apply, gate=self.limiter)
+        return Batcher(apply, gate=self._gates.reading)
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -391,9 +425,10 @@ class PostgresStore(Store):
                         (_RETENTION,),
                     )
             pool: ConnectionPool[Connection] = ConnectionPool(
-                self.url, min_size=1, max_size=self.pool_size, open=False, timeout=POOL_TIMEOUT,
-                name="trioshop",
-                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES},
+                self.url, min_size=1, max_size=self._gates.size, open=False,
+                timeout=POOL_TIMEOUT, name="trioshop", configure=_bound_statements,
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES,
+                        **_session_name(self.url)},
             )
             try:
                 pool.open(wait=True, timeout=POOL_TIMEOUT)
@@ -439,7 +474,8 @@ class PostgresStore(Store):
 
     def _listening_connection(self) -> Connection:
         conn = psycopg.connect(
-            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVES
+            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVES,
+            **_session_name(self.url),
         )
         try:
             conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
@@ -508,21 +544,74 @@ class PostgresStore(Store):
 
     @staticmethod
     def _work(pool: ConnectionPool[Connection], work: Callable[[Connection], T]) -> T:
+        """*work* on a pooled connection; once more on another if the server had closed it.
+
+        A pooled connection the server ended (a restart, ``pg_terminate_backend``) fails its
+        first statement, before anything is applied (a failed commit is an
+        :class:`OutcomeUnknown`, never tried again): the pool's idle connections are checked
+        (the others are likely gone too) and *work* runs again on a working one.
+        """
+        used: Connection | None = None
+        try:
+            with pool.connection() as conn:
+                used = conn
+                return work(conn)
+        except psycopg.OperationalError:
+            if used is None or not (used.broken or used.closed):
+                raise
+        pool.check()
         with pool.connection() as conn:
             return work(conn)
 
     async def _run(
-        self, work: Callable[[Connection], T], *, ticket: Ticket | None = None, writes: int = 0
+        self,
+        work: Callable[[Connection], T],
+        *,
+        ticket: Ticket | None = None,
+        writes: int = 0,
+        rows: Iterable[str] = (),
     ) -> T:
         """Run *work* with a pooled connection in a worker thread; psycopg's errors become
         :class:`StoreError`. *work* makes its own transaction (the connection autocommits)
-        of *writes* operations, counted in :meth:`statistics` (0: a read)."""
-        # The limiter has as many tokens as the pool has connections: holding one, a
-        # connection is ours. Only then is the ticket claimed (on the Trio thread, no hop
-        # back from the worker): a caller still queued for a token can give up.
-        async with self.limiter:
+        of *writes* operations, counted in :meth:`statistics` (0: a read, which may use the
+        reserved connections). A write waits for a place at each of *rows* it may lock
+        (``cart:<user>``, ``stock:<sku>``; see :class:`Gates`), StoreError if it cannot."""
+        # Holding the gate, a connection is ours. Only then is the ticket claimed (on the
+        # Trio thread, no hop back from the worker): a caller still queued can give up.
+        async with self._gates.writing(rows) if writes else self._gates.reading():
             claim(ticket)
             return await self._run_held(work, writes=writes)
+
+    def _note_stuck(self, user_id: str, exc: StoreError) -> None:
+        """Remember *user_id* as stuck if *exc* is a lock (or statement) timeout of its write
+        alone: its next writes skip the batches for ``STUCK_SECONDS``."""
+        if isinstance(exc.__cause__, _GAVE_UP):
+            self._stuck.pop(user_id, None)
+            self._stuck[user_id] = trio.current_time() + STUCK_SECONDS
+            while len(self._stuck) > STUCK_MAX:
+                del self._stuck[next(iter(self._stuck))]
+
+    def _is_stuck(self, user_id: str) -> bool:
+        until = self._stuck.get(user_id)
+        if until is not None and until < trio.current_time():
+            del self._stuck[user_id]
+            return False
+        return until is not None
+
+    async def _write_alone(self, write: _CartWrite, ticket: Ticket | None) -> int:
+        """A stuck user's cart write, beside the batches: only it waits for its row."""
+        try:
+            [(ok, value)] = await self._run(
+                lambda conn: _write_carts(conn, [write]), ticket=ticket, writes=1,
+                rows=[_cart_row(write.user_id)],
+            )
+        except StoreError as exc:
+            self._note_stuck(write.user_id, exc)
+            raise
+        self._stuck.pop(write.user_id, None)
+        if ok:
+            return int(value)
+        raise value
 
     async def _run_held(self, work: Callable[[Connection], T], *, writes: int = 0) -> T:
         """:meth:`_run` for a caller already holding a token of ``limiter``."""
@@ -539,6 +628,11 @@ class PostgresStore(Store):
             raise StoreError(
                 f"no connection to PostgreSQL at {_where(self.url)} within {POOL_TIMEOUT:g} s; "
                 "retry later"
+            ) from exc
+        except _GAVE_UP as exc:
+            raise StoreError(
+                f"PostgreSQL gave up waiting ({_reason(exc)}): another transaction holds a row "
+                "this needs; nothing was changed, retry later"
             ) from exc
         except psycopg.OperationalError as exc:
             raise StoreError(
@@ -585,6 +679,8 @@ class PostgresStore(Store):
         payload = encode_lines(lines)
         if add_key is None:
             write = _CartWrite(user_id, payload, version, stock_check)
+            if self._is_stuck(user_id):
+                return await self._write_alone(write, ticket)
             return int(await self._writes.submit(write, ticket))
 
         def save(conn: Connection) -> int:  # one at a time: the key's row needs its own rollback
@@ -604,7 +700,7 @@ class PostgresStore(Store):
                     raise CartConflict(_stored_cart(conn, user_id))
                 return _write_cart(conn, user_id, payload, version)
 
-        return await self._run(save, ticket=ticket, writes=1)
+        return await self._run(save, ticket=ticket, writes=1, rows=[_cart_row(user_id)])
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         def read(conn: Connection) -> CartLine | None:
@@ -682,7 +778,8 @@ class PostgresStore(Store):
                 raise StoreError("the checkout's idempotency key is in use; retry")
             return placement
 
-        return await self._run(place, ticket=ticket, writes=1)
+        rows = [_cart_row(order.user_id), *(f"stock:{sku}" for sku in quantities(order.lines))]
+        return await self._run(place, ticket=ticket, writes=1, rows=rows)
 
     async def order(self, order_id: str) -> StoredOrder | None:
         def read(conn: Connection) -> StoredOrder | None:
@@ -768,6 +865,28 @@ class PostgresStore(Store):
         return StoreStatistics(self._transactions, self._operations)
 
 
+def _cart_row(user_id: str) -> str:
+    """The name of *user_id*'s cart row for :class:`Gates`."""
+    return f"cart:{user_id}"
+
+
+def _bound_statements(conn: Connection) -> None:
+    """Bound every statement of a new pooled connection (see :data:`LOCK_TIMEOUT`)."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+        (f"{round(LOCK_TIMEOUT * 1000)}ms", f"{round(STATEMENT_TIMEOUT * 1000)}ms"),
+    )
+
+
+def _session_name(url: str) -> dict[str, Any]:
+    """``application_name`` for a connection, unless *url* names one."""
+    try:
+        named = "application_name" in conninfo_to_dict(url)
+    except psycopg.Error:
+        named = False
+    return {} if named else {"application_name": APPLICATION_NAME}
+
+
 def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
     if initial:
         conn.execute(
@@ -786,6 +905,9 @@ class _Failure(enum.Enum):
     ALONE = "alone"  # refused for what one write held, or a lock waited on: one at a time
 
 
+# What PostgreSQL raises for a statement that waited out LOCK_TIMEOUT or STATEMENT_TIMEOUT.
+_GAVE_UP = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
 # SQLSTATE classes of a link that broke before the commit: connection exceptions (08) and
 # the server ending sessions (57P01-57P03: shutdown, crash, cannot connect now).
 _LINK_LOST = ("08", "57P01", "57P02", "57P03")
@@ -799,7 +921,7 @@ def _failure(exc: StoreError) -> _Failure:
         cause, (PoolTimeout, PoolClosed)
     ):
         return _Failure.DOWN
-    if isinstance(cause, psycopg.errors.LockNotAvailable):
+    if isinstance(cause, _GAVE_UP):
         return _Failure.ALONE
     if isinstance(cause, psycopg.errors.TransactionRollback):
         return _Failure.RETRY
