@@ -22,7 +22,13 @@ from hypercorn.utils import LifespanFailureError
 
 from trioshop import logs
 from trioshop.cluster.proxy_admin import ProxyAdminError
-from trioshop.cluster.runner import Cluster, ClusterConfig, ClusterError, node_arguments
+from trioshop.cluster.runner import (
+    Cluster,
+    ClusterConfig,
+    ClusterError,
+    NodeStartError,
+    node_arguments,
+)
 from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
@@ -234,31 +240,45 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 
 async def _run_cluster(config: ClusterConfig) -> None:
-    """The cluster until SIGINT or SIGTERM, which stop it cleanly (proxy, then nodes);
-    SIGHUP restarts its nodes one at a time (see ``Cluster.rolling_restart``)."""
+    """The cluster until SIGINT or SIGTERM, which stop it cleanly, during startup too: the
+    proxy stops accepting and finishes its requests, then the nodes stop (a second signal
+    stops the proxy without waiting for its requests). SIGHUP restarts its nodes one at a
+    time (see ``Cluster.rolling_restart``)."""
     stop = trio.Event()
     cluster = Cluster(config)
-    # Listening before anything starts: a signal during startup waits, it does not kill.
+    # Listening before anything starts: a signal during startup stops what started.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+
+        async def watch_signals() -> None:
+            async with trio.open_nursery() as restarts:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        if not stop.is_set():
+                            restarts.start_soon(_rolling_restart, cluster)
+                    elif stop.is_set():
+                        log_event(logger, "cluster stop hurried", signal=name)
+                        cluster.hurry()
+                    else:
+                        log_event(logger, "cluster stop requested", signal=name)
+                        stop.set()
+
         async with trio.open_nursery() as nursery:
-            await nursery.start(cluster.run, stop)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    nursery.start_soon(_rolling_restart, cluster)
-                    continue
-                log_event(logger, "cluster stop requested", signal=signal.Signals(signum).name)
-                stop.set()
-                break
+            nursery.start_soon(watch_signals)
+            await cluster.run(stop)
+            nursery.cancel_scope.cancel()
 
 
 async def _rolling_restart(cluster: Cluster) -> None:
+    """A rolling restart; one that cannot go on is logged, with the node and its reason."""
     try:
         await cluster.rolling_restart()
-    except (ProxyAdminError, trio.TooSlowError) as exc:
+    except NodeStartError as exc:
         log_event(
-            logger, "rolling restart stopped", logging.ERROR,
-            error=f"{type(exc).__name__}: {exc}",
+            logger, "rolling restart stopped", logging.ERROR, node=exc.node, reason=exc.reason
         )
+    except (ClusterError, ProxyAdminError) as exc:
+        log_event(logger, "rolling restart stopped", logging.ERROR, error=str(exc))
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -8,6 +8,10 @@ after 10 s idle, and would take every node and the proxy down with it. So childr
 forked here, synchronously, from the thread running the event loop (the process's main
 thread under ``trio.run``; a fork takes milliseconds), and the signal is only armed when
 that thread is the main thread, which lives as long as the process.
+
+Each child runs in a session of its own: a terminal's Ctrl-C signals its whole foreground
+process group, and must reach only the cluster, which stops its children in order (the proxy
+drains first, then the nodes).
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ class ChildProcess:
 def start_child(
     command: Sequence[str], *, capture_output: bool = False, env: Mapping[str, str] | None = None
 ) -> ChildProcess:
-    """Start *command*; on Linux it gets SIGTERM when this process dies, however it dies.
+    """Start *command* in a session of its own; on Linux it gets SIGTERM when this process
+    dies, however it dies.
 
     With *capture_output*, its output and errors are one stream, ``stdout``; otherwise it
     shares ours. Call it from the event loop's thread (see the module's docstring).
@@ -101,7 +106,7 @@ def start_child(
     try:
         popen = subprocess.Popen(
             command, stdout=write_end, stderr=subprocess.STDOUT if capture_output else None,
-            env=env, preexec_fn=_die_with_parent(),
+            env=env, preexec_fn=_die_with_parent(), start_new_session=True,
         )
     except BaseException:
         if read_end is not None:

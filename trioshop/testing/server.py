@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from trioshop.cluster.runner import free_ports
@@ -165,11 +166,32 @@ class ClusterProcess(ServerProcess):
         self.base_url = f"http://{self.base_url}"
 
     def kill(self) -> None:
-        """SIGKILL the cluster and everything it started (its process group)."""
+        """SIGKILL the cluster and everything it started: its process group, and each node's
+        and the proxy's (they run in sessions of their own)."""
         assert self.process is not None
+        children = self.children()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def children(self) -> list[int]:
+        """The pids of the processes the cluster runs now (Linux: from /proc; elsewhere: the
+        latest start line of each node and of the proxy)."""
+        assert self.process is not None
+        pid = self.process.pid
+        with contextlib.suppress(OSError):
+            return [
+                int(child) for task in os.listdir(f"/proc/{pid}/task")
+                for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            ]
+        self.drain()
+        latest = {m.group(1): int(m.group(2)) for line in self.lines
+                  if (m := self.NODE_STARTED.search(line))}
+        proxy = [int(m.group(1)) for line in self.lines if (m := self.PROXY_STARTED.search(line))]
+        return [*latest.values(), *proxy[-1:]]
 
     def node_pid(self, node: str) -> int:
         """The pid of *node*'s current process, from the cluster's latest start line for it."""
