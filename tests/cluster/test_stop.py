@@ -1,8 +1,9 @@
 """Stopping `trioshop cluster`: Ctrl-C to its process group drains (no request applied without
-an answer), and a stop during startup exits cleanly."""
+an answer), a second signal cuts the drain short, and a stop during startup exits cleanly."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -11,8 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import trio
 
 from tests.postgres import fresh_schema
+from trioshop.cluster.proxy_admin import ProxyAdmin
+from trioshop.cluster.runner import PROXY_POLL
 from trioshop.testing.server import (
     ClusterProcess,
     free_port,
@@ -117,3 +121,43 @@ def test_a_stop_during_startup_exits_cleanly(registry: Path) -> None:
             assert cluster.process.wait(timeout=EXIT_TIMEOUT) == 0, cluster.output()[-3000:]
             cluster.wait_for_line(ClusterProcess.stopped, timeout=5)
             assert not any("cluster ready" in line for line in cluster.lines)
+
+
+def wait_in_flight(admin_socket: Path, server: str) -> None:
+    """Until the proxy counts a request in flight on *server* (asked every PROXY_POLL s: it
+    pushes no notice), for up to 30 s."""
+
+    async def poll() -> None:
+        admin = ProxyAdmin(str(admin_socket))
+        with trio.fail_after(30):
+            while True:
+                if int((await admin.server(server)).get("scur") or 0):
+                    return
+                await trio.sleep(PROXY_POLL)
+
+    trio.run(poll)
+
+
+def test_a_second_signal_stops_the_proxy_without_waiting(registry: Path, tmp_path: Path) -> None:
+    """A request that never finishes holds the proxy's drain; a second SIGTERM ends it: exit 0."""
+    config = tmp_path / "haproxy.cfg"
+    with fresh_schema() as database, running_cluster(
+        "--nodes", "1", "--database", database, "--bind", f"127.0.0.1:{free_port()}",
+        "--registry", str(registry), "--config", str(config),
+    ) as cluster:
+        assert cluster.process is not None
+        held = http.client.HTTPConnection(*cluster.address, timeout=30)
+        held.request("GET", "/readyz")  # answered: the proxy holds this connection
+        assert held.getresponse().read()
+        held.putrequest("POST", "/api/cart/slow/items")  # a body announced and never sent
+        held.putheader("Content-Type", "application/json")
+        held.putheader("Content-Length", "100")
+        held.endheaders(b"{")
+        wait_in_flight(config.with_name("haproxy-admin.sock"), "n1")
+        cluster.process.send_signal(signal.SIGTERM)
+        cluster.wait_for_line(re.compile(r'event="proxy draining"'))
+        cluster.process.send_signal(signal.SIGTERM)
+        cluster.wait_for_line(
+            re.compile(r'event="proxy stopped before it drained" after="a second stop signal"')
+        )
+        assert cluster.process.wait(timeout=EXIT_TIMEOUT) == 0, cluster.output()[-3000:]

@@ -107,6 +107,12 @@ async def _stop(
                         waiting.start_soon(_cancel_when_set, hurry, waiting.cancel_scope)
                     await process.wait()
                     waiting.cancel_scope.cancel()
+            if process.returncode is None:
+                hurried = hurry is not None and hurry.is_set()
+                log_event(
+                    logger, f"{what} stopped before it drained", logging.WARNING,
+                    after="a second stop signal" if hurried else f"{PROXY_DRAIN_TIMEOUT:g} s",
+                )
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
             with trio.move_on_after(STOP_TIMEOUT):
