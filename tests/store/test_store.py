@@ -304,6 +304,45 @@ async def test_outbox_each_service_sees_every_order_until_it_acks(store: Store) 
         assert [e.order.order_id for e in await store.pending(service)] == ["o3"]
 
 
+async def test_a_service_registered_later_starts_from_new_orders(store: Store) -> None:
+    """A service new to the store gets the orders placed after it registered, no backlog."""
+    await store.register_service("delivery")
+    await place(store, "o0", "u", ONE_A)
+    await store.register_service("notifier")
+    assert await store.pending("notifier") == []
+    await place(store, "o1", "u", ONE_A)
+    assert [e.order.order_id for e in await store.pending("notifier")] == ["o1"]
+    assert [e.order.order_id for e in await store.pending("delivery")] == ["o0", "o1"]
+
+
+async def test_an_unregistered_service_is_queued_nothing_and_comes_back_anew(
+    store: Store,
+) -> None:
+    """After unregister_service no order is queued for it; registered again, it starts anew."""
+    for service in ("delivery", "notifier"):
+        await store.register_service(service)
+    await place(store, "o0", "u", ONE_A)
+    [entry] = await store.pending("notifier")
+    await store.ack("notifier", entry, "sent")
+    await store.unregister_service("notifier")
+    await place(store, "o1", "u", ONE_A)  # while notifier is gone: never its order
+    await store.register_service("notifier")
+    assert await store.pending("notifier") == []
+    await place(store, "o2", "u", ONE_A)
+    assert [e.order.order_id for e in await store.pending("notifier")] == ["o2"]
+    assert [e.order.order_id for e in await store.pending("delivery")] == ["o0", "o1", "o2"]
+
+
+async def test_add_keys_past_their_retention_are_pruned(store: Store) -> None:
+    """prune_add_keys deletes the keys older than the retention, and only those."""
+    await store.save_cart("u", (LINE_A,), version=0, add_key=("k", LINE_A))
+    assert await store.prune_add_keys() == 0  # a key of now is kept for the retention
+    assert await store.added_with_key("u", "k") == LINE_A
+    assert await store.prune_add_keys(retention=0) == 1
+    assert await store.added_with_key("u", "k") is None
+    assert await store.prune_add_keys(retention=0) == 0
+
+
 async def test_unacknowledged_entries_are_handed_out_again_or_claimed(store: Store) -> None:
     """Unacked entries: an exclusive store hands them out again; a shared one claims them."""
     await store.register_service("delivery")

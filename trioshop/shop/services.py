@@ -141,9 +141,20 @@ class Services:
         await self._supervisor.start(entry.name, target, entry.restart, ctx)
 
     async def stop(self, name: str) -> None:
-        """Stop the service *name* and drop its subscription (its outbox cursor stays)."""
+        """Stop the service *name* and drop its subscription (its outbox cursor stays: a
+        restart goes on from where it was)."""
         await self._supervisor.stop(name)
         self._running.pop(name).events.close()
+
+    async def remove(self, name: str) -> None:
+        """Stop the service *name* for good (a reload removed it): no order is queued for it
+        any more, and added again it starts from the next order (``unregister_service``).
+
+        Unregistered once stopped: an order it acknowledges while stopping would otherwise
+        bring its cursor back. Raises ``StoreError`` if the store does not answer.
+        """
+        await self.stop(name)
+        await self._store.unregister_service(name)
 
     @property
     def names(self) -> list[str]:

@@ -117,8 +117,10 @@ class Shop:
             self.registry, self.catalog = registry, Catalog.from_registry(registry)
             self.carts.definition = definition
             services = {s.name: s for s in registry.services}
-            for name in plan.restart + plan.stop:
+            for name in plan.restart:
                 await self.services.stop(name)
+            for name in plan.stop:
+                await self.services.remove(name)
             for name in plan.restart + plan.start:
                 await self.services.start(services[name])
             log_event(

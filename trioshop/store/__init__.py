@@ -28,6 +28,7 @@ from trioshop.store.postgres import (
     PostgresStore,
     open_postgres_store,
 )
+from trioshop.store.pruning import prune_add_keys_periodically
 from trioshop.store.sqlite import DATABASE_FILE, SqliteStore
 
 
@@ -43,7 +44,31 @@ async def open_store(
     claim_seconds: float = CLAIM_SECONDS,
 ) -> AsyncIterator[Store]:
     """The store, ready, with *initial_stock* seeded: PostgreSQL at *database_url* if given,
-    else SQLite in *data_dir*, else (``None``) in memory.
+    else SQLite in *data_dir*, else (``None``) in memory (see :func:`_open_backend`).
+
+    While the block runs, add keys past their retention are pruned every
+    ``ADD_KEY_PRUNE_SECONDS``; the pruning stops before the store closes.
+    """
+    async with _open_backend(
+        data_dir, initial_stock, limiter, synchronous=synchronous, database_url=database_url,
+        pool_size=pool_size, claim_seconds=claim_seconds,
+    ) as store, open_service_nursery() as nursery:
+        nursery.start_soon(prune_add_keys_periodically, store)
+        yield store
+
+
+@asynccontextmanager
+async def _open_backend(
+    data_dir: str | Path | None,
+    initial_stock: Mapping[str, int],
+    limiter: trio.CapacityLimiter,
+    *,
+    synchronous: str,
+    database_url: str | None,
+    pool_size: int,
+    claim_seconds: float,
+) -> AsyncIterator[Store]:
+    """The store of :func:`open_store`, ready, without its pruning.
 
     For SQLite the writer task runs in this block's nursery; leaving the block lets it
     answer every queued operation, then closes the database. PostgreSQL uses a pool of

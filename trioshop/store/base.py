@@ -59,6 +59,8 @@ def unexpected(exc: Exception) -> StoreError:
 
 # How long an add's Idempotency-Key is remembered: a retry later than this adds again.
 ADD_KEY_RETENTION_SECONDS = 24 * 3600
+# How often an open store deletes the add keys past their retention (also done when it opens).
+ADD_KEY_PRUNE_SECONDS = 3600.0
 
 
 @attrs.frozen
@@ -215,8 +217,22 @@ class Store(abc.ABC):
 
     # -- the outbox -----------------------------------------------------------------------
 
-    async def register_service(self, service: str) -> None:  # noqa: B027 - optional hook
-        """Make sure orders placed from now on are queued for *service* (shared stores)."""
+    @abc.abstractmethod
+    async def register_service(self, service: str) -> None:
+        """Queue the orders this node places from now on for *service* too.
+
+        A service new to the store starts from the next order, not from a backlog of every
+        order placed before; one known already (a restart) goes on from where it was.
+        """
+
+    @abc.abstractmethod
+    async def unregister_service(self, service: str) -> None:
+        """Queue no more orders for *service* (a reload removed it).
+
+        What it had not handled is dropped on an exclusive store (memory, SQLite); on a
+        shared one, nodes still running it go on handling what they queued. Registered
+        again, it starts from the next order.
+        """
 
     @abc.abstractmethod
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
@@ -235,6 +251,10 @@ class Store(abc.ABC):
         await trio.sleep_forever()
 
     # -- the store itself -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
+        """Delete the add idempotency keys older than *retention* seconds; how many went."""
 
     @abc.abstractmethod
     async def ping(self) -> None:

@@ -89,14 +89,22 @@ class MemoryStore(Store):
             raise CartConflict(self._carts.get(user_id, NO_CART))
         stored = self._put_cart(user_id, lines, version)
         if add_key is not None:
-            now = time.time()
-            while self._add_keys:
-                oldest = next(iter(self._add_keys))
-                if now - self._add_keys[oldest][1] < ADD_KEY_RETENTION_SECONDS:
-                    break
-                del self._add_keys[oldest]
-            self._add_keys[user_id, add_key[0]] = (add_key[1], now)
+            self._prune(ADD_KEY_RETENTION_SECONDS)
+            self._add_keys[user_id, add_key[0]] = (add_key[1], time.time())
         return stored
+
+    def _prune(self, retention: float) -> int:
+        now, pruned = time.time(), 0
+        while self._add_keys:  # oldest first: stop at the first key still kept
+            oldest = next(iter(self._add_keys))
+            if now - self._add_keys[oldest][1] < retention:
+                break
+            del self._add_keys[oldest]
+            pruned += 1
+        return pruned
+
+    async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
+        return self._prune(retention)
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         found = self._add_keys.get((user_id, key))
@@ -156,6 +164,12 @@ class MemoryStore(Store):
         return self._by_key.get(idempotency_key)
 
     # -- the outbox -----------------------------------------------------------------------
+
+    async def register_service(self, service: str) -> None:
+        self._cursors.setdefault(service, len(self._outbox))  # new: from the next order
+
+    async def unregister_service(self, service: str) -> None:
+        self._cursors.pop(service, None)
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         cursor = self._cursors.get(service, 0)

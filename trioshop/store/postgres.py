@@ -335,6 +335,8 @@ class PostgresStore(Store):
     _stuck: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
     _pool: ConnectionPool[Connection] | None = attrs.field(default=None, init=False)
     _outbox_news: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The services this node queues its orders for (register_service, unregister_service).
+    _services: set[str] = attrs.field(factory=set, init=False)
     # The server process of the listen connection (0: none), for operators and tests.
     _listener_pid: int = attrs.field(default=0, init=False)
     _transactions: int = attrs.field(default=0, init=False)
@@ -419,11 +421,7 @@ class PostgresStore(Store):
                 version = migrate(conn)
                 with conn.transaction():
                     _seed_stock(conn, initial)
-                    conn.execute(
-                        "DELETE FROM add_keys "
-                        "WHERE created_at <= now() - make_interval(secs => %s)",
-                        (_RETENTION,),
-                    )
+                    _prune_add_keys(conn, _RETENTION)
             pool: ConnectionPool[Connection] = ConnectionPool(
                 self.url, min_size=1, max_size=self._gates.size, open=False,
                 timeout=POOL_TIMEOUT, name="trioshop", configure=_bound_statements,
@@ -737,6 +735,7 @@ class PostgresStore(Store):
         self, order: Order, *, version: int, ticket: Ticket | None = None
     ) -> Placement:
         key = order.idempotency_key
+        services = sorted(self._services)  # as registered when the checkout starts
 
         def replayed(conn: Connection) -> Placement | None:
             earlier = None if key is None else replay(_order_by_key(conn, key), order.user_id)
@@ -763,8 +762,8 @@ class PostgresStore(Store):
                          order.total_cents, order.timestamp, key),
                     )
                     queued = conn.execute(
-                        "INSERT INTO outbox (order_id, service) SELECT %s, name FROM services",
-                        (order.order_id,),
+                        "INSERT INTO outbox (order_id, service) SELECT %s, unnest(%s::text[])",
+                        (order.order_id, services),
                     ).rowcount
                     if queued:
                         conn.execute("SELECT pg_notify(%s, %s)", (OUTBOX_CHANNEL, order.order_id))
@@ -808,7 +807,8 @@ class PostgresStore(Store):
     # -- the outbox -----------------------------------------------------------------------
 
     async def register_service(self, service: str) -> None:
-        """Queue every order placed from now on (by any node) for *service* too."""
+        """Queue every order this node places from now on for *service* too (the services
+        table lists every service any node ran, for operators)."""
 
         def register(conn: Connection) -> None:
             conn.execute(
@@ -817,6 +817,15 @@ class PostgresStore(Store):
             )
 
         await self._run(register, writes=1)
+        self._services.add(service)
+
+    async def unregister_service(self, service: str) -> None:
+        """Queue no more of this node's orders for *service*; what is queued stays for the
+        nodes still running it."""
+        self._services.discard(service)
+
+    async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
+        return await self._run(lambda conn: _prune_add_keys(conn, retention), writes=1)
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         """Claim up to *limit* of *service*'s unacknowledged entries no node holds a claim on.
@@ -885,6 +894,13 @@ def _session_name(url: str) -> dict[str, Any]:
     except psycopg.Error:
         named = False
     return {} if named else {"application_name": APPLICATION_NAME}
+
+
+def _prune_add_keys(conn: Connection, retention: float) -> int:
+    return conn.execute(
+        "DELETE FROM add_keys WHERE created_at <= now() - make_interval(secs => %s)",
+        (retention,),
+    ).rowcount
 
 
 def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:

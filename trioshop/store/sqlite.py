@@ -104,6 +104,12 @@ def _order_by_key(conn: sqlite3.Connection, key: str) -> Order | None:
     return None if row is None else _order_from_row(row)
 
 
+def _prune_add_keys(conn: sqlite3.Connection, retention: float) -> int:
+    return conn.execute(
+        "DELETE FROM add_keys WHERE created_at <= ?", (time.time() - retention,)
+    ).rowcount
+
+
 def _stock_of(conn: sqlite3.Connection, skus: list[str]) -> dict[str, int]:
     """The stock of each of *skus* that is stocked."""
     rows = conn.execute(
@@ -165,9 +171,7 @@ class SqliteStore(Store):
         reader.execute("PRAGMA query_only=ON")
         self._reader = reader
         self._seed_stock(conn, initial)
-        conn.execute(
-            "DELETE FROM add_keys WHERE created_at < ?", (time.time() - ADD_KEY_RETENTION_SECONDS,)
-        )
+        _prune_add_keys(conn, ADD_KEY_RETENTION_SECONDS)
         stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
         carts = conn.execute("SELECT count(*) FROM carts WHERE lines != '[]'").fetchone()[0]
         return stock, carts, version
@@ -405,6 +409,25 @@ class SqliteStore(Store):
             return [OutboxEntry(r["seq"], _order_from_row(r)) for r in rows]
 
         return await self._read(read)
+
+    async def register_service(self, service: str) -> None:
+        def register(conn: sqlite3.Connection) -> None:
+            conn.execute(  # a new service's cursor starts at the newest order: no backlog
+                "INSERT INTO service_cursors (service, last_seq) "
+                "SELECT ?, COALESCE(MAX(seq), 0) FROM outbox WHERE true "
+                "ON CONFLICT (service) DO NOTHING",
+                (service,),
+            )
+
+        await self._submit(register)
+
+    async def unregister_service(self, service: str) -> None:
+        await self._submit(
+            lambda conn: conn.execute("DELETE FROM service_cursors WHERE service = ?", (service,))
+        )
+
+    async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
+        return await self._submit(lambda conn: _prune_add_keys(conn, retention))
 
     async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
         seq, order_id = entry.seq, entry.order.order_id
