@@ -188,9 +188,9 @@ class _NodeOutput:
                 self.trailing.clear()
             else:
                 self.trailing.append(line)
-            if 'event="shop started"' in line:
+            if 'logger=trioshop.shop event="shop started"' in line:
                 self._shop_started = True
-            elif "event=listening" in line and self._shop_started:
+            elif "logger=trioshop.server event=listening" in line and self._shop_started:
                 self.serving = True
                 self.settled.set()
         sys.stdout.flush()
@@ -280,13 +280,13 @@ class Node:
                     served_once = True
                     task_status.started()
 
-            exit = await self._run_once(serving)
-            served, reason = exit.served, exit.reason
+            ended = await self._run_once(serving)
+            served, reason = ended.served, ended.reason
             requested = self._restart_requested
             if served:
                 log_event(
                     logger, "node exited", logging.INFO if requested else logging.WARNING,
-                    node=name, pid=exit.pid, code=exit.code, reason=reason,
+                    node=name, pid=ended.pid, code=ended.code, reason=reason,
                 )
                 backoff.ran(trio.current_time() - started_at)
             elif not served_once:
@@ -301,7 +301,7 @@ class Node:
             delay = backoff.next()
             if not served:
                 log_event(
-                    logger, "node restart failed", logging.ERROR, node=name, code=exit.code,
+                    logger, "node restart failed", logging.ERROR, node=name, code=ended.code,
                     reason=reason, retry_in=delay,
                 )
             await trio.sleep(delay)
