@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from trioshop.cluster.runner import (
     NodeStartError,
     node_arguments,
 )
-from trioshop.config import DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
+from trioshop.config import ADMIN_TOKEN_ENV, DEFAULT_DATA_DIR, DEFAULT_REGISTRY, Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
 from trioshop.http.auth import DEFAULT_TTL_SECONDS, SECRET_ENV, UserAuth, mint_token
@@ -167,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         outbox_claim_timeout=args.outbox_claim_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
+        trusted_proxies=args.trusted_proxies,
     )
     try:
         trio.run(_serve, registry, settings, bind, auth)
@@ -220,6 +222,8 @@ def _cluster(args: argparse.Namespace) -> int:
             registry=args.registry,
             config_path=Path(args.config or Path(scratch) / "haproxy.cfg"),
             node_args=tuple(node_arguments(args.node_args)),
+            admin_token=args.admin_token,
+            api_prefix=registry.router.prefix,
         )
         try:
             trio.run(_run_cluster, config)
@@ -363,6 +367,40 @@ def _secret_file(path: str) -> str:
     return secret
 
 
+def _admin_token(text: str) -> str:
+    """A non-empty admin token: an empty one is a mistake, never "no token"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"the admin token is empty: give a token, or leave out --admin-token and unset "
+            f"{ADMIN_TOKEN_ENV} for loopback-only admin access"
+        )
+    return text
+
+
+def _add_admin_token(parser: argparse.ArgumentParser, default_help: str) -> None:
+    """``--admin-token`` (default ``$TRIOSHOP_ADMIN_TOKEN``) or ``--admin-token-file``."""
+    admin = parser.add_mutually_exclusive_group()
+    admin.add_argument(
+        "--admin-token", type=_admin_token, default=os.environ.get(ADMIN_TOKEN_ENV),
+        help=f"bearer token for /api/admin/* and /ops (default: ${ADMIN_TOKEN_ENV}; "
+        f"{default_help})",
+    )
+    admin.add_argument(
+        "--admin-token-file", type=_secret_file, dest="admin_token", metavar="FILE",
+        help="read the admin token from FILE instead (keeps it out of `ps`)",
+    )
+
+
+def _ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address such as 127.0.0.1, got {text!r}"
+        ) from None
+
+
 def _database_url(text: str) -> str:
     """A ``postgresql://`` (or ``postgres://``) URL."""
     if not text.startswith(("postgresql://", "postgres://")):
@@ -439,15 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before an HTTP connection that sends nothing between requests is closed "
         "(default: %(default)s)",
     )
-    admin = run.add_mutually_exclusive_group()
-    admin.add_argument(
-        "--admin-token", default=os.environ.get("TRIOSHOP_ADMIN_TOKEN"),
-        help="bearer token for /api/admin/* (default: $TRIOSHOP_ADMIN_TOKEN; "
-        "without one the admin API answers loopback clients only)",
-    )
-    admin.add_argument(
-        "--admin-token-file", type=_secret_file, dest="admin_token", metavar="FILE",
-        help="read the admin token from FILE instead (keeps it out of `ps`)",
+    _add_admin_token(run, "without one, loopback clients asking for localhost only")
+    run.add_argument(
+        "--trusted-proxy", type=_ip_address, action="append", default=[], metavar="ADDR",
+        dest="trusted_proxies",
+        help="a proxy in front whose X-Forwarded-For names the client (repeatable; default: "
+        "none, the header is ignored)",
     )
     user_auth = run.add_mutually_exclusive_group()
     user_auth.add_argument(
@@ -497,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-args", default="", metavar="ARGS",
         help="more 'trioshop run' options for every node, as one string "
         "(e.g. \"--outbox-claim-timeout 5\")",
+    )
+    _add_admin_token(
+        cluster, "given to every node in its environment; without one, admin and ops answer "
+        "clients on this machine only",
     )
     cluster.set_defaults(handler=_cluster)
 

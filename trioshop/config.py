@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import attrs
@@ -10,6 +11,8 @@ from attrs import validators as v
 # Where ``trioshop run`` looks for its registry and keeps its database, unless told otherwise.
 DEFAULT_REGISTRY = "registry"
 DEFAULT_DATA_DIR = "data"
+# The environment variable that holds the admin token (``trioshop run`` and ``cluster`` read it).
+ADMIN_TOKEN_ENV = "TRIOSHOP_ADMIN_TOKEN"
 
 _positive = [v.instance_of(float), v.gt(0.0)]
 
@@ -25,6 +28,18 @@ def _positive_or_none(
         raise ValueError(
             f"{attribute.name} must be a positive number of seconds or None, got {value!r}"
         )
+
+
+def _addresses(
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+) -> None:
+    for address in value:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(
+                f"{attribute.name} must hold IP addresses (such as 127.0.0.1), got {address!r}"
+            ) from None
 
 
 @attrs.frozen
@@ -70,6 +85,11 @@ class Settings:
     outbox_claim_timeout: float = _seconds(30.0)
     # Bearer token for /api/admin/*; None: the admin API answers loopback clients only.
     admin_token: str | None = attrs.field(default=None, repr=False)
+    # Peers whose X-Forwarded-For names the client (a proxy in front, such as the cluster's
+    # HAProxy); from any other peer the header is ignored: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = attrs.field(
+        default=(), converter=tuple, validator=_addresses
+    )
     sqlite_synchronous: str = attrs.field(
         default="FULL", validator=v.in_(["OFF", "NORMAL", "FULL", "EXTRA"])
     )

@@ -58,7 +58,9 @@ def seed_flow(http: httpx.Client) -> list[dict[str, Any]]:
     assert http.get("/api/cart/bob").json()["total"] == 839.96
     bob_order = http.post("/api/cart/bob/checkout").json()["order"]
 
-    bad = http.post("/api/cart/bob/items", content=b"{oops")
+    bad = http.post(
+        "/api/cart/bob/items", content=b"{oops", headers={"Content-Type": "application/json"}
+    )
     assert (bad.status_code, bad.json()) == (400, {"error": "Invalid JSON body"})
 
     return [alice_order, bob_order]

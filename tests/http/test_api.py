@@ -168,7 +168,10 @@ async def test_bad_add_bodies_are_400_and_change_nothing(
     shop_client: ShopClient, payload: bytes, message: str
 ) -> None:
     """Each malformed add body is a 400 naming the problem, and no cart is created."""
-    status, body, _ = await shop_client.request("POST", "/api/cart/alice/items", data=payload)
+    status, body, _ = await shop_client.request(
+        "POST", "/api/cart/alice/items", data=payload,
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400
     assert body["error"].startswith(message)
     assert shop_client.shop.statistics().actors.live == 0

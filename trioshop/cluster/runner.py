@@ -18,6 +18,7 @@ import trio
 from trioshop.cluster.children import ChildProcess, start_child
 from trioshop.cluster.haproxy import Backend, haproxy_config
 from trioshop.cluster.proxy_admin import ProxyAdmin
+from trioshop.config import ADMIN_TOKEN_ENV
 from trioshop.logs import log_event
 
 logger = logging.getLogger("trioshop.cluster")
@@ -73,6 +74,14 @@ class ClusterConfig:
     registry: str
     config_path: Path  # where the HAProxy configuration is written
     node_args: tuple[str, ...] = ()  # more ``trioshop run`` options for every node
+    # Given to every node in its environment (never on its command line, which ps shows).
+    admin_token: str | None = attrs.field(default=None, repr=False)
+    api_prefix: str = "/api"  # the registry's http.router prefix: where the proxy finds users
+
+
+# Where the nodes listen and where HAProxy connects to them from: the one peer whose
+# X-Forwarded-For a node believes.
+NODE_HOST = "127.0.0.1"
 
 
 def free_ports(count: int) -> list[int]:
@@ -313,11 +322,13 @@ class Node:
         command = [
             sys.executable, "-m", "trioshop", "run", "--registry", config.registry,
             "--database", config.database, "--bind", backend.address, "--node-id", backend.name,
-            *config.node_args,
+            "--trusted-proxy", NODE_HOST, *config.node_args,
         ]
-        process = start_child(
-            command, capture_output=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop(ADMIN_TOKEN_ENV, None)
+        if config.admin_token is not None:
+            env[ADMIN_TOKEN_ENV] = config.admin_token
+        process = start_child(command, capture_output=True, env=env)
         self._process = process
         output = _NodeOutput(f"node={backend.name}")
         assert process.stdout is not None
@@ -468,11 +479,13 @@ class Cluster:
         _haproxy()  # fail before starting anything
         ports = free_ports(config.nodes)
         backends = [
-            Backend(f"n{number}", number, f"127.0.0.1:{port}")
+            Backend(f"n{number}", number, f"{NODE_HOST}:{port}")
             for number, port in enumerate(ports, start=1)
         ]
         admin_socket = config.config_path.with_name("haproxy-admin.sock")
-        config.config_path.write_text(haproxy_config(config.bind, backends, str(admin_socket)))
+        config.config_path.write_text(
+            haproxy_config(config.bind, backends, str(admin_socket), config.api_prefix)
+        )
         proxy = self._proxy = Proxy(config)
         async with trio.open_nursery() as nodes:
             async with trio.open_nursery() as front:

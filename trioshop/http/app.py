@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 
 from trioshop.assembly import serve_shop
 from trioshop.config import Settings
-from trioshop.http.admin import admin_routes
+from trioshop.http.admin import admin_routes, client_address
 from trioshop.http.auth import UserAuth
 from trioshop.http.errors import ApiError, register_error_handlers
 from trioshop.http.live import LiveFeed, LiveHub, RequestWindow, live_routes, stream_seconds
@@ -31,6 +31,15 @@ access_logger = logging.getLogger("trioshop.access")
 
 # A client's X-Request-ID is kept only if it is short and plain; otherwise one is generated.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# An encoded slash in the path: hypercorn decodes it before routing, so "/cart/a%2Fitems/X"
+# would reach another route (or another user's cart) than the one the client named.
+ENCODED_SLASH = b"%2f"
+
+
+def check_raw_path(raw_path: bytes) -> None:
+    """A JSON 404 for a path with an encoded ``/`` (``%2F``, ``%2f``): no route names one."""
+    if ENCODED_SLASH in raw_path.lower():
+        raise ApiError(404, "Not found: a path segment may not contain an encoded '/' (%2F)")
 
 
 @attrs.define
@@ -111,6 +120,11 @@ def create_app(
         g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         request_id.set(g.request_id)
         g.started = time.perf_counter()
+        g.client = client_address(
+            request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+            settings.trusted_proxies,
+        )
+        check_raw_path(request.scope.get("raw_path", b""))
 
     @app.after_request
     async def finish_request(response: Response) -> Response:
@@ -121,7 +135,7 @@ def create_app(
         log_event(
             access_logger, "request", method=request.method, path=request.path,
             status=response.status_code, duration_ms=round(seconds * 1000, 2),
-            client=request.remote_addr,
+            client=g.get("client", request.remote_addr),
         )
         if "request_id" in g:
             response.headers["X-Request-ID"] = g.request_id

@@ -69,7 +69,9 @@ def api_routes(
     async def add_item(user_id: str) -> dict[str, Any]:
         check_user_id(user_id)
         key = check_idempotency_key(request.headers.get("Idempotency-Key"))
-        sku, quantity = check_add_item(parse_json_object(await request.get_data()))
+        sku, quantity = check_add_item(
+            parse_json_object(await request.get_data(), request.mimetype)
+        )
         shop = get_shop()
         product = shop.catalog.get(sku)
         if product is None:

@@ -25,8 +25,17 @@ def check_user_id(user_id: str) -> str:
     return user_id
 
 
-def parse_json_object(body: str | bytes) -> dict[str, Any]:
-    """The body as a JSON object; a 400 saying what is wrong otherwise."""
+JSON_TYPE = "application/json"
+
+
+def parse_json_object(body: str | bytes, mimetype: str) -> dict[str, Any]:
+    """The body, sent as *mimetype*, as a JSON object: a 415 unless it was sent as JSON (a
+    form, which ``curl -d`` sends, is no JSON body), a 400 saying what is wrong otherwise."""
+    if mimetype != JSON_TYPE:
+        sent = f"it was {mimetype!r}" if mimetype else "none was sent"
+        raise ApiError(
+            415, f"Send the body as JSON with the header 'Content-Type: {JSON_TYPE}' ({sent})"
+        )
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):

@@ -9,7 +9,7 @@ from importlib import resources
 import attrs
 from quart import Blueprint, Response, request
 
-from trioshop.http.admin import check_admin_access
+from trioshop.http.admin import check_admin_access, check_same_origin, request_client
 from trioshop.http.errors import ApiError
 from trioshop.http.live import OPS_COOKIE, OPS_COOKIE_PATH, check_ops_access
 
@@ -26,7 +26,9 @@ PAGE_HEADERS = {
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it a browser sends "Origin: null" with the sign-in form, which
+    # the admin guard must refuse as it refuses other sites (see check_same_origin).
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
 }
 
@@ -125,11 +127,14 @@ def page_routes(api_prefix: str, admin_token: str | None) -> Blueprint:
 
     @pages.post("/ops/session")
     async def sign_in() -> Response:
-        """Check the admin token typed into the sign-in form; keep it in an HttpOnly cookie."""
+        """Check the admin token typed into the sign-in form; keep it in an HttpOnly cookie.
+        A form posted from another site's page is a 403 (see ``check_same_origin``)."""
+        host = request.headers.get("Host", "")
+        check_same_origin(request.method, request.headers.get("Origin"), host)
         token = (await request.form).get("token", "").strip()
         if admin_token:
             try:
-                check_admin_access(admin_token, f"Bearer {token}", request.remote_addr)
+                check_admin_access(admin_token, f"Bearer {token}", request_client(), host)
             except ApiError as error:
                 return denied(
                     error, "That token does not match this server's admin token. Try again."
