@@ -66,8 +66,7 @@ async def open_shop(
                     registry, Catalog.from_registry(registry), carts, services, settings,
                     host, bus, store, counters, blocking, cart_factory,
                 )
-                for service in registry.services:
-                    await services.start(service)
+                await services.start_all(registry.services)
                 log_event(
                     logger, "shop started", products=len(shop.catalog),
                     services=",".join(services.names), store=_describe(settings),

@@ -89,3 +89,33 @@ def test_a_removed_service_gets_no_orders_and_services_added_start_from_new_ones
             (service, order) for service in ("delivery", "notifier") for order in (before, after)
         } | {("delivery", while_gone), ("audit", after)}
         assert server.terminate() == 0
+
+
+def test_a_service_removed_while_the_node_was_down_comes_back_without_a_backlog(
+    registry_copy: Path, store_args: list[str]
+) -> None:
+    """Started without a service, the node queues it nothing; started with it again, it
+    handles only the orders placed after."""
+    processes = registry_copy / "processes.yaml"
+    shipped = processes.read_text()
+
+    def run_once(user_id: str, *services: str) -> tuple[str, set[tuple[str, str]]]:
+        """Start the node, buy once, wait until *services* handled the order, stop: the order
+        and every order handled meanwhile."""
+        server = ServerProcess("--registry", str(registry_copy), *store_args)
+        with running(server), httpx.Client(base_url=server.base_url, timeout=30) as http:
+            order = buy(http, user_id)
+            for service in services:
+                wait_handled(server, service, order)
+            assert server.terminate() == 0
+        return order, {
+            (m.group(1), m.group(2)) for line in server.lines if (m := HANDLED.search(line))
+        }
+
+    run_once("before", "delivery", "notifier")
+    processes.write_text(shipped.split(NOTIFIER)[0] + "\n")
+    while_gone, _ = run_once("gone", "delivery")
+    processes.write_text(shipped)
+    after, handled = run_once("after", "delivery", "notifier")
+    assert ("notifier", while_gone) not in handled
+    assert handled == {("delivery", after), ("notifier", after)}

@@ -333,6 +333,22 @@ async def test_an_unregistered_service_is_queued_nothing_and_comes_back_anew(
     assert [e.order.order_id for e in await store.pending("delivery")] == ["o0", "o1", "o2"]
 
 
+async def test_keep_services_unregisters_the_others(store: Store) -> None:
+    """keep_services unregisters every service but those given; back, one starts anew."""
+    for service in ("delivery", "notifier", "audit"):
+        await store.register_service(service)
+    await place(store, "o0", "u", ONE_A)
+    [entry] = await store.pending("notifier")
+    await store.ack("notifier", entry, "sent")
+    assert await store.keep_services(["delivery"]) == ["audit", "notifier"]
+    assert await store.keep_services(["delivery"]) == []
+    await place(store, "o1", "u", ONE_A)
+    await store.register_service("notifier")
+    await place(store, "o2", "u", ONE_A)
+    assert [e.order.order_id for e in await store.pending("notifier")] == ["o2"]
+    assert [e.order.order_id for e in await store.pending("delivery")] == ["o0", "o1", "o2"]
+
+
 async def test_add_keys_past_their_retention_are_pruned(store: Store) -> None:
     """prune_add_keys deletes the keys older than the retention, and only those."""
     await store.save_cart("u", (LINE_A,), version=0, add_key=("k", LINE_A))

@@ -4,7 +4,7 @@ and starting and stopping them under the supervisor."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import attrs
@@ -139,6 +139,17 @@ class Services:
         ctx = ServiceContext(entry.name, self._store, events)
         self._running[entry.name] = ctx
         await self._supervisor.start(entry.name, target, entry.restart, ctx)
+
+    async def start_all(self, entries: Sequence[ServiceDefinition]) -> None:
+        """Start every service of *entries* (as :meth:`start`), then unregister from the
+        store the services it still knew that *entries* lack (removed while the node was
+        down): added back later, they start from the next order, as after a reload."""
+        for entry in entries:
+            await self.start(entry)
+        gone = await self._store.keep_services([entry.name for entry in entries])
+        if gone:
+            log_event(logger, "services unregistered", services=",".join(gone),
+                      reason="no longer in the registry")
 
     async def stop(self, name: str) -> None:
         """Stop the service *name* and drop its subscription (its outbox cursor stays: a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import ClassVar
 
 import attrs
@@ -251,6 +251,11 @@ class Store(abc.ABC):
         await trio.sleep_forever()
 
     # -- the store itself -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def keep_services(self, services: Collection[str]) -> list[str]:
+        """Unregister every service this store queues orders for but *services* (a node
+        started with a registry that no longer has them); the names unregistered, sorted."""
 
     @abc.abstractmethod
     async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:

@@ -7,7 +7,7 @@ checkpoint, which makes each one atomic under Trio.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import attrs
 
@@ -170,6 +170,12 @@ class MemoryStore(Store):
 
     async def unregister_service(self, service: str) -> None:
         self._cursors.pop(service, None)
+
+    async def keep_services(self, services: Collection[str]) -> list[str]:
+        gone = sorted(set(self._cursors) - set(services))
+        for service in gone:
+            del self._cursors[service]
+        return gone
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         cursor = self._cursors.get(service, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -823,6 +823,12 @@ class PostgresStore(Store):
         """Queue no more of this node's orders for *service*; what is queued stays for the
         nodes still running it."""
         self._services.discard(service)
+
+    async def keep_services(self, services: Collection[str]) -> list[str]:
+        """Unregister here the services not in *services* (other nodes are left alone)."""
+        gone = sorted(self._services - set(services))
+        self._services.difference_update(gone)
+        return gone
 
     async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
         return await self._run(lambda conn: _prune_add_keys(conn, retention), writes=1)

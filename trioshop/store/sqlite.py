@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -425,6 +425,17 @@ class SqliteStore(Store):
         await self._submit(
             lambda conn: conn.execute("DELETE FROM service_cursors WHERE service = ?", (service,))
         )
+
+    async def keep_services(self, services: Collection[str]) -> list[str]:
+        def forget(conn: sqlite3.Connection) -> list[str]:
+            known = [r["service"] for r in conn.execute("SELECT service FROM service_cursors")]
+            gone = sorted(set(known) - set(services))
+            conn.executemany(
+                "DELETE FROM service_cursors WHERE service = ?", [(s,) for s in gone]
+            )
+            return gone
+
+        return await self._submit(forget)
 
     async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
         return await self._submit(lambda conn: _prune_add_keys(conn, retention))
