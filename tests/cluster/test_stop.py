@@ -32,8 +32,8 @@ EXIT_TIMEOUT = 60.0  # seconds the cluster may take to drain and stop, far above
 
 
 class Shopper(threading.Thread):
-    """Adds to one user's cart in a loop until told to stop; sums the quantities answered 200
-    and those sent without an answer."""
+    """Adds to one user's cart in a loop until told to stop or a request gets no answer; sums
+    the quantities answered 200 and those sent without an answer."""
 
     def __init__(self, base_url: str, user: str, done: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -52,10 +52,10 @@ class Shopper(threading.Thread):
                     reply = http.post(
                         f"/api/cart/{self.user}/items", json={"sku": "KB-002", "quantity": quantity}
                     )
-                except httpx.TransportError:
+                except httpx.TransportError:  # the proxy no longer accepts: stop sending
                     self.unanswered += quantity
                     self.requests["no answer"] += 1
-                    continue
+                    return
                 self.requests[str(reply.status_code)] += 1
                 if reply.status_code == 200:
                     self.answered += quantity
