@@ -258,6 +258,71 @@ async def test_sessions_the_server_ended_do_not_fail_a_batch(url: str) -> None:
     assert set(versions.values()) == {1} and len(versions) == 50
 
 
+async def test_every_operation_survives_sessions_the_server_ended(url: str) -> None:
+    """Every pooled session ended by the server: reads, claims, acks and checkouts succeed."""
+    named = f"{url}&application_name=ended_for_all"
+    async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
+        await store.register_service("mail")
+        version = await store.save_cart("u", (LINE_A,), version=0)
+
+        async def end_sessions() -> None:
+            async with trio.open_nursery() as nursery:  # open several pooled connections
+                for n in range(12):
+                    nursery.start_soon(store.has_cart, f"u{n}")
+            assert sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'ended_for_all'")
+
+        await end_sessions()
+        assert await store.load_cart("u") == StoredCart((LINE_A,), version)
+        await end_sessions()
+        assert await store.stock_levels() == INITIAL_STOCK
+        await end_sessions()
+        await store.ping()
+        await end_sessions()
+        placed = await store.checkout(order("o1", "u", LINE_A), version=version)
+        await end_sessions()
+        [entry] = await store.pending("mail")
+        await end_sessions()
+        await store.ack("mail", entry, "sent")
+        await end_sessions()
+        [stored] = await store.orders_for("u")
+        assert stored.order == placed.order and stored.services["mail"].status == "sent"
+
+
+async def test_a_locked_stock_row_fails_its_checkouts_and_leaves_reads_a_connection(
+    url: str,
+) -> None:
+    """Checkouts of a SKU whose row another session holds fail after the lock timeout, no
+    more than two at a time hold a connection, and reads get one meanwhile."""
+    async with open_postgres_store(url, INITIAL_STOCK, pool_size=2) as store:
+        users = [f"u{n}" for n in range(6)]
+        for user in users:
+            await store.save_cart(user, (ONE_A,), version=0)
+        failed: list[StoreError] = []
+        reads: list[dict[str, int]] = []
+
+        async def buy(user: str) -> None:
+            with pytest.raises(StoreError) as caught:
+                await store.checkout(order(f"o-{user}", user, ONE_A), version=1)
+            failed.append(caught.value)
+
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("BEGIN")
+            other.execute("SELECT 1 FROM stock WHERE sku = 'A' FOR UPDATE")
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for user in users:
+                        nursery.start_soon(buy, user)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert store.writers.borrowed_tokens <= 2  # the row's places
+                    reads.append(await store.stock_levels())
+                    await store.ping()
+            other.execute("ROLLBACK")
+        assert reads == [INITIAL_STOCK] and len(failed) == len(users)
+        assert all("another transaction holds" in str(e) for e in failed), failed
+        await place(store, "after", "u0", ONE_A)  # released: the row is writable again
+
+
 async def test_a_batched_write_waiting_for_a_connection_can_be_abandoned(url: str) -> None:
     """While every connection is taken, a write's caller can still give up: nothing is stored."""
     async with open_postgres_store(url, INITIAL_STOCK, pool_size=1) as store:
