@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import required
 from tests.postgres import fresh_schema
-from trioshop.testing.server import ClusterProcess, free_port, running_cluster
+from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
 
 ADMIN = "/api/admin/processes"
 TOKEN = "cluster-admin-token-for-tests"
@@ -112,10 +112,12 @@ def test_no_ready_node_is_a_json_503(ample_registry: Path) -> None:
         "--registry", str(ample_registry),
     ) as cluster:
         pids = [cluster.node_pid(node) for node in ("n1", "n2")]
+        cluster.drain()
+        seen = sum(1 for line in cluster.lines if NO_SERVER.search(line))  # at startup, if any
         try:
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)  # alive, but no check is answered
-            cluster.wait_for_line(NO_SERVER, timeout=60)
+            wait_for_count([cluster], NO_SERVER, seen + 1, timeout=60)
             with httpx.Client(base_url=cluster.base_url, timeout=10) as http:
                 answer = http.get("/api/cart/alice")
             assert answer.status_code == 503
