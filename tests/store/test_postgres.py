@@ -15,7 +15,7 @@ from tests.store.support import INITIAL_STOCK, LINE_A, LINE_B, ONE_A, order, pla
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock
 from trioshop.runtime import Ticket
 from trioshop.store import CartConflict, OperationAbandoned, StoredCart, StoreError
-from trioshop.store.postgres import PostgresStore, open_postgres_store
+from trioshop.store.postgres import LOCK_TIMEOUT, PostgresStore, open_postgres_store
 from trioshop.store.postgres_schema import MIGRATIONS
 
 Nodes = tuple[PostgresStore, PostgresStore]
@@ -321,6 +321,25 @@ async def test_a_locked_stock_row_fails_its_checkouts_and_leaves_reads_a_connect
         assert reads == [INITIAL_STOCK] and len(failed) == len(users)
         assert all("another transaction holds" in str(e) for e in failed), failed
         await place(store, "after", "u0", ONE_A)  # released: the row is writable again
+
+
+async def test_a_checkout_waits_for_a_locked_row_no_longer_than_its_deadline(
+    nodes: Nodes, url: str
+) -> None:
+    """A ticket whose deadline is nearer than the lock timeout bounds the checkout's wait."""
+    a, _ = nodes
+    await a.save_cart("u", (ONE_A,), version=0)
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM stock WHERE sku = 'A' FOR UPDATE")
+        started = trio.current_time()
+        ticket = Ticket(deadline=started + 0.05)
+        with pytest.raises(StoreError, match="lock timeout"):
+            await a.checkout(order("o1", "u", ONE_A), version=1, ticket=ticket)
+        waited = trio.current_time() - started
+        other.execute("ROLLBACK")
+    assert waited < LOCK_TIMEOUT * 0.75, waited
+    await place(a, "o2", "u", ONE_A)  # the connection is back to the full bound: no error
 
 
 async def test_a_batched_write_waiting_for_a_connection_can_be_abandoned(url: str) -> None:

@@ -4,6 +4,7 @@ the worker that starts it, never both."""
 from __future__ import annotations
 
 import enum
+import math
 
 import attrs
 
@@ -26,6 +27,8 @@ class Ticket:
     """
 
     _state: _State = _State.OPEN
+    # When the caller gives up (Trio time; inf: never): the worker bounds its waits by it.
+    deadline: float = math.inf
 
     def claim(self) -> bool:
         """Take the work on; ``False`` if the caller has already given up (do not do it)."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import trio
 
 from trioshop.config import Settings
 from trioshop.domain import (
@@ -111,8 +112,10 @@ class Carts:
         At the deadline an unstarted change is abandoned (never applied); a started one is
         waited for up to ``settle_timeout`` more, so a timeout tells the truth.
         """
+        timeout = timeout or self._settings.read_timeout
+        ticket.deadline = trio.current_time() + timeout  # the store bounds its lock waits by it
         return await self._host.request(
-            cart, message, timeout=timeout or self._settings.read_timeout, ticket=ticket,
+            cart, message, timeout=timeout, ticket=ticket,
             settle_timeout=self._settings.settle_timeout,
         )
 

@@ -78,14 +78,15 @@ STOCK_ATTEMPTS = 3
 # key is a hash of the user id), in key order: two nodes' batches never deadlock.
 CART_LOCK = 0x63617274  # "cart"
 # How long any statement waits for a row or advisory lock (another node's batch, or a
-# transaction left open on a cart's or a SKU's row) before its operation fails with a
-# StoreError (503): one stuck row costs its own requests only, well within their deadlines
+# transaction left open on a cart's or a SKU's row), or until its request's deadline (its
+# ticket's) if that is nearer, before its operation fails with a StoreError (503): one stuck row costs its own requests only, well within their deadlines
 # (Settings.read_timeout, 3 s; checkout_timeout, 5 s). A batch of cart writes that waited
 # this long is split and each write waits alone.
 LOCK_TIMEOUT = 1.0
 # How long any statement of a pooled connection may run, lock waits included: a store
 # operation made without a deadline of its own is bounded too, below the requests' deadlines.
 STATEMENT_TIMEOUT = 2.0
+_LOCK_BOUND = f"{round(LOCK_TIMEOUT * 1000)}ms"
 # After a lock timeout alone, a user's cart writes skip the batches (each goes alone, beside
 # them) for this long: a stuck cart never again holds up the other carts' batches.
 STUCK_SECONDS = 10.0
@@ -578,7 +579,7 @@ class PostgresStore(Store):
         # Trio thread, no hop back from the worker): a caller still queued can give up.
         async with self._gates.writing(rows) if writes else self._gates.reading():
             claim(ticket)
-            return await self._run_held(work, writes=writes)
+            return await self._run_held(_within_deadline(work, ticket), writes=writes)
 
     def _note_stuck(self, user_id: str, exc: StoreError) -> None:
         """Remember *user_id* as stuck if *exc* is a lock (or statement) timeout of its write
@@ -889,8 +890,32 @@ def _bound_statements(conn: Connection) -> None:
     """Bound every statement of a new pooled connection (see :data:`LOCK_TIMEOUT`)."""
     conn.execute(
         "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-        (f"{round(LOCK_TIMEOUT * 1000)}ms", f"{round(STATEMENT_TIMEOUT * 1000)}ms"),
+        (_LOCK_BOUND, f"{round(STATEMENT_TIMEOUT * 1000)}ms"),
     )
+
+
+def _within_deadline(work: Callable[[Connection], T], ticket: Ticket | None) -> Callable[
+    [Connection], T
+]:
+    """*work*, its lock waits bounded by *ticket*'s deadline when that is nearer than
+    :data:`LOCK_TIMEOUT`: the caller hears the refusal before it gives up waiting."""
+    left = math.inf if ticket is None else ticket.deadline - trio.current_time()
+    if left >= LOCK_TIMEOUT:
+        return work
+    bound = f"{max(1, int(left * 1000))}ms"  # 0 would mean no bound at all
+
+    def bounded(conn: Connection) -> T:
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (bound,))
+        try:
+            return work(conn)
+        finally:
+            if not conn.closed:
+                try:
+                    conn.execute("SELECT set_config('lock_timeout', %s, false)", (_LOCK_BOUND,))
+                except psycopg.Error:
+                    conn.close()  # the pool replaces it: no connection keeps a short bound
+
+    return bounded
 
 
 def _session_name(url: str) -> dict[str, Any]:
