@@ -69,5 +69,11 @@ def test_every_empty_cart_answers_the_same_on_two_postgres_nodes() -> None:
         assert first.post("/api/cart/bought/checkout").status_code == 200
         for http in (first, second):
             assert http.get("/api/cart/bought").json() == empty("bought")
+
+        add(first, "roamer")
+        assert second.get("/api/cart/roamer").json()["items"]  # now live on both nodes
+        assert first.post("/api/cart/roamer/checkout").status_code == 200
+        for http in (first, second):
+            assert http.get("/api/cart/roamer").json() == empty("roamer")
         for server in servers:
             assert server.terminate() == 0
