@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -37,32 +36,6 @@ def test_check_reports_unimportable_callables(registry_copy: Path) -> None:
     assert result.returncode == 1
     assert "entry 'app:notifier' (process.service)" in result.stderr
     assert "has no attribute 'missing'" in result.stderr
-
-
-def test_run_on_a_busy_port_says_so() -> None:
-    """`trioshop run` on a port already in use exits 1 with a one-line reason, no traceback."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_trioshop(
-            "run", "--registry", str(REGISTRY_DIR), "--memory", "--bind", f"127.0.0.1:{port}"
-        )
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_run_with_unusable_data_dir_says_so(tmp_path: Path) -> None:
-    """A data directory that cannot be created stops the start with the reason."""
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    result = run_trioshop(
-        "run", "--registry", str(REGISTRY_DIR),
-        "--data-dir", str(blocker / "data"), "--bind", "127.0.0.1:0",
-    )
-    assert result.returncode == 1
-    assert "the shop could not start" in result.stderr
 
 
 def test_run_with_an_invalid_registry_exits_1(registry_copy: Path) -> None:

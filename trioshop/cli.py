@@ -9,17 +9,17 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-from hypercorn.utils import LifespanFailureError
 
 from trioshop import logs
 from trioshop.cluster.proxy_admin import ProxyAdminError
@@ -35,9 +35,11 @@ from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
 from trioshop.http.auth import DEFAULT_TTL_SECONDS, SECRET_ENV, UserAuth, mint_token
 from trioshop.http.connection_close import CloseAfterLastAnswer
+from trioshop.http.serving import LifespanFailed, bind_sockets, quiet_startup_traceback, serve
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
 from trioshop.shop import load_runnable_registry
+from trioshop.store.dirlock import DataDirInUse, lock_data_dir
 
 logger = logging.getLogger("trioshop.server")
 
@@ -103,24 +105,36 @@ async def _watch_signals(
             shutdown.set()
 
 
-async def _serve(
-    registry: Registry, settings: Settings, bind: str, auth: UserAuth | None
-) -> None:
+def _hypercorn_config(settings: Settings, bind: str) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [bind]
     config.accesslog = None  # trioshop writes its own access log line per request
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_timeout
-    # With quart-trio, hypercorn's keep-alive timer is never armed (quart-trio cancels the
-    # response task while hypercorn arms it), so idle connections would stay open forever.
-    # Arming it costs a task per request; a read deadline closes idle clients for free.
-    config.read_timeout = math.ceil(settings.idle_connection_timeout)
+    # No read deadline of hypercorn's: it would also run while a request is handled.
+    # trioshop.http.serving closes connections idle between requests instead.
+    config.read_timeout = None
+    return config
+
+
+async def _serve(
+    registry: Registry,
+    settings: Settings,
+    config: HypercornConfig,
+    sockets: list[socket.socket],
+    auth: UserAuth | None,
+) -> None:
+    """Start the shop, then serve on *sockets* (bound) until SIGINT or SIGTERM.
+
+    A failed start raises :class:`LifespanFailed` (its traceback only logged at DEBUG) before
+    any connection is accepted or ``listening`` is logged.
+    """
     app = create_app(registry, settings, auth=auth)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
         # quart-trio cancels hypercorn's close after an HTTP/1.0 or Connection: close answer,
-        # leaving the socket open until read_timeout: see trioshop/http/connection_close.py.
+        # leaving the socket open: see trioshop/http/connection_close.py.
         served = CloseAfterLastAnswer(app)
         live = app.extensions["trioshop.live"]
 
@@ -129,10 +143,14 @@ async def _serve(
             live.hub.close()  # end /ops streams now: hypercorn would wait for them
 
         async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            await serve(served, config, shutdown_trigger=stop_serving, task_status=task_status)
+            await serve(
+                served, config, sockets, idle_timeout=settings.idle_connection_timeout,
+                shutdown_trigger=stop_serving, task_status=task_status,
+            )
             nursery.cancel_scope.cancel()  # drained: the signal watcher is done too
 
-        binds = await nursery.start(serving)
+        with quiet_startup_traceback(app.logger):
+            binds = await nursery.start(serving)
         # Everything built at startup (registry, app, routes) lives until exit: keep it out of
         # the cyclic collector's way, and collect the young generation less often.
         gc.freeze()
@@ -143,6 +161,9 @@ async def _serve(
 
 
 def _run(args: argparse.Namespace) -> int:
+    store = _store_choice(args)
+    if store is None:
+        return 2
     try:
         # An explicit --auth-public-key wins over a secret from the environment.
         secret = None if args.auth_public_key else args.auth_secret
@@ -155,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     if registry is None:
         return 1
     bind = args.bind or registry.http_service.bind
+    data_dir, database = store
     settings = Settings(
         node_id=args.node_id or bind,
         read_timeout=args.read_timeout,
@@ -162,28 +184,73 @@ def _run(args: argparse.Namespace) -> int:
         max_live_carts=args.max_live_carts,
         cart_idle_timeout=args.cart_idle or None,
         idle_connection_timeout=args.connection_idle,
-        data_dir=None if args.memory else args.data_dir,
-        database_url=None if args.memory else args.database,
+        data_dir=data_dir,
+        database_url=database,
         database_pool_size=args.database_pool,
         outbox_claim_timeout=args.outbox_claim_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
         trusted_proxies=args.trusted_proxies,
     )
-    try:
-        trio.run(_serve, registry, settings, bind, auth)
-    except KeyboardInterrupt:
-        return _interrupted()
-    except BaseExceptionGroup as group:
-        interrupted, rest = group.split(KeyboardInterrupt)
-        if interrupted is not None and rest is None:
+    config = _hypercorn_config(settings, bind)
+    with ExitStack() as held:
+        try:
+            if data_dir is not None and database is None:  # one server per SQLite folder
+                held.enter_context(lock_data_dir(Path(data_dir)))
+        except (DataDirInUse, OSError) as exc:
+            print(f"trioshop: cannot use --data-dir {data_dir}: {exc}", file=sys.stderr)
+            return 1
+        try:  # the port is taken before the shop starts: nothing to undo if it is in use
+            sockets = bind_sockets(config)
+        except OSError as exc:
+            print(f"trioshop: cannot listen on {bind}: {exc}; choose another --bind",
+                  file=sys.stderr)
+            return 1
+        for sock in sockets:
+            held.enter_context(sock)
+        try:
+            trio.run(_serve, registry, settings, config, sockets, auth)
+        except KeyboardInterrupt:
             return _interrupted()
-        problem = _startup_problem(group, bind)
-        if problem is None:
-            raise
-        print(f"trioshop: {problem}", file=sys.stderr)
-        return 1
+        except BaseExceptionGroup as group:
+            interrupted, rest = group.split(KeyboardInterrupt)
+            if interrupted is not None and rest is None:
+                return _interrupted()
+            problem = _startup_problem(group)
+            if problem is None:
+                raise
+            print(f"trioshop: {problem}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _store_choice(args: argparse.Namespace) -> tuple[str | None, str | None] | None:
+    """(data_dir, database_url) from --memory, --data-dir, --database and $TRIOSHOP_DATABASE;
+    ``None`` (after saying why on stderr) when more than one was given or the variable is bad.
+
+    The variable is the default of --database only: an explicit --memory or --data-dir wins.
+    """
+    given = [name for name, value in (
+        ("--memory", args.memory), ("--data-dir", args.data_dir), ("--database", args.database),
+    ) if value]
+    if len(given) > 1:
+        print(
+            f"trioshop run: error: {' and '.join(given)} given together: give one of "
+            "--memory, --data-dir and --database", file=sys.stderr,
+        )
+        return None
+    if args.memory:
+        return None, None
+    if args.data_dir is not None:
+        return args.data_dir, None
+    database = args.database or os.environ.get(DATABASE_ENV) or None
+    if database is not None and not args.database:
+        try:
+            _database_url(database)
+        except argparse.ArgumentTypeError as exc:
+            print(f"trioshop run: error: ${DATABASE_ENV}: {exc}", file=sys.stderr)
+            return None
+    return (None if database else DEFAULT_DATA_DIR), database
 
 
 def _interrupted() -> int:
@@ -192,15 +259,12 @@ def _interrupted() -> int:
     return 130  # 128 + SIGINT, as shells report it
 
 
-def _startup_problem(group: BaseExceptionGroup[BaseException], bind: str) -> str | None:
+def _startup_problem(group: BaseExceptionGroup[BaseException]) -> str | None:
     """A one-line explanation when *group* is only a failed start, else ``None``."""
-    matched, rest = group.split((LifespanFailureError, OSError))
+    matched, rest = group.split(LifespanFailed)
     if matched is None or rest is not None:
         return None
-    failures = _leaves(matched)
-    if all(isinstance(f, LifespanFailureError) for f in failures):
-        return "the shop could not start: " + "; ".join(map(str, failures))
-    return f"cannot listen on {bind}: " + "; ".join(map(str, failures)) + "; choose another --bind"
+    return "the shop could not start: " + "; ".join(map(str, _leaves(matched)))
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -411,6 +475,7 @@ def _database_url(text: str) -> str:
 
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+DATABASE_ENV = "TRIOSHOP_DATABASE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,15 +508,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="live cart actors at most; beyond, adds answer 503 (default: %(default)s)",
     )
     run.add_argument(
-        "--data-dir", default=DEFAULT_DATA_DIR,
-        help="folder of the SQLite database (default: %(default)s)",
+        "--data-dir",
+        help=f"folder of the SQLite database; one server at a time (default: {DEFAULT_DATA_DIR}"
+        f", unless ${DATABASE_ENV} is set)",
     )
     run.add_argument(
-        "--database", type=_database_url, default=os.environ.get("TRIOSHOP_DATABASE"),
-        metavar="URL",
+        "--database", type=_database_url, metavar="URL",
         help="postgresql://user@host:port/db (add ?options=-csearch_path%%3DNAME for a schema): "
         "the PostgreSQL store many nodes can share, instead of SQLite in --data-dir "
-        "(default: $TRIOSHOP_DATABASE, else SQLite)",
+        f"(default: ${DATABASE_ENV} unless --memory or --data-dir is given, else SQLite)",
     )
     run.add_argument(
         "--database-pool", type=_count, default=_default("database_pool_size"), metavar="N",
@@ -465,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--memory", action="store_true",
-        help="keep everything in memory: nothing survives a restart (benchmarks, demos)",
+        help="keep everything in memory: nothing survives a restart (benchmarks, demos); "
+        "--memory, --data-dir and --database exclude each other",
     )
     run.add_argument(
         "--cart-idle", type=_idle_seconds, default=_default("cart_idle_timeout"),

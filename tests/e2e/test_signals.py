@@ -1,11 +1,13 @@
-"""The real server under signals: a second Ctrl-C during a slow shutdown exits without a trace."""
+"""The real server under signals: a second Ctrl-C ends a slow shutdown, idle clients none."""
 
 from __future__ import annotations
 
 import re
 import signal
 import socket
+import time
 
+from trioshop.config import Settings
 from trioshop.testing.server import running_server
 
 
@@ -34,3 +36,22 @@ def test_second_interrupt_exits_at_once_without_traceback() -> None:
     assert code == 130
     assert "interrupted before the graceful shutdown finished" in output
     assert "Traceback" not in output
+
+
+def test_idle_keep_alive_client_does_not_hold_the_shutdown() -> None:
+    """SIGTERM closes an idle keep-alive connection at once: exit 0 before the drain deadline."""
+    drain_deadline = Settings().shutdown_timeout
+    with running_server("--memory", "--connection-idle", "60") as server:
+        with socket.create_connection(server.address, timeout=30) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}\n'):
+                answer += idle.recv(1024)
+            assert server.process is not None
+            asked = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert idle.recv(1024) == b""  # closed, not left to the drain deadline
+            code = server.process.wait(timeout=30)
+        took = time.monotonic() - asked
+    assert code == 0
+    assert took < drain_deadline, f"the exit waited {took:.1f} s for an idle connection"

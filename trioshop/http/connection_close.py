@@ -3,7 +3,7 @@ final ``send`` (hypercorn/protocol/http_stream.py:247 -> protocol/h11.py:151,289
 trio/tcp_server.py:92) after first handing the app ``http.disconnect`` (http_stream.py:132), on
 which quart-trio cancels the request nursery (quart_trio/asgi.py:40), so ``send_eof`` in
 ``TCPServer._close`` (tcp_server.py:119) raises ``Cancelled`` and the socket stays open until
-hypercorn's ``read_timeout``."""
+the idle-connection deadline (trioshop/http/serving.py)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ class CloseAfterLastAnswer:
 
     The connection closes when the request is HTTP/1.0 or says ``Connection: close``, when the
     answer says ``Connection: close``, or when the answer ends before the request body has been
-    received (e.g. a 413). Keep-alive answers are passed through unshielded: shielding them would
-    also arm hypercorn's keep-alive timer, a task per request (see ``_serve`` in trioshop/cli.py).
+    received (e.g. a 413). Keep-alive answers are passed through unshielded: what follows them
+    (re-arming the idle deadline, see trioshop/http/serving.py) needs no checkpoint.
     """
 
     def __init__(self, app: ASGIApp) -> None:

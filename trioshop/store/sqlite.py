@@ -277,9 +277,9 @@ class SqliteStore(Store):
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run *query* on the read connection in a worker thread; sees every acknowledged write."""
-        if self._reader is None:
-            raise StoreClosed("the store is not open")
         async with self._read_lock:
+            if self._reader is None:
+                raise StoreClosed("the store is not open")
             try:
                 return await trio.to_thread.run_sync(self._run_read, query, limiter=self.limiter)
             except sqlite3.Error as exc:

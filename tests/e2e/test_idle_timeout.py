@@ -1,0 +1,96 @@
+"""The real server's --connection-idle runs only between requests: a slow request is answered."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import REGISTRY_DIR
+from trioshop.store.sqlite import DATABASE_FILE
+from trioshop.testing.server import running_server
+
+IDLE = 1.0  # --connection-idle of these servers
+# How long the test holds the database's write lock, the request's handling with it: far past
+# IDLE, and well inside SQLite's 5 s busy timeout, after which the write would fail.
+HELD_FOR = 2.5 * IDLE
+# A wait for an answer or for the server's close: generous, never reached when green.
+ANSWER_TIMEOUT = 30.0
+# A slowloris client sends one byte of a request head this often, always inside IDLE.
+DRIP_EVERY = IDLE / 4
+
+
+def _read_answer(client: socket.socket) -> tuple[bytes, bytes]:
+    """One answer framed by Content-Length: (head, body); fails if the server closes first."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = client.recv(65536)
+        assert chunk, f"the server closed the connection before answering: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = client.recv(65536)
+        assert chunk, f"the server closed the connection mid-answer: {head!r}"
+        body += chunk
+    return head, body
+
+
+def test_request_slower_than_connection_idle_is_answered(tmp_path: Path) -> None:
+    """An add held past --connection-idle by a database lock gets its 200, and counts once."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--data-dir", str(tmp_path),
+        "--connection-idle", str(IDLE), "--read-timeout", str(ANSWER_TIMEOUT),
+    ) as server:
+        locker = sqlite3.connect(tmp_path / DATABASE_FILE, isolation_level=None)
+        body = json.dumps({"sku": "KB-002", "quantity": 1}).encode()
+        with socket.create_connection(server.address, timeout=ANSWER_TIMEOUT) as client:
+            locker.execute("BEGIN IMMEDIATE")  # the cart's write waits for this lock
+            client.sendall(
+                b"POST /api/cart/alice/items HTTP/1.1\r\nHost: shop\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            # Nothing comes back while the write waits: no answer, and no close at IDLE.
+            readable, _, _ = select.select([client], [], [], HELD_FOR)
+            assert not readable, "the server answered or closed while the request was handled"
+            locker.execute("ROLLBACK")
+            head, answer = _read_answer(client)
+        locker.close()
+        assert head.startswith(b"HTTP/1.1 200"), head + answer
+        cart = httpx.get(f"{server.base_url}/api/cart/alice", timeout=ANSWER_TIMEOUT).json()
+        assert [(item["sku"], item["quantity"]) for item in cart["items"]] == [("KB-002", 1)]
+        assert server.terminate() == 0
+
+
+def test_idle_deadline_cuts_a_request_head_that_never_completes() -> None:
+    """After an answer, a head dripped a byte at a time is cut at --connection-idle."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--connection-idle", str(IDLE)
+    ) as server:
+        with socket.create_connection(server.address, timeout=ANSWER_TIMEOUT) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+            head, _ = _read_answer(client)
+            assert head.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            client.sendall(b"GET /healthz HTTP/1.1\r\n")
+            closed = False
+            while not closed and time.monotonic() - started < ANSWER_TIMEOUT:
+                readable, _, _ = select.select([client], [], [], DRIP_EVERY)
+                if readable:
+                    closed = client.recv(65536) == b""
+                else:
+                    try:
+                        client.sendall(b"X")  # one more byte of a header that never ends
+                    except OSError:  # reset: the server has closed it
+                        closed = True
+            assert closed, "a request head dripping in forever kept its connection"
+        assert server.terminate() == 0

@@ -1,0 +1,211 @@
+"""hypercorn's Trio worker as trioshop runs it: sockets bound before anything starts, the app's
+lifespan started before the first connection is accepted, and an idle-connection deadline that
+runs only between requests."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from typing import Any, Literal
+
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveEvent,
+    ASGISendEvent,
+    ConnectionState,
+    LifespanScope,
+)
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+
+class LifespanFailed(Exception):
+    """The app's lifespan *phase* (``startup`` or ``shutdown``) failed; str() says why."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+def bind_sockets(config: Config) -> list[socket.socket]:
+    """Bind and listen on ``config.bind``: the port is taken before the shop starts.
+
+    Raises :class:`OSError` (e.g. the address is in use); the caller closes the sockets.
+    """
+    sockets = config.create_sockets().insecure_sockets
+    try:
+        for sock in sockets:
+            sock.listen(config.backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class IdleBetweenRequests(TCPServer):
+    """One HTTP/1 connection: closed when it stays *idle_timeout* seconds without a complete
+    request head, counted from its start or from the end of its last answer, never while one
+    of its requests is being handled.
+
+    hypercorn's own keep-alive timer costs a task per answer and, under quart-trio, is never
+    armed (quart-trio cancels the response task while hypercorn arms it); hypercorn's
+    ``read_timeout`` runs during handling too, cutting slow requests. Here the read of the
+    next request has a deadline that the request's head suspends and its answer re-arms: a
+    deadline change, no task. A partial request head still ends at the deadline.
+
+    While it runs the connection is in *open_connections*, where shutdown finds it to
+    :meth:`close_if_idle`.
+    """
+
+    def __init__(
+        self, idle_timeout: float, open_connections: set[IdleBetweenRequests], *args: Any
+    ) -> None:
+        super().__init__(*args)
+        self.idle_timeout = idle_timeout
+        self._open = open_connections
+        self._deadline = trio.current_time() + idle_timeout
+        self._reading: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        self._open.add(self)
+        try:
+            await super().run()
+        finally:
+            self._open.discard(self)
+
+    def close_if_idle(self) -> None:
+        """Close the connection now if no request of it is in flight (shutdown)."""
+        if self._deadline != math.inf:
+            self._set_deadline(-math.inf)
+
+    def _set_deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._reading is not None:
+            self._reading.deadline = deadline
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated):
+            if event.idle:  # an answer ended and the connection waits for the next request
+                self._set_deadline(trio.current_time() + self.idle_timeout)
+                return  # no checkpoint here: quart-trio is cancelling this task
+            self._set_deadline(math.inf)  # a request head arrived: handling is never cut
+        await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        while True:
+            data: bytes | bytearray | None = None
+            with trio.CancelScope(deadline=self._deadline) as self._reading:
+                try:
+                    data = await self.stream.receive_some(MAX_RECV)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+            self._reading = None
+            if data is None or data == b"":  # idle too long (cancelled), or the client closed
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+        await self.protocol.handle(Closed())
+
+
+@asynccontextmanager
+async def app_lifespan(
+    app: ASGIFramework, state: dict[str, Any], config: Config
+) -> AsyncIterator[None]:
+    """Run *app*'s ASGI lifespan: startup on entry, shutdown on a normal exit.
+
+    Raises :class:`LifespanFailed` when the app reports a failed startup or shutdown, or does
+    not report within ``config.startup_timeout`` / ``config.shutdown_timeout`` seconds.
+    """
+    to_app, app_inbox = trio.open_memory_channel[ASGIReceiveEvent](1)
+    from_app, replies = trio.open_memory_channel[ASGISendEvent](1)
+    scope: LifespanScope = {
+        "type": "lifespan", "asgi": {"spec_version": "2.0", "version": "3.0"}, "state": state,
+    }
+
+    async def phase(name: Literal["startup", "shutdown"], timeout: float) -> None:
+        event: ASGIReceiveEvent = (
+            {"type": "lifespan.startup"} if name == "startup" else {"type": "lifespan.shutdown"}
+        )
+        await to_app.send(event)
+        with trio.move_on_after(timeout):
+            reply = await replies.receive()
+            if reply["type"] == f"lifespan.{name}.failed":
+                raise LifespanFailed(name, str(reply.get("message", "")))
+            return
+        raise LifespanFailed(name, f"the app did not finish its {name} within {timeout:g} s")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, scope, app_inbox.receive, from_app.send)
+        await phase("startup", config.startup_timeout)
+        yield
+        await phase("shutdown", config.shutdown_timeout)
+
+
+async def serve(
+    app: ASGIFramework,
+    config: Config,
+    sockets: Sequence[socket.socket],
+    *,
+    idle_timeout: float,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve *app* over HTTP/1 on *sockets* (bound and listening) until *shutdown_trigger*
+    returns.
+
+    Ready (``task_status.started`` with the URLs) once the app's lifespan startup completed:
+    a failed startup raises :class:`LifespanFailed` before any connection is accepted. On
+    shutdown the sockets close, idle connections close, requests in flight get
+    ``config.graceful_timeout`` seconds, then the app's lifespan shutdown runs.
+    """
+    state: dict[str, Any] = {}
+    async with app_lifespan(app, state, config):
+        context = WorkerContext(None)
+        open_connections: set[IdleBetweenRequests] = set()
+        handler = partial(
+            IdleBetweenRequests, idle_timeout, open_connections,
+            wrap_app(app, config.wsgi_max_body_size, "asgi"), config, context,
+            ConnectionState(state),
+        )
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+        async with trio.open_nursery() as connections:
+            try:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(partial(
+                        trio.serve_listeners, handler, listeners, handler_nursery=connections
+                    ))
+                    task_status.started([
+                        "http://" + repr_socket_addr(s.family, s.getsockname()) for s in sockets
+                    ])
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                for listener in listeners:
+                    await listener.aclose()
+                await context.terminated.set()  # answers in flight end their connections
+                for connection in list(open_connections):  # idle keep-alive clients: now
+                    connection.close_if_idle()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+
+@contextmanager
+def quiet_startup_traceback(logger: logging.Logger) -> Generator[None]:
+    """Drop the traceback *logger* writes for a failed startup, unless it logs at DEBUG: the
+    failure is reported in one line by whoever catches :class:`LifespanFailed`."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.exc_info is None or logger.isEnabledFor(logging.DEBUG)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
