@@ -238,10 +238,14 @@ class SqliteStore(Store):
                           carts=carts)
                 task_status.started()
         finally:
-            for conn in (self._conn, self._reader):
-                if conn is not None:
-                    conn.close()
-            self._conn = self._reader = None
+            # Cancelled with the rest of the shop, a read may still run in its thread: closing
+            # its connection under it would crash the process. Reads are short; wait for them.
+            with trio.CancelScope(shield=True):
+                async with self._read_lock:
+                    for conn in (self._conn, self._reader):
+                        if conn is not None:
+                            conn.close()
+                    self._conn = self._reader = None
 
     async def _commit(self, batch: list[Change]) -> list[Outcome]:
         """Run *batch* in one transaction in a worker thread, then mirror what committed."""
