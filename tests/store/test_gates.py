@@ -12,8 +12,7 @@ from trioshop.store.gates import READ_RESERVE, ROW_PLACES, ROW_WAIT, Gates
 
 async def test_writes_never_take_the_read_reserve() -> None:
     """With every writer's place taken, a read still gets a connection at once."""
-    gates = Gates(2)
-    assert gates.size == 2 + READ_RESERVE
+    gates = Gates(2 + READ_RESERVE)
     release = trio.Event()
 
     async def write(row: str) -> None:

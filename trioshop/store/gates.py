@@ -11,8 +11,9 @@ import trio
 
 from trioshop.store.base import StoreError
 
-# Connections kept for reads (views, products' stock, orders, readiness pings): writes never
-# hold them, so writes waiting for locked rows cannot starve what needs no lock.
+# Connections of a pool kept for reads (views, products' stock, orders, readiness pings):
+# writes never hold them, so writes waiting for locked rows cannot starve what needs no lock.
+# A pool keeps at least one connection for writes (a pool of 2 keeps 1 for reads, of 1 none).
 READ_RESERVE = 2
 # How many writes needing one row (``cart:<user>``, ``stock:<sku>``) may hold a connection
 # at once; the others wait for a place without holding one.
@@ -24,7 +25,7 @@ ROW_WAIT = 1.0
 
 @attrs.define
 class Gates:
-    """The places on a pool of ``writers + READ_RESERVE`` connections.
+    """The places on a pool of ``size`` connections, ``READ_RESERVE`` of them for reads only.
 
     ``connections`` has a token per pooled connection: whoever holds one has a connection
     (and a worker thread). A write first takes a place at each row it may wait for (in key
@@ -32,7 +33,7 @@ class Gates:
     connection: writes hold at most ``writers`` connections, reads always find the reserve.
     """
 
-    writers_size: int
+    size: int
     row_places: int = ROW_PLACES
     row_wait: float = ROW_WAIT
     connections: trio.CapacityLimiter = attrs.field(init=False)
@@ -41,16 +42,11 @@ class Gates:
 
     @connections.default
     def _all_connections(self) -> trio.CapacityLimiter:
-        return trio.CapacityLimiter(self.writers_size + READ_RESERVE)
+        return trio.CapacityLimiter(self.size)
 
     @writers.default
     def _write_connections(self) -> trio.CapacityLimiter:
-        return trio.CapacityLimiter(self.writers_size)
-
-    @property
-    def size(self) -> int:
-        """Connections in all: the pool's size."""
-        return int(self.connections.total_tokens)
+        return trio.CapacityLimiter(max(1, self.size - READ_RESERVE))
 
     def reading(self) -> AbstractAsyncContextManager[None]:
         """Hold a connection's token (a read takes no lock: it never waits for a row)."""

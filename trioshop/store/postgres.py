@@ -79,9 +79,10 @@ STOCK_ATTEMPTS = 3
 CART_LOCK = 0x63617274  # "cart"
 # How long any statement waits for a row or advisory lock (another node's batch, or a
 # transaction left open on a cart's or a SKU's row), or until its request's deadline (its
-# ticket's) if that is nearer, before its operation fails with a StoreError (503): one stuck row costs its own requests only, well within their deadlines
-# (Settings.read_timeout, 3 s; checkout_timeout, 5 s). A batch of cart writes that waited
-# this long is split and each write waits alone.
+# ticket's) if that is nearer, before its operation fails with a StoreError (503): one stuck
+# row costs its own requests only, well within their deadlines (Settings.read_timeout, 3 s;
+# checkout_timeout, 5 s). A batch of cart writes that waited this long is split and each
+# write waits alone.
 LOCK_TIMEOUT = 1.0
 # How long any statement of a pooled connection may run, lock waits included: a store
 # operation made without a deadline of its own is bounded too, below the requests' deadlines.
@@ -308,8 +309,8 @@ class PostgresStore(Store):
     """A PostgreSQL database (schema chosen by the URL's search_path) shared by many nodes.
 
     Every operation is one transaction on a connection from a ``psycopg_pool`` pool of
-    ``pool_size`` connections for any operation and ``READ_RESERVE`` more for reads only,
-    run in a worker thread through ``limiter`` (as many tokens as the pool has connections,
+    ``pool_size`` connections (``READ_RESERVE`` of them for reads only), run in a worker
+    thread through ``limiter`` (as many tokens as the pool has connections,
     so no thread ever waits for one; see :class:`~trioshop.store.gates.Gates`). Every
     statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in
     all, and a connection the server ended is replaced and the operation tried once more.
@@ -358,7 +359,7 @@ class PostgresStore(Store):
 
     @property
     def writers(self) -> trio.CapacityLimiter:
-        """A token per connection a write may hold (``pool_size``: the reserve is reads')."""
+        """A token per connection a write may hold (the pool's, but the reads' reserve)."""
         return self._gates.writers
 
     @_writes.default
@@ -424,7 +425,7 @@ class PostgresStore(Store):
                     _seed_stock(conn, initial)
                     _prune_add_keys(conn, _RETENTION)
             pool: ConnectionPool[Connection] = ConnectionPool(
-                self.url, min_size=1, max_size=self._gates.size, open=False,
+                self.url, min_size=1, max_size=self.pool_size, open=False,
                 timeout=POOL_TIMEOUT, name="trioshop", configure=_bound_statements,
                 kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES,
                         **_session_name(self.url)},
