@@ -549,7 +549,10 @@ class PostgresStore(Store):
         A pooled connection the server ended (a restart, ``pg_terminate_backend``) fails its
         first statement, before anything is applied (a failed commit is an
         :class:`OutcomeUnknown`, never tried again): the pool's idle connections are checked
-        (the others are likely gone too) and *work* runs again on a working one.
+        (the others are likely gone too) and *work* runs again on a working one. A single
+        autocommit statement cut just after its commit is repeated too: each such write of
+        the store changes nothing the second time (acks, registrations, seeding) or only
+        delays (an outbox claim taken twice runs out after ``claim_seconds``).
         """
         used: Connection | None = None
         try:
