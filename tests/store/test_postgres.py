@@ -15,7 +15,12 @@ from tests.store.support import INITIAL_STOCK, LINE_A, LINE_B, ONE_A, order, pla
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock
 from trioshop.runtime import Ticket
 from trioshop.store import CartConflict, OperationAbandoned, StoredCart, StoreError
-from trioshop.store.postgres import LOCK_TIMEOUT, PostgresStore, open_postgres_store
+from trioshop.store.postgres import (
+    LOCK_TIMEOUT,
+    PRUNE_CHUNK,
+    PostgresStore,
+    open_postgres_store,
+)
 from trioshop.store.postgres_schema import MIGRATIONS
 
 Nodes = tuple[PostgresStore, PostgresStore]
@@ -340,6 +345,19 @@ async def test_a_checkout_waits_for_a_locked_row_no_longer_than_its_deadline(
         other.execute("ROLLBACK")
     assert waited < LOCK_TIMEOUT * 0.75, waited
     await place(a, "o2", "u", ONE_A)  # the connection is back to the full bound: no error
+
+
+async def test_pruning_more_add_keys_than_a_statement_deletes(nodes: Nodes, url: str) -> None:
+    """Expired add keys beyond one PRUNE_CHUNK are all pruned, a chunk a statement; fresh
+    keys stay."""
+    a, _ = nodes
+    expired = PRUNE_CHUNK * 2 + 7
+    sql(url, "INSERT INTO add_keys (user_id, key, line, created_at) "
+             f"SELECT 'u', 'k' || n, '[]'::jsonb, now() - interval '2 days' "
+             f"FROM generate_series(1, {expired}) AS n")
+    await a.save_cart("v", (LINE_A,), version=0, add_key=("fresh", LINE_A))
+    assert await a.prune_add_keys() == expired
+    assert sql(url, "SELECT key FROM add_keys") == [("fresh",)]
 
 
 async def test_a_batched_write_waiting_for_a_connection_can_be_abandoned(url: str) -> None:

@@ -93,6 +93,8 @@ _LOCK_BOUND = f"{round(LOCK_TIMEOUT * 1000)}ms"
 STUCK_SECONDS = 10.0
 # The most users remembered as stuck at once (the oldest are forgotten first).
 STUCK_MAX = 1000
+# Old add keys deleted a statement (a statement must end within STATEMENT_TIMEOUT).
+PRUNE_CHUNK = 10_000
 # The name the store's sessions show in pg_stat_activity, unless the URL names one.
 APPLICATION_NAME = "trioshop"
 
@@ -932,10 +934,18 @@ def _session_name(url: str) -> dict[str, Any]:
 
 
 def _prune_add_keys(conn: Connection, retention: float) -> int:
-    return conn.execute(
-        "DELETE FROM add_keys WHERE created_at <= now() - make_interval(secs => %s)",
-        (retention,),
-    ).rowcount
+    """Delete the add keys older than *retention* seconds, :data:`PRUNE_CHUNK` a statement
+    (each well within :data:`STATEMENT_TIMEOUT`, however many there are); how many."""
+    pruned = 0
+    while True:
+        deleted = conn.execute(
+            "DELETE FROM add_keys WHERE (user_id, key) IN (SELECT user_id, key FROM add_keys "
+            "WHERE created_at <= now() - make_interval(secs => %s) LIMIT %s)",
+            (retention, PRUNE_CHUNK),
+        ).rowcount
+        pruned += deleted
+        if deleted < PRUNE_CHUNK:
+            return pruned
 
 
 def _seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
