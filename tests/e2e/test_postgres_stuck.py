@@ -28,7 +28,7 @@ OTHER_SKU = "MON-004"
 STUCK_LIMIT = Settings().checkout_timeout + 2.0
 # What a request that needs no stuck row may take: its deadline (a slow machine's margin in).
 FREE_LIMIT = Settings().read_timeout
-# SIGTERM to exit: the documented graceful shutdown, and slack for the process to end.
+# How long the test waits for SIGTERM to end the node (the graceful shutdown, and slack).
 EXIT_LIMIT = Settings().shutdown_timeout + 3.0
 HANDLED = re.compile(r'event="order handled" service=(\w+) order_id=(\w+)')
 
@@ -76,6 +76,18 @@ def held(url: str, query: str) -> Iterator[psycopg.Connection[object]]:
             yield other
         finally:
             other.execute("ROLLBACK")
+
+
+def waiting_for_lock(url: str, name: str) -> None:
+    """Return once a session named *name* waits for a lock (each check is a query, in a
+    transaction of its own: a transaction sees one snapshot of pg_stat_activity)."""
+    deadline = time.monotonic() + STUCK_LIMIT
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+            "AND wait_event_type = 'Lock'", (name,),
+        ).fetchall():
+            assert time.monotonic() < deadline, "no session of the node waits for the lock"
 
 
 def add(http: httpx.Client, user: str, sku: str) -> None:
@@ -152,10 +164,18 @@ def test_a_locked_stock_row_costs_only_the_checkouts_that_need_it(
             # While it is still held: products and readiness answer, and SIGTERM exits in time.
             assert_served([timed(http, "products", "GET", "/api/products"),
                            timed(http, "readyz", "GET", "/readyz")])
-            in_parallel(http, checkouts(buyers[:1]))  # in flight at the SIGTERM
+            # A checkout waiting for the row when SIGTERM comes, on a connection that closes
+            # after it (an idle keep-alive connection is not what this measures).
+            http.close()
+            closing = httpx.Client(base_url=node.base_url, timeout=60,
+                                   headers={"Connection": "close"})
+            [in_flight] = in_parallel(closing, checkouts(buyers[:1]))
+            waiting_for_lock(database, app_name(database))
             started = time.monotonic()
             assert node.terminate(timeout=EXIT_LIMIT) == 0
             exited = time.monotonic() - started
+            assert exited < Settings().shutdown_timeout, f"SIGTERM took {exited:.1f} s"
+            assert_stuck([in_flight.result()])
         print(f"stuck checkouts: {sorted(round(a[3], 2) for a in answers)}; the others at "
               f"most {max(a[3] for a in served):.2f} s; exit after SIGTERM {exited:.2f} s")
     assert not [line for line in node.lines if "Traceback" in line]
