@@ -312,10 +312,10 @@ class PostgresStore(Store):
 
     Every operation is one transaction on a connection from a ``psycopg_pool`` pool of
     ``pool_size`` connections (``READ_RESERVE`` of them for reads only), run in a worker
-    thread through ``limiter`` (as many tokens as the pool has connections,
-    so no thread ever waits for one; see :class:`~trioshop.store.gates.Gates`). Every
-    statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in
-    all, and a connection the server ended is replaced and the operation tried once more.
+    thread through ``limiter`` (as many tokens as the pool has connections, so no thread
+    ever waits for one; see :class:`~trioshop.store.gates.Gates`). Every statement gives up
+    after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in all, and a
+    connection the server ended is replaced and the operation tried once more.
     Nothing is cached: carts are written
     conditional on their version, stock is taken by conditional decrements, and the outbox
     has one row per order and registered service, claimed by ``pending`` for
