@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+from hypercorn.config import Config as HypercornConfig
 
 from tests.helpers import REGISTRY_DIR
 from trioshop.store.sqlite import DATABASE_FILE
@@ -93,4 +94,20 @@ def test_idle_deadline_cuts_a_request_head_that_never_completes() -> None:
                     except OSError:  # reset: the server has closed it
                         closed = True
             assert closed, "a request head dripping in forever kept its connection"
+        assert server.terminate() == 0
+
+
+def test_connection_hypercorn_ends_after_its_last_request_is_closed() -> None:
+    """Past hypercorn's requests-per-connection limit its Connection: close answer is followed
+    by EOF at once, though the client keeps its end open (not left open with no deadline)."""
+    last = HypercornConfig().keep_alive_max_requests
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--connection-idle", str(ANSWER_TIMEOUT)
+    ) as server:
+        with socket.create_connection(server.address, timeout=ANSWER_TIMEOUT / 2) as client:
+            for _ in range(last):
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+                head, _ = _read_answer(client)
+            assert b"connection: close" in head.lower()
+            assert client.recv(65536) == b"", "the server kept the connection open"
         assert server.terminate() == 0

@@ -98,6 +98,11 @@ class IdleBetweenRequests(TCPServer):
                 self._set_deadline(trio.current_time() + self.idle_timeout)
                 return  # no checkpoint here: quart-trio is cancelling this task
             self._set_deadline(math.inf)  # a request head arrived: handling is never cut
+        elif isinstance(event, Closed):
+            # The protocol ends the connection (e.g. after hypercorn's keep_alive_max_requests
+            # answer). Its close below may be cancelled by quart-trio; ending the read makes
+            # the connection's own task close it.
+            self._set_deadline(-math.inf)
         await super().protocol_send(event)
 
     async def _read_data(self) -> None:
