@@ -264,7 +264,10 @@ def _startup_problem(group: BaseExceptionGroup[BaseException]) -> str | None:
     matched, rest = group.split(LifespanFailed)
     if matched is None or rest is not None:
         return None
-    return "the shop could not start: " + "; ".join(map(str, _leaves(matched)))
+    return "; ".join(
+        f"the shop could not {'start' if failure.phase == 'startup' else 'stop cleanly'}: "
+        f"{failure}" for failure in _leaves(matched) if isinstance(failure, LifespanFailed)
+    )
 
 
 def _cluster(args: argparse.Namespace) -> int:
