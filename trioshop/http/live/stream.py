@@ -1,8 +1,9 @@
 """``GET /ops/stream``: the node's live events as Server-Sent Events, resumable by id.
 
-hypercorn closes a connection that sends nothing for ``--connection-idle`` seconds, and an
-SSE client sends nothing once its request is made, so a stream cannot outlive that. Each
-stream therefore ends by itself well before (a ``bye`` event, then the end of the body), and
+A proxy in front may close a connection whose client sends nothing for a while, and an SSE
+client sends nothing once its request is made (trioshop's own ``--connection-idle`` runs only
+between requests). Each stream therefore ends by itself, within 75 % of ``--connection-idle``
+(a ``bye`` event, then the end of the body), and
 the browser's EventSource reconnects after ``retry`` milliseconds with ``Last-Event-ID``: the
 hub replays every event since that id from its ring, so nothing is lost in between.
 
@@ -25,7 +26,7 @@ from trioshop.http.live.feed import LiveFeed
 from trioshop.http.live.hub import HubFull, sse_frame
 
 RETRY_MS = 1000  # how long EventSource waits before reconnecting
-# A stream lasts this share of --connection-idle: it ends cleanly before hypercorn's cut.
+# A stream lasts this share of --connection-idle: it ends cleanly before an idle cut.
 STREAM_SHARE_OF_IDLE = 0.75
 # A stream still connected this long after its end is stuck (its client does not read): cut.
 CUT_AFTER_SECONDS = 1.0
