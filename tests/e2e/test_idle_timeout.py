@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import sqlite3
@@ -114,3 +115,28 @@ def test_connection_hypercorn_ends_after_its_last_request_is_closed() -> None:
             assert b"connection: close" in head.lower()
             assert client.recv(65536) == b"", "the server kept the connection open"
         assert server.terminate() == 0
+
+
+# A client that never reads: a receive buffer this small, and enough pipelined requests for
+# the server's answers to fill it and the server's send buffer.
+NEVER_READ_BUFFER = 1024
+PIPELINED_REQUESTS = 2000
+
+
+def test_a_client_that_never_reads_is_reset_and_does_not_hold_the_shutdown() -> None:
+    """A client that takes no bytes for --connection-idle is reset: SIGTERM still exits 0."""
+    with running_server(
+        "--registry", str(REGISTRY_DIR), "--memory", "--connection-idle", str(IDLE)
+    ) as server:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NEVER_READ_BUFFER)
+        client.settimeout(ANSWER_TIMEOUT)
+        try:
+            client.connect(server.address)
+            client.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: shop\r\n\r\n" * PIPELINED_REQUESTS)
+            # Answering has begun; the buffers fill and the server's write blocks. Before the
+            # send deadline, that write held the graceful shutdown forever.
+            server.wait_for_line(re.compile(r"event=request .*path=/openapi.json"))
+            assert server.terminate(timeout=ANSWER_TIMEOUT) == 0
+        finally:
+            client.close()

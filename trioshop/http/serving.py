@@ -4,11 +4,14 @@ runs only between requests."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Literal
 
@@ -25,6 +28,9 @@ from hypercorn.typing import (
     LifespanScope,
 )
 from hypercorn.utils import repr_socket_addr, wrap_app
+
+# SO_LINGER on, zero seconds: closing resets the connection and drops what the client never read.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class LifespanFailed(Exception):
@@ -62,8 +68,13 @@ class IdleBetweenRequests(TCPServer):
     next request has a deadline that the request's head suspends and its answer re-arms: a
     deadline change, no task. A partial request head still ends at the deadline.
 
+    A client that takes no bytes of an answer for *idle_timeout* seconds is as idle as one
+    that sends nothing: the connection is reset (hypercorn's writes are shielded from
+    cancellation, so without this a client that stops reading would hold its request's task,
+    and a graceful shutdown, for good).
+
     While it runs the connection is in *open_connections*, where shutdown finds it to
-    :meth:`close_if_idle`.
+    :meth:`close_if_idle`, and :func:`current_connection` gives it to its requests' tasks.
     """
 
     def __init__(
@@ -77,10 +88,20 @@ class IdleBetweenRequests(TCPServer):
 
     async def run(self) -> None:
         self._open.add(self)
+        entered = _CURRENT.set(self)  # the requests' tasks are spawned from this one
         try:
             await super().run()
         finally:
+            _CURRENT.reset(entered)
             self._open.discard(self)
+
+    def reset(self) -> None:
+        """Reset the connection now: a write blocked on it fails at once (the connection then
+        closes), and what the client never read is dropped. No checkpoint; never raises."""
+        with contextlib.suppress(OSError, AttributeError):  # gone already; or not a socket
+            sock = self.stream.socket
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            sock.shutdown(socket.SHUT_RDWR)
 
     def close_if_idle(self) -> None:
         """Close the connection now if no request of it is in flight (shutdown)."""
@@ -93,6 +114,9 @@ class IdleBetweenRequests(TCPServer):
             self._reading.deadline = deadline
 
     async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            await self._send(event.data)
+            return
         if isinstance(event, Updated):
             if event.idle:  # an answer ended and the connection waits for the next request
                 self._set_deadline(trio.current_time() + self.idle_timeout)
@@ -104,6 +128,23 @@ class IdleBetweenRequests(TCPServer):
             # the connection's own task close it.
             self._set_deadline(-math.inf)
         await super().protocol_send(event)
+
+    async def _send(self, data: bytes) -> None:
+        """Send *data*, shielded from cancellation as hypercorn does (an answer is never cut
+        in the middle by a cancelled task), but within *idle_timeout*: a client that takes
+        none of it meanwhile is reset."""
+        async with self.send_lock:
+            broken = False
+            deadline = trio.current_time() + self.idle_timeout
+            with trio.CancelScope(shield=True, deadline=deadline) as sending:
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    broken = True
+            if sending.cancelled_caught:
+                self.reset()
+            if broken or sending.cancelled_caught:
+                await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
         while True:
@@ -118,6 +159,15 @@ class IdleBetweenRequests(TCPServer):
                 break
             await self.protocol.handle(RawData(bytes(data)))
         await self.protocol.handle(Closed())
+
+
+_CURRENT: ContextVar[IdleBetweenRequests | None] = ContextVar("connection", default=None)
+
+
+def current_connection() -> IdleBetweenRequests | None:
+    """The connection the current request's task answers on (to :meth:`~IdleBetweenRequests.reset`
+    it); ``None`` outside :func:`serve` (e.g. the in-process test client)."""
+    return _CURRENT.get()
 
 
 @asynccontextmanager

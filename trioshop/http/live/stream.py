@@ -9,7 +9,8 @@ hub replays every event since that id from its ring, so nothing is lost in betwe
 
 A client that stops reading would hold its slot for good (hypercorn's writes cannot be
 cancelled, so the stream never reaches its end): the feed cuts every stream still connected
-``CUT_AFTER_SECONDS`` past its end, resetting its connection, and the slot is free at once.
+``CUT_AFTER_SECONDS`` past its end, resetting its connection (``trioshop.http.serving``), and
+the slot is free at once.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from quart import Blueprint, Response, request
 
 from trioshop.http.errors import ApiError
 from trioshop.http.live.access import check_ops_access
-from trioshop.http.live.connection import connection_socket, cut
 from trioshop.http.live.feed import LiveFeed
 from trioshop.http.live.hub import HubFull, sse_frame
+from trioshop.http.serving import current_connection
 
 RETRY_MS = 1000  # how long EventSource waits before reconnecting
 # A stream lasts this share of --connection-idle: it ends cleanly before an idle cut.
@@ -48,11 +49,8 @@ def live_routes(feed: LiveFeed, admin_token: str | None) -> Blueprint:
         if not hub.room():
             raise ApiError(503, "Too many live viewers, retry shortly", {"Retry-After": "5"})
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-        sock = connection_socket(request.scope.get("client"))
-
-        def cut_connection() -> None:
-            if sock is not None:
-                cut(sock)
+        connection = current_connection()
+        cut_connection = connection.reset if connection is not None else None
 
         async def body() -> AsyncIterator[bytes]:
             # Registered here, when the body starts, so that a stream never started leaks no
