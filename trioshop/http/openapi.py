@@ -92,6 +92,7 @@ def openapi_document(
                 "404": _error("Product not found"),
                 "409": _error("More than the stock on hand"),
                 "413": _error(f"Body over {max_body_bytes} bytes"),
+                "415": _error("The body is not sent as Content-Type: application/json"),
                 "503": BUSY, "504": SLOW,
             },
             parameters=[USER_ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
