@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run cluster check test lint bench screenshots clean
+.PHONY: run cluster check test test-fast lint bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ check: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(BIN)/pytest $(ARGS)
+
+# The suite without the tests marked slow (rolling restart, chaos, database restart, the
+# two-minute page...): under a minute, for the edit-test loop; `make test` runs them all.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not slow" $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
