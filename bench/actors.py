@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trioshop.domain import CartLine
 from trioshop.runtime import EventBus, open_actor_host
-from trioshop.shop.cart import AddItem, CartDeps, new_cart
+from trioshop.shop.cart_actor import AddItem, CartDeps, new_cart
 from trioshop.store import MemoryStore
 
 ITEM = AddItem(CartLine("KB-002", "Mechanical Keyboard", 14999, 1))

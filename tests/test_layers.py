@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trioshop.registry",),  # the YAML registry's entries
     ("trioshop.store",),  # durable state
     ("trioshop.shop",),  # cart actor, cart API, services, reloads
-    ("trioshop.assembly",),  # opens and wires everything in shutdown order
+    ("trioshop.shop.assembly",),  # opens and wires the shop in shutdown order
     ("trioshop.http",),  # the QuartTrio app and routes
     ("trioshop.cluster",),  # N nodes behind HAProxy, as processes
     ("trioshop.cli", "trioshop.__main__", "trioshop.testing"),  # entry points

@@ -12,7 +12,7 @@ from tests.helpers import live_cart_names, open_shop_client
 from trioshop.config import Settings
 from trioshop.registry import Registry
 from trioshop.runtime import ActorContext
-from trioshop.shop.cart import AddItem, Cart, CartDeps, ViewCart
+from trioshop.shop.cart_actor import AddItem, Cart, CartDeps, ViewCart
 
 
 class UnresponsiveCart(Cart):

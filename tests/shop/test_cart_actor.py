@@ -30,7 +30,7 @@ from trioshop.runtime import (
     open_actor_host,
     open_event_bus,
 )
-from trioshop.shop.cart import (
+from trioshop.shop.cart_actor import (
     CONFLICT_ATTEMPTS,
     AddItem,
     Cart,

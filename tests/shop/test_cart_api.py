@@ -10,7 +10,6 @@ import trio
 import trio.testing
 
 from tests.helpers import live_cart_names
-from trioshop.assembly import open_shop
 from trioshop.config import Settings
 from trioshop.domain import (
     CartEmpty,
@@ -22,6 +21,7 @@ from trioshop.domain import (
 )
 from trioshop.registry import Product, Registry, load_registry
 from trioshop.shop import Shop
+from trioshop.shop.assembly import open_shop
 
 
 @pytest.fixture

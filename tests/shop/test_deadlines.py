@@ -11,12 +11,12 @@ import pytest
 import trio
 import trio.testing
 
-from trioshop.assembly import open_shop
 from trioshop.config import Settings
 from trioshop.domain import CartLine
 from trioshop.registry import Registry
 from trioshop.runtime import ActorContext, ActorTimeout, Ticket
-from trioshop.shop.cart import Cart, CartDeps, ViewCart
+from trioshop.shop.assembly import open_shop
+from trioshop.shop.cart_actor import Cart, CartDeps, ViewCart
 from trioshop.store import DATABASE_FILE
 
 KEYBOARD = CartLine("KB-002", "Mechanical Keyboard", 14999, 1)

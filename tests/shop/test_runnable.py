@@ -62,7 +62,7 @@ def test_service_code_that_cannot_run_is_a_problem(
 
 def test_cart_handler_must_build_a_behaviour(tmp_path: Path, modules: Path) -> None:
     """A cart handler returning something without ``async handle`` is refused at check time."""
-    folder = registry_with(tmp_path, {"trioshop.shop.cart:new_cart": "not_a_factory:make"})
+    folder = registry_with(tmp_path, {"trioshop.shop.cart_actor:new_cart": "not_a_factory:make"})
     message = problems(folder)
     assert "entry 'app:cart' (process.actor)" in message
     assert "must return a behaviour" in message

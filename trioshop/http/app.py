@@ -13,7 +13,6 @@ import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from trioshop.assembly import serve_shop
 from trioshop.config import Settings
 from trioshop.http.admin import admin_routes, client_address
 from trioshop.http.auth import UserAuth
@@ -26,6 +25,7 @@ from trioshop.http.routes import api_routes, health_routes
 from trioshop.logs import log_event, request_id
 from trioshop.registry import Registry
 from trioshop.shop import CartFactory, Shop
+from trioshop.shop.assembly import serve_shop
 
 access_logger = logging.getLogger("trioshop.access")
 

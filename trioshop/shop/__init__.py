@@ -1,6 +1,7 @@
-"""The shop: the cart actor and the cart API, the catalog, the services, and reloads."""
+"""The shop: the cart actor and the cart API, the catalog, the services, reloads, and the
+assembly that opens them."""
 
-from trioshop.shop.carts import CartFactory, Carts
+from trioshop.shop.cart_api import CartFactory, Carts
 from trioshop.shop.reload import ReloadReport
 from trioshop.shop.runnable import load_runnable_registry
 from trioshop.shop.shop import Shop, ShopStatistics

@@ -13,8 +13,8 @@ from trioshop.config import Settings
 from trioshop.logs import log_event
 from trioshop.registry import Registry
 from trioshop.runtime import open_actor_host, open_event_bus, open_supervisor
-from trioshop.shop.cart import CartDeps, OrderCounters
-from trioshop.shop.carts import CartFactory, Carts
+from trioshop.shop.cart_actor import CartDeps, OrderCounters
+from trioshop.shop.cart_api import CartFactory, Carts
 from trioshop.shop.catalog import Catalog
 from trioshop.shop.runnable import check_runnable
 from trioshop.shop.services import Services

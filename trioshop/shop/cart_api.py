@@ -19,7 +19,7 @@ from trioshop.domain import (
     replay,
 )
 from trioshop.runtime import Actor, ActorCrashed, ActorEnded, ActorHost, Behaviour, Ticket
-from trioshop.shop.cart import (
+from trioshop.shop.cart_actor import (
     AddItem,
     CartDeps,
     Checkout,

@@ -15,7 +15,7 @@ from trioshop.registry import (
     resolve_callable,
 )
 from trioshop.runtime import Behaviour, EventBus
-from trioshop.shop.cart import CartDeps
+from trioshop.shop.cart_actor import CartDeps
 from trioshop.store import MemoryStore
 
 CART_ACTOR = "cart"  # the process.actor entry whose handler builds each user's cart

@@ -14,7 +14,7 @@ from trioshop.domain import Order
 from trioshop.logs import log_event
 from trioshop.registry import ServiceDefinition, resolve_callable
 from trioshop.runtime import EventBus, ServiceState, Subscription, Supervisor
-from trioshop.shop.cart import ORDER_KIND, ORDER_SYSTEM
+from trioshop.shop.cart_actor import ORDER_KIND, ORDER_SYSTEM
 from trioshop.store import Store, StoreError
 
 logger = logging.getLogger("trioshop.services")

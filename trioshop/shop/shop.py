@@ -11,8 +11,8 @@ from trioshop.config import Settings
 from trioshop.logs import log_event
 from trioshop.registry import Registry, resolve_callable
 from trioshop.runtime import ActorHost, ActorInfo, BusStatistics, EventBus, HostStatistics
-from trioshop.shop.cart import OrderCounters
-from trioshop.shop.carts import CartDefinition, CartFactory, Carts
+from trioshop.shop.cart_actor import OrderCounters
+from trioshop.shop.cart_api import CartDefinition, CartFactory, Carts
 from trioshop.shop.catalog import Catalog
 from trioshop.shop.reload import ReloadReport, plan_reload
 from trioshop.shop.runnable import CART_ACTOR, check_runnable, load_runnable_registry
@@ -48,7 +48,7 @@ class Shop:
     """What the HTTP layer talks to: ``carts`` for the cart API, the current ``catalog``,
     ``services``, read-only snapshots, and :meth:`reload`.
 
-    Build it with :func:`trioshop.assembly.open_shop`, which opens what it runs on.
+    Build it with :func:`trioshop.shop.assembly.open_shop`, which opens what it runs on.
     """
 
     registry: Registry
