@@ -6,12 +6,13 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
+import outcome
 import trio
 
 # A message in a mailbox: the payload and, for a request, the one-shot reply channel.
 Envelope = tuple[Any, "trio.MemorySendChannel[Reply] | None"]
-# What travels back on a reply channel: (True, value) or (False, refusal to raise in the caller).
-Reply = tuple[bool, Any]
+# What travels back on a reply channel: the value, or the refusal to raise in the caller.
+Reply = outcome.Outcome[Any]
 
 
 class Refusal(Exception):

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import outcome
 import trio
 
 from trioshop.logs import log_event
@@ -220,13 +221,11 @@ class ActorHost:
     @staticmethod
     async def _reply(actor: Actor, reply_receive: trio.MemoryReceiveChannel[Reply]) -> Any:
         try:
-            ok, value = await reply_receive.receive()
+            reply = await reply_receive.receive()
         except trio.EndOfChannel:
             error = ActorCrashed if actor.crashed else ActorEnded
             raise error(f"actor {actor.name or actor.pid} ended before replying") from None
-        if ok:
-            return value
-        raise value
+        return reply.unwrap()
 
     # -- introspection ------------------------------------------------------------------
 
@@ -356,14 +355,14 @@ class ActorHost:
                 return "idle"
             actor.last_message_at = trio.current_time()
             try:
-                result: Reply = (True, await behaviour.handle(ctx, message))
+                result: Reply = outcome.Value(await behaviour.handle(ctx, message))
             except trio.Cancelled:
                 if reply is not None:
                     reply.close()
                 raise
             except Exception as error:
                 if isinstance(error, refusals):
-                    result = (False, error)
+                    result = outcome.Error(error)
                 else:
                     # Mark the crash before the caller can wake up, then free the caller now.
                     actor.crashed = True
@@ -396,7 +395,7 @@ class ActorHost:
             if reply is not None:
                 if refusal is not None:
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        reply.send_nowait((False, refusal))
+                        reply.send_nowait(outcome.Error(refusal))
                 reply.close()
         actor.inbox.close()
 
