@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from trioshop.store import StoreError
-from trioshop.store.gates import READ_RESERVE, ROW_PLACES, ROW_WAIT, Gates
+from trioshop.store.postgres.gates import READ_RESERVE, ROW_PLACES, ROW_WAIT, Gates
 
 
 async def test_writes_never_take_the_read_reserve() -> None:

@@ -21,7 +21,7 @@ from trioshop.store.postgres import (
     PostgresStore,
     open_postgres_store,
 )
-from trioshop.store.postgres_schema import MIGRATIONS
+from trioshop.store.postgres.schema import MIGRATIONS
 
 Nodes = tuple[PostgresStore, PostgresStore]
 

@@ -44,8 +44,8 @@ from trioshop.store.base import (
 )
 from trioshop.store.batch import Batcher, Outcome
 from trioshop.store.codec import EMPTY_LINES, decode_lines, encode_lines
-from trioshop.store.gates import Gates
-from trioshop.store.postgres_schema import migrate
+from trioshop.store.postgres.gates import Gates
+from trioshop.store.postgres.schema import migrate
 
 logger = logging.getLogger("trioshop.store")
 
