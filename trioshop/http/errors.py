@@ -1,13 +1,22 @@
-"""Every error answer is ``{"error": message}`` with a fitting 4xx/5xx status; never a stack."""
+"""Every error answer is ``{"error": message}`` with a fitting 4xx/5xx status, one table
+saying which for each exception; never a stack."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from quart import Quart, Response, jsonify
+import attrs
+from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from trioshop.domain import (
+    CartEmpty,
+    IdempotencyKeyReused,
+    InsufficientStock,
+    ItemNotInCart,
+    NoActiveCart,
+)
 from trioshop.http.shapes import ERROR
 from trioshop.logs import log_event
 from trioshop.runtime import ActorCrashed, ActorTimeout, MailboxFull, TooManyActors
@@ -44,6 +53,84 @@ def timeout_message(what: str, error: ActorTimeout) -> str:
     return f"{what}; nothing was changed"
 
 
+@attrs.frozen(kw_only=True)
+class Answer:
+    """How a route answers one exception class: ``status`` with ``{"error": message}``.
+
+    ``message`` is a template given the exception's text as ``{error}`` and the route's path
+    parameters (e.g. ``{sku}``); an :class:`ActorTimeout`'s message also says whether the
+    change can have happened. ``busy`` adds ``Retry-After``; ``log`` names the warning logged
+    with the exception's text. ``description`` is what the OpenAPI document says of it.
+    """
+
+    status: int
+    description: str
+    message: str = "{error}"
+    busy: bool = False
+    log: str | None = None
+
+
+BUSY = "The cart or the store is busy; retry after Retry-After"
+
+# How every route answers these exceptions, unless ROUTE_ANSWERS says otherwise for it.
+ANSWERS: dict[type[Exception], Answer] = {
+    NoActiveCart: Answer(
+        status=400, message="No active cart for this user", description="No active cart"
+    ),
+    CartEmpty: Answer(status=400, message="Cart is empty", description="Empty cart"),
+    InsufficientStock: Answer(status=409, description="More than the stock on hand"),
+    IdempotencyKeyReused: Answer(
+        status=422, description="Idempotency-Key already used by another user"
+    ),
+    MailboxFull: Answer(
+        status=503, message="Cart is busy, retry shortly", description=BUSY, busy=True
+    ),
+    TooManyActors: Answer(
+        status=503, message="Too many active carts, retry shortly", description=BUSY, busy=True
+    ),
+    # The cart's in-memory state is gone; a retry reaches a fresh cart.
+    ActorCrashed: Answer(
+        status=503, message="Cart process failed and was reset, retry", description=BUSY,
+        busy=True,
+    ),
+    ActorTimeout: Answer(
+        status=504, message="Cart process did not respond",
+        description="The cart did not answer in time",
+    ),
+    OutcomeUnknown: Answer(
+        status=504, log="store outcome unknown",
+        message="Storage did not confirm the change; it may have been applied: retry with the "
+        "same Idempotency-Key",
+        description="The store did not confirm the change",
+    ),
+    StoreError: Answer(
+        status=503, message="Storage is unavailable, retry shortly", description=BUSY,
+        busy=True, log="store unavailable",
+    ),
+}
+
+_NOT_IN_CART = Answer(status=404, message="Item not in cart: {sku}", description="Item not in cart")
+# Per route (Quart endpoint name): where it means something else by the same exception.
+ROUTE_ANSWERS: dict[str, dict[type[Exception], Answer]] = {
+    "api.checkout": {
+        ActorTimeout: Answer(
+            status=504, message="Checkout timed out", description="Checkout timed out"
+        ),
+    },
+    "api.remove_item": {NoActiveCart: _NOT_IN_CART, ItemNotInCart: _NOT_IN_CART},
+}
+
+
+def answer_for(error: type[Exception], endpoint: str | None = None) -> Answer | None:
+    """How *endpoint* answers an *error*: its own entry for the class or its nearest base,
+    else the shared one; ``None`` for an exception no table names (a 500)."""
+    for table in (ROUTE_ANSWERS.get(endpoint or "", {}), ANSWERS):
+        for cls in error.__mro__:
+            if cls in table:
+                return table[cls]
+    return None
+
+
 _HTTP_MESSAGES = {
     404: "Not found",
     405: "Method not allowed",
@@ -52,42 +139,28 @@ _HTTP_MESSAGES = {
 
 
 def register_error_handlers(app: Quart, *, retry_after: int, max_body_bytes: int) -> None:
-    """Map API, runtime and HTTP errors to JSON answers; anything unexpected is a logged 500."""
+    """Map API, runtime and HTTP errors to JSON answers (:data:`ANSWERS`, with the
+    per-route :data:`ROUTE_ANSWERS`); anything unexpected is a logged 500."""
     busy = {"Retry-After": str(retry_after)}
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
         return error_response(error.status, error.message, error.headers)
 
-    @app.errorhandler(MailboxFull)
-    async def mailbox_full(error: MailboxFull) -> Response:
-        return error_response(503, "Cart is busy, retry shortly", busy)
+    async def tabled(error: Exception) -> Response:
+        answer = answer_for(type(error), request.endpoint)
+        if answer is None:  # e.g. a route's own exception raised by another route
+            return await unexpected(error)
+        if answer.log is not None:
+            log_event(logger, answer.log, logging.WARNING, error=str(error))
+        message = answer.message.format_map({"error": str(error), **(request.view_args or {})})
+        if isinstance(error, ActorTimeout):
+            message = timeout_message(message, error)
+        return error_response(answer.status, message, busy if answer.busy else None)
 
-    @app.errorhandler(TooManyActors)
-    async def too_many_carts(error: TooManyActors) -> Response:
-        return error_response(503, "Too many active carts, retry shortly", busy)
-
-    @app.errorhandler(ActorTimeout)
-    async def timeout(error: ActorTimeout) -> Response:
-        return error_response(504, timeout_message("Cart process did not respond", error))
-
-    @app.errorhandler(ActorCrashed)
-    async def crashed(error: ActorCrashed) -> Response:
-        # The cart's in-memory state is gone; a retry reaches a fresh cart.
-        return error_response(503, "Cart process failed and was reset, retry", busy)
-
-    @app.errorhandler(OutcomeUnknown)
-    async def outcome_unknown(error: OutcomeUnknown) -> Response:
-        log_event(logger, "store outcome unknown", logging.WARNING, error=str(error))
-        return error_response(
-            504, "Storage did not confirm the change; it may have been applied: retry with the "
-            "same Idempotency-Key",
-        )
-
-    @app.errorhandler(StoreError)
-    async def store_unavailable(error: StoreError) -> Response:
-        log_event(logger, "store unavailable", logging.WARNING, error=str(error))
-        return error_response(503, "Storage is unavailable, retry shortly", busy)
+    handled = set(ANSWERS).union(*ROUTE_ANSWERS.values())
+    for error_class in sorted(handled, key=lambda cls: cls.__qualname__):
+        app.register_error_handler(error_class, tabled)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

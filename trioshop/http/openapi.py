@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from trioshop import __version__
+from trioshop.domain import IdempotencyKeyReused, InsufficientStock, ItemNotInCart
+from trioshop.http.errors import answer_for
 from trioshop.http.shapes import (
     ADD_ITEM_BODY,
     ADDED,
@@ -25,6 +27,7 @@ from trioshop.http.shapes import (
     USER_ORDERS,
     Shape,
 )
+from trioshop.runtime import ActorTimeout, MailboxFull
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -42,6 +45,14 @@ def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
     return response
 
 
+def _raised(error: type[Exception], endpoint: str | None = None) -> dict[str, Any]:
+    """The error answer *endpoint* gives when its work raises *error* (``errors.ANSWERS``)."""
+    answer = answer_for(error, endpoint)
+    if answer is None:
+        raise LookupError(f"errors.ANSWERS has no entry for {error.__name__}: add one")
+    return _error(answer.description, retry_after=answer.busy)
+
+
 REQUEST_ID = {
     "name": "X-Request-ID", "in": "header", "required": False,
     "description": "Echoed back; generated when absent or unusable.",
@@ -54,8 +65,8 @@ IDEMPOTENCY_KEY_PARAMETER = {
 }
 
 BAD_USER = _error("Invalid user_id")
-BUSY = _error("The cart or the store is busy; retry after Retry-After", retry_after=True)
-SLOW = _error("The cart did not answer in time")
+BUSY = _raised(MailboxFull)
+SLOW = _raised(ActorTimeout)
 ADMIN_ERRORS = {
     "401": _error("Missing or wrong admin bearer token (when one is configured)"),
     "403": _error("Not a loopback client, and no admin token configured"),
@@ -90,7 +101,7 @@ def openapi_document(
                 "200": _answer(ADDED, "The line added now"),
                 "400": _error("Bad JSON, body, sku, quantity or user_id"),
                 "404": _error("Product not found"),
-                "409": _error("More than the stock on hand"),
+                "409": _raised(InsufficientStock),
                 "413": _error(f"Body over {max_body_bytes} bytes"),
                 "415": _error("The body is not sent as Content-Type: application/json"),
                 "503": BUSY, "504": SLOW,
@@ -119,15 +130,15 @@ def openapi_document(
                 "200": _answer(CHECKED_OUT, "The order"),
                 "400": _error("No active cart, empty cart, bad user_id or Idempotency-Key"),
                 "409": _error("Insufficient stock; the cart stays as it was"),
-                "422": _error("Idempotency-Key already used by another user"),
-                "503": BUSY, "504": _error("Checkout timed out"),
+                "422": _raised(IdempotencyKeyReused),
+                "503": BUSY, "504": _raised(ActorTimeout, "api.checkout"),
             },
             parameters=[USER_ID_PARAMETER, IDEMPOTENCY_KEY_PARAMETER],
         )},
         f"{cart}/items/{{sku}}": {"delete": _operation(
             "Remove one SKU from the cart",
             {"200": _answer(CART, "The cart without it"), "400": BAD_USER,
-             "404": _error("Item not in cart"), "503": BUSY, "504": SLOW},
+             "404": _raised(ItemNotInCart, "api.remove_item"), "503": BUSY, "504": SLOW},
             parameters=[USER_ID_PARAMETER, {"name": "sku", "in": "path", "required": True,
                                   "schema": {"type": "string", "minLength": 1}}],
         )},

@@ -8,18 +8,10 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
-from trioshop.domain import (
-    CartEmpty,
-    CartLine,
-    CartView,
-    IdempotencyKeyReused,
-    InsufficientStock,
-    ItemNotInCart,
-    NoActiveCart,
-)
+from trioshop.domain import CartLine, CartView
 from trioshop.domain.limits import ORDER_ID_MAX_LENGTH
 from trioshop.http.auth import UserAuth
-from trioshop.http.errors import ApiError, error_response, timeout_message
+from trioshop.http.errors import ApiError, error_response
 from trioshop.http.shapes import (
     ADDED,
     CART,
@@ -36,7 +28,6 @@ from trioshop.http.validation import (
     check_user_id,
     parse_json_object,
 )
-from trioshop.runtime import ActorTimeout
 from trioshop.shop import Shop
 from trioshop.store import StoreError
 
@@ -44,7 +35,8 @@ from trioshop.store import StoreError
 def api_routes(
     prefix: str, get_shop: Callable[[], Shop], auth: UserAuth | None = None
 ) -> Blueprint:
-    """The public API, mounted under *prefix* (the registry's ``http.router``).
+    """The public API, mounted under *prefix* (the registry's ``http.router``); the errors a
+    route's work raises are answered by ``errors.ANSWERS`` and its ``ROUTE_ANSWERS`` entry.
 
     With *auth*, a route naming a user needs a bearer token for that user (401, 403), and an
     order is shown only to its owner (another user's order is a 404, as if it did not exist).
@@ -77,10 +69,7 @@ def api_routes(
         if product is None:
             raise ApiError(404, f"Product not found: {sku}")
         line = CartLine(product.sku, product.title, product.price_cents, quantity)
-        try:
-            added = await shop.carts.add_item(user_id, line, key)
-        except InsufficientStock as refusal:
-            raise ApiError(409, str(refusal)) from None
+        added = await shop.carts.add_item(user_id, line, key)
         return ADDED.render((user_id, added))
 
     @api.get("/cart/<user_id>")
@@ -93,27 +82,13 @@ def api_routes(
     async def checkout(user_id: str) -> dict[str, Any]:
         check_user_id(user_id)
         key = check_idempotency_key(request.headers.get("Idempotency-Key"))
-        try:
-            order = await get_shop().carts.checkout(user_id, key)
-        except NoActiveCart:
-            raise ApiError(400, "No active cart for this user") from None
-        except CartEmpty:
-            raise ApiError(400, "Cart is empty") from None
-        except InsufficientStock as refusal:
-            raise ApiError(409, str(refusal)) from None
-        except IdempotencyKeyReused as refusal:
-            raise ApiError(422, str(refusal)) from None
-        except ActorTimeout as timeout:
-            raise ApiError(504, timeout_message("Checkout timed out", timeout)) from None
+        order = await get_shop().carts.checkout(user_id, key)
         return CHECKED_OUT.render(order)
 
     @api.delete("/cart/<user_id>/items/<sku>")
     async def remove_item(user_id: str, sku: str) -> dict[str, Any]:
         check_user_id(user_id)
-        try:
-            view = await get_shop().carts.remove_item(user_id, sku)
-        except (NoActiveCart, ItemNotInCart):
-            raise ApiError(404, f"Item not in cart: {sku}") from None
+        view = await get_shop().carts.remove_item(user_id, sku)
         return CART.render(view)
 
     @api.delete("/cart/<user_id>")
