@@ -417,14 +417,14 @@ async def test_two_nodes_batches_on_overlapping_carts_never_deadlock(nodes: Node
             for n in range(128):
                 nursery.start_soon(shopper, n)
 
-    before = [(store.statistics().transactions, store._writes.batches) for store in nodes]
+    before = [(store.statistics().transactions, store._carts.batches) for store in nodes]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(node, a, 1)
         nursery.start_soon(node, b, 2)
     assert failures == []
     for store, (transactions, batches) in zip(nodes, before, strict=True):
         # Nor did a batch wait out the lock timeout and go one write at a time.
-        assert store.statistics().transactions - transactions == store._writes.batches - batches
+        assert store.statistics().transactions - transactions == store._carts.batches - batches
 
 
 async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
@@ -627,13 +627,13 @@ async def test_listener_reconnects_and_wakes_waiters(nodes: Nodes, url: str) -> 
     """A killed listen connection is replaced; waiters wake then, and at later checkouts."""
     a, b = nodes
     await a.register_service("delivery")
-    killed = b._listener_pid
+    killed = b._listener.pid
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(b.wait_for_outbox)  # woken by the reconnection
             await trio.testing.wait_all_tasks_blocked()
             sql(url, f"SELECT pg_terminate_backend({killed})")
-        assert b._listener_pid not in (0, killed)
+        assert b._listener.pid not in (0, killed)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(b.wait_for_outbox)
             await trio.testing.wait_all_tasks_blocked()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import enum
 import logging
 from collections.abc import Collection, Mapping
 from typing import ClassVar
@@ -17,20 +18,43 @@ from trioshop.runtime import Ticket
 logger = logging.getLogger("trioshop.store")
 
 
+class FailureKind(enum.Enum):
+    """What kind of failure a :class:`StoreError` is: what trying the operation again can do."""
+
+    REFUSED = "refused"  # refused for what this operation held (a constraint, its data, a bug)
+    UNAVAILABLE = "unavailable"  # the store is closed, unreachable or out of resources
+    TRANSIENT = "transient"  # nothing was applied and another try can succeed (a deadlock
+    # victim, a serialization failure, a link lost before the commit)
+    LOCKED = "locked"  # gave up waiting for a lock (or for its statement) another holds
+    OUTCOME_UNKNOWN = "outcome unknown"  # the change may have been applied
+
+
 class StoreError(Exception):
     """The store could not carry out an operation (disk full, database locked, closed).
 
     Nothing the operation would have changed was changed; the caller may retry later.
+    ``kind`` says what kind of failure it was, set where the cause was translated.
     """
+
+    kind: FailureKind = FailureKind.REFUSED
+
+    def __init__(self, *args: object, kind: FailureKind | None = None) -> None:
+        super().__init__(*args)
+        if kind is not None:
+            self.kind = kind
 
 
 class StoreClosed(StoreError):
     """The store is shut down; no more operations are accepted."""
 
+    kind = FailureKind.UNAVAILABLE
+
 
 class OutcomeUnknown(StoreError):
     """The store lost the database while committing: the change may or may not have
     happened. Retry with the same idempotency key; reloading shows which it was."""
+
+    kind = FailureKind.OUTCOME_UNKNOWN
 
 
 class OperationAbandoned(StoreError):

@@ -98,3 +98,8 @@ class Gates:
     def rows_waited_on(self) -> int:
         """Rows some write holds or waits for a place at now (for tests and statistics)."""
         return len(self._rows)
+
+
+def cart_row(user_id: str) -> str:
+    """The name of *user_id*'s cart row for :class:`Gates`."""
+    return f"cart:{user_id}"

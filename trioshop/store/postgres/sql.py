@@ -1,0 +1,146 @@
+"""The SQL of the store's reads and writes of carts, stock and orders on one connection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from trioshop.domain import Order, ServiceOutcome, check_stock, quantities
+from trioshop.store.base import (
+    ADD_KEY_RETENTION_SECONDS,
+    NO_CART,
+    CartConflict,
+    StoredCart,
+    StoredOrder,
+    StoreError,
+)
+from trioshop.store.codec import EMPTY_LINES, decode_lines
+
+Connection = psycopg.Connection[Any]
+Row = tuple[Any, ...]
+
+# A conditional decrement that failed while the figure read just after suffices: the stock
+# rose in between; try again this many times in all.
+STOCK_ATTEMPTS = 3
+# Old add keys deleted a statement (a statement must end within STATEMENT_TIMEOUT).
+PRUNE_CHUNK = 10_000
+# How long an add key is remembered, in seconds, for SQL intervals.
+RETENTION = float(ADD_KEY_RETENTION_SECONDS)
+KEY_CONSTRAINT = "orders_idempotency_key"
+ORDER_COLUMNS = (
+    "o.order_id, o.user_id, o.lines::text, o.total_cents, o.created_at, o.idempotency_key"
+)
+WITH_OUTCOMES = (
+    f"SELECT {ORDER_COLUMNS}, b.service, b.status, extract(epoch FROM b.at)::float8 "
+    "FROM orders o LEFT JOIN outbox b ON b.order_id = o.order_id AND b.status IS NOT NULL "
+)
+
+
+def order_of(row: Row) -> Order:
+    return Order(row[0], row[1], decode_lines(row[2]), row[3], row[4], row[5])
+
+
+def with_outcomes(rows: list[Row]) -> list[StoredOrder]:
+    """Rows of :data:`WITH_OUTCOMES` (one per order and acknowledged service), grouped."""
+    found: dict[str, tuple[Order, dict[str, ServiceOutcome]]] = {}
+    for row in rows:
+        order_id = row[0]
+        if order_id not in found:
+            found[order_id] = (order_of(row), {})
+        if row[6] is not None:
+            found[order_id][1][row[6]] = ServiceOutcome(row[7], row[8])
+    return [StoredOrder(order, outcomes) for order, outcomes in found.values()]
+
+
+def stored_cart(conn: Connection, user_id: str) -> StoredCart:
+    row = conn.execute(
+        "SELECT lines::text, version FROM carts WHERE user_id = %s", (user_id,)
+    ).fetchone()
+    return NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
+
+
+def write_cart(conn: Connection, user_id: str, payload: str, version: int) -> int:
+    """Store the cart if it is at *version*; the new version, or :class:`CartConflict`.
+
+    A concurrent writer of the same row makes this one wait for its commit; the version it
+    then finds no longer matches, and the conflict carries the winner's cart.
+    """
+    if version == 0:
+        if payload == EMPTY_LINES:  # nothing stored, nothing to store, unless a row appeared
+            current = stored_cart(conn, user_id)
+            if current.version:
+                raise CartConflict(current)
+            return 0
+        written = conn.execute(
+            "INSERT INTO carts (user_id, lines, version) VALUES (%s, %s, 1) "
+            "ON CONFLICT (user_id) DO NOTHING",
+            (user_id, payload),
+        ).rowcount
+    else:
+        written = conn.execute(
+            "UPDATE carts SET lines = %s, version = version + 1, updated_at = now() "
+            "WHERE user_id = %s AND version = %s",
+            (payload, user_id, version),
+        ).rowcount
+    if not written:
+        raise CartConflict(stored_cart(conn, user_id))
+    return version + 1
+
+
+
+def available(conn: Connection, sku: str) -> int:
+    """The units of *sku* in stock now (0 for a SKU never stocked)."""
+    row = conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def order_by_key(conn: Connection, key: str) -> Order | None:
+    row = conn.execute(
+        f"SELECT {ORDER_COLUMNS} FROM orders o WHERE o.idempotency_key = %s", (key,)
+    ).fetchone()
+    return None if row is None else order_of(row)
+
+
+def take_stock(conn: Connection, order: Order) -> None:
+    """Take every line's quantity from stock, SKU by SKU in name order (no deadlocks between
+    checkouts); :class:`InsufficientStock` as soon as one SKU has too little."""
+    wanted = quantities(order.lines)
+    for sku in sorted(wanted):
+        for _ in range(STOCK_ATTEMPTS):
+            taken = conn.execute(
+                "UPDATE stock SET available = available - %s WHERE sku = %s AND available >= %s",
+                (wanted[sku], sku, wanted[sku]),
+            ).rowcount
+            if taken:
+                break
+            # The domain's rule makes the refusal; should it not refuse, stock rose meanwhile.
+            check_stock(sku, wanted[sku], available(conn, sku))
+        else:
+            raise StoreError(f"the stock of {sku} kept changing during checkout; retry")
+
+
+def delete_old_add_keys(conn: Connection, retention: float) -> int:
+    """Delete the add keys older than *retention* seconds, :data:`PRUNE_CHUNK` a statement
+    (each well within :data:`STATEMENT_TIMEOUT`, however many there are); how many."""
+    pruned = 0
+    while True:
+        deleted = conn.execute(
+            "DELETE FROM add_keys WHERE (user_id, key) IN (SELECT user_id, key FROM add_keys "
+            "WHERE created_at <= now() - make_interval(secs => %s) LIMIT %s)",
+            (retention, PRUNE_CHUNK),
+        ).rowcount
+        pruned += deleted
+        if deleted < PRUNE_CHUNK:
+            return pruned
+
+
+def seed_stock(conn: Connection, initial: Mapping[str, int]) -> None:
+    if initial:
+        conn.execute(
+            "INSERT INTO stock (sku, available) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT (sku) DO NOTHING",
+            (list(initial), list(initial.values())),
+        )
+
