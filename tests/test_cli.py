@@ -38,6 +38,34 @@ def test_check_reports_unimportable_callables(registry_copy: Path) -> None:
     assert "has no attribute 'missing'" in result.stderr
 
 
+def test_check_lists_import_errors_with_structural_ones(registry_copy: Path) -> None:
+    """A registry broken in its YAML, its structure and its code: check lists all, a line each."""
+    products = registry_copy / "products.yaml"
+    products.write_text(products.read_text().replace("sku: HP-005", "sku: 5"))
+    processes = registry_copy / "processes.yaml"
+    processes.write_text(processes.read_text().replace(
+        "trioshop.shop.notifier:run", "trioshop.shop.notifier:missing"
+    ))
+    (registry_copy / "zz.yaml").write_text("version: 1\nnamespace: x\nentries: [\n  - a: b\n")
+    result = run_trioshop("check", "--registry", str(registry_copy))
+    assert result.returncode == 1
+    header, *lines = result.stderr.splitlines()
+    assert header == f"trioshop: invalid registry {registry_copy}:"
+    assert len(lines) == 3, result.stderr
+    assert "field 'sku' must be a non-empty string" in lines[0]
+    assert "has no attribute 'missing'" in lines[2]
+    assert f"{registry_copy / 'zz.yaml'}: invalid YAML at line 4, column 3:" in lines[1]
+
+
+def test_help_names_every_command_in_plain_text() -> None:
+    """`trioshop --help` names run, check, token and cluster, with no reStructuredText."""
+    result = run_trioshop("--help")
+    assert result.returncode == 0
+    for command in ("run", "check", "token", "cluster"):
+        assert command in result.stdout
+    assert "``" not in result.stdout
+
+
 def test_run_with_an_invalid_registry_exits_1(registry_copy: Path) -> None:
     """`trioshop run` on a broken registry fails like any failed start: exit 1, the problem."""
     products = registry_copy / "products.yaml"
@@ -67,7 +95,8 @@ def test_run_refuses_bad_option_values(option: str, value: str) -> None:
     """A bad option value is refused before anything starts: exit 2, one line naming it."""
     result = run_trioshop("run", "--memory", option, value)
     assert result.returncode == 2
-    assert f"argument {option}" in result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"trioshop run: error: argument {option}")
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
 

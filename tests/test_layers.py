@@ -20,8 +20,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("trioshop.shop",),  # cart actor, cart API, services, reloads
     ("trioshop.shop.assembly",),  # opens and wires the shop in shutdown order
     ("trioshop.http",),  # the QuartTrio app and routes
+    ("trioshop.node",),  # one node's signals, serving and shop, in shutdown order
     ("trioshop.cluster",),  # N nodes behind HAProxy, as processes
-    ("trioshop.cli", "trioshop.__main__", "trioshop.testing"),  # entry points
+    # entry points
+    ("trioshop.cli", "trioshop.cli_options", "trioshop.__main__", "trioshop.testing"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The real `trioshop run` refusing to start: one line on stderr, exit 1 or 2, nothing served."""
+"""The real `trioshop run` starting: what a good start says, and refusals in one line on
+stderr, exit 1 or 2, nothing served."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import REGISTRY_DIR, run_trioshop
@@ -120,6 +122,17 @@ def test_empty_admin_token_is_refused(args: tuple[str, ...], env: dict[str, str]
     """An empty --admin-token or a set but empty $TRIOSHOP_ADMIN_TOKEN: exit 2, not "no token"."""
     result = _run("--memory", "--bind", "127.0.0.1:0", *args, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
-    # argparse's usage, then its one error line.
-    assert "admin token is empty" in result.stderr.strip().splitlines()[-1]
+    assert "admin token is empty" in _refused(result, code=2)
     assert "Traceback" not in result.stderr and "event=listening" not in result.stdout
+
+
+def test_listening_line_names_the_pid_and_the_bound_port() -> None:
+    """A start on port 0 logs its OS pid and real port, and answers as the real address."""
+    with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:
+        assert server.process is not None
+        line = server.wait_for_line(re.compile(r"event=listening .*")).group(0)
+        assert f"pid={server.process.pid}" in line
+        host, port = server.address
+        served_by = httpx.get(f"{server.base_url}/healthz", timeout=10).headers["X-Served-By"]
+        assert served_by == f"{host}:{port}"
+        assert server.terminate() == 0

@@ -59,10 +59,15 @@ _RegistryYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 class RegistryError(ValueError):
-    """The registry cannot be loaded; ``problems`` lists every fault, each naming file and entry."""
+    """The registry cannot be loaded; ``problems`` lists every fault, each naming file and entry.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``entries`` holds the entries that were valid on their own, so that a caller can still
+    check their code and list those problems too.
+    """
+
+    def __init__(self, problems: list[str], entries: tuple[Entry, ...] = ()) -> None:
         self.problems = problems
+        self.entries = entries
         super().__init__("\n".join(problems))
 
 
@@ -191,6 +196,15 @@ _BUILDERS: dict[str, Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], 
 }
 
 
+def _yaml_problem(error: Exception) -> str:
+    """*error* in one line: where the YAML is wrong and what is wrong there."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if isinstance(error, yaml.MarkedYAMLError) and mark is not None and problem:
+        return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f": {type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def _load_file(path: Path, label: str, problems: list[str]) -> list[Entry]:
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_RegistryYamlLoader)
@@ -198,7 +212,7 @@ def _load_file(path: Path, label: str, problems: list[str]) -> list[Entry]:
         problems.append(f"{label}: cannot read file: {exc}")
         return []
     except Exception as exc:  # YAMLError, and what constructors raise (bad dates, nesting)
-        problems.append(f"{label}: invalid YAML: {type(exc).__name__}: {exc}")
+        problems.append(f"{label}: invalid YAML{_yaml_problem(exc)}")
         return []
     if not isinstance(document, Mapping):
         problems.append(f"{label}: expected a mapping with 'version', 'namespace' and 'entries'")
@@ -282,7 +296,7 @@ def load_registry(folder: str | Path) -> Registry:
                 )
             skus[entry.sku] = entry.id
     if problems:
-        raise RegistryError(problems)
+        raise RegistryError(problems, tuple(entries))
     return Registry(tuple(entries), folder=str(root), version=digest.hexdigest()[:16])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from collections.abc import Iterable
 
 from trioshop.registry import (
     ActorDefinition,
@@ -79,14 +80,20 @@ def runnable_problems(registry: Registry) -> list[str]:
                 "names must be unique across namespaces"
             )
     try:
-        cart: ActorDefinition | None = registry.actor(CART_ACTOR)
+        registry.actor(CART_ACTOR)
     except LookupError as exc:
         problems.append(f"{registry.folder}: {exc}")
-        cart = None
-    found = [_cart_problem(cart)] if cart is not None else []
-    found += [_service_problem(service) for service in registry.services]
-    problems.extend(problem for problem in found if problem is not None)
-    return problems
+    return problems + _code_problems(registry)
+
+
+def _code_problems(entries: Iterable[Entry]) -> list[str]:
+    """Why the code that *entries* name (the cart's factory, the services' processes) is not
+    usable, one line per entry."""
+    entries = list(entries)
+    carts = [e for e in entries if isinstance(e, ActorDefinition) and e.name == CART_ACTOR]
+    found = [_cart_problem(cart) for cart in carts[:1]]
+    found += [_service_problem(e) for e in entries if isinstance(e, ServiceDefinition)]
+    return [problem for problem in found if problem is not None]
 
 
 def check_runnable(registry: Registry) -> Registry:
@@ -102,4 +109,8 @@ def load_runnable_registry(folder: str) -> Registry:
 
     Blocking (reads files, imports modules): call it from a worker thread in async code.
     """
-    return check_runnable(load_registry(folder))
+    try:
+        registry = load_registry(folder)
+    except RegistryError as exc:  # list the code's problems of the valid entries too
+        raise RegistryError([*exc.problems, *_code_problems(exc.entries)], exc.entries) from None
+    return check_runnable(registry)
