@@ -10,6 +10,7 @@ from trioshop.config import Settings
 from trioshop.http.shapes import ERROR
 
 # Probes of /readyz: a node that fails two in a row (1 s) leaves, one that passes two returns.
+HEALTH_CHECK_PATH = "/readyz"
 CHECK_INTERVAL = "500ms"
 CHECK_FALL = 2
 CHECK_RISE = 2
@@ -105,7 +106,7 @@ backend nodes
     # Fixed server ids: every proxy built from this file maps users to nodes alike.
     # Readiness, not health: a failure all nodes share (a broken notifier) must not eject
     # them all; /readyz is 503 only when this node cannot serve carts.
-    option httpchk GET /readyz
+    option httpchk GET {HEALTH_CHECK_PATH}
     http-check expect status 200
     default-server inter {CHECK_INTERVAL} fall {CHECK_FALL} rise {CHECK_RISE} check
 {servers}

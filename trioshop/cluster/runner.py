@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -16,7 +17,7 @@ import attrs
 import trio
 
 from trioshop.cluster.children import ChildProcess, start_child
-from trioshop.cluster.haproxy import Backend, haproxy_config
+from trioshop.cluster.haproxy import CHECK_INTERVAL, HEALTH_CHECK_PATH, Backend, haproxy_config
 from trioshop.cluster.proxy_admin import ProxyAdmin
 from trioshop.config import ADMIN_TOKEN_ENV
 from trioshop.logs import log_event
@@ -173,13 +174,24 @@ def exit_reason(code: int | None, lines: Sequence[str]) -> str:
     return message
 
 
+# The access line of one of HAProxy's health checks (every CHECK_INTERVAL on every node): the
+# cluster's console does not print these.
+HEALTH_CHECK_LINE = re.compile(
+    r"^ts=\S+ level=\w+ logger=trioshop\.access event=request (?:\w+=\S+ )*?"
+    rf"path={re.escape(HEALTH_CHECK_PATH)} "
+)
+
+
 class _NodeOutput:
-    """A node's output: printed line by line with its tag appended; notices when the node
+    """A node's output: printed line by line with its tag appended, except the access lines of
+    the proxy's health checks (the first one dropped is announced once); notices when the node
     serves (its shop started, then it listens) and keeps what it printed after its last log
     line (an error message, the reason it exits)."""
 
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tag = f"node={name}"
+        self._checks_hidden = False
         self.serving = False
         self.settled = trio.Event()  # set once it serves, or its output ended
         self.ended = trio.Event()
@@ -192,6 +204,9 @@ class _NodeOutput:
         *lines, self._pending = self._pending.split(b"\n")
         for raw in lines:
             line = raw.decode(errors="replace")
+            if HEALTH_CHECK_LINE.match(line):
+                self._hide_check()
+                continue
             sys.stdout.write(f"{line} {self.tag}\n")
             if line.startswith("ts="):
                 self.trailing.clear()
@@ -203,6 +218,14 @@ class _NodeOutput:
                 self.serving = True
                 self.settled.set()
         sys.stdout.flush()
+
+    def _hide_check(self) -> None:
+        if not self._checks_hidden:
+            self._checks_hidden = True
+            log_event(
+                logger, "health checks not printed", node=self.name,
+                checks=f"GET {HEALTH_CHECK_PATH} every {CHECK_INTERVAL}",
+            )
 
     async def forward(self, stream: trio.abc.ReceiveStream) -> None:
         """Print everything it prints until its output ends."""
@@ -330,7 +353,7 @@ class Node:
             env[ADMIN_TOKEN_ENV] = config.admin_token
         process = start_child(command, capture_output=True, env=env)
         self._process = process
-        output = _NodeOutput(f"node={backend.name}")
+        output = _NodeOutput(backend.name)
         assert process.stdout is not None
         timed_out = False
         try:
