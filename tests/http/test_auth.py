@@ -331,9 +331,9 @@ def test_secret_stays_out_of_repr() -> None:
 def test_mismatched_key_and_algorithm_are_refused(rsa_key: rsa.RSAPrivateKey) -> None:
     """Direct construction refuses 'none' and a key that does not fit the algorithm."""
     with pytest.raises(ValueError, match="HS256, RS256 or ES256"):
-        UserAuth("none", SECRET)
+        UserAuth(algorithm="none", key=SECRET)
     with pytest.raises(ValueError, match="does not fit"):
-        UserAuth("HS256", rsa_key.public_key())
+        UserAuth(algorithm="HS256", key=rsa_key.public_key())
 
 
 def test_mint_token_round_trips(hs_auth: UserAuth) -> None:

@@ -105,7 +105,7 @@ def _validate_key(instance: UserAuth, attribute: attrs.Attribute[Any], key: obje
         _check_secret(key)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class UserAuth:
     """Checks ``Authorization: Bearer <JWT>`` against one configured algorithm and key.
 
@@ -120,7 +120,7 @@ class UserAuth:
     @classmethod
     def from_secret(cls, secret: str) -> UserAuth:
         """HS256 with a shared *secret*; ValueError if it is shorter than 32 bytes or a PEM key."""
-        return cls("HS256", secret)
+        return cls(algorithm="HS256", key=secret)
 
     @classmethod
     def from_public_key_file(cls, path: str | os.PathLike[str]) -> UserAuth:
@@ -136,7 +136,7 @@ class UserAuth:
         except OSError as error:
             raise ValueError(f"cannot read {source}: {error.strerror or error}") from None
         algorithm, key = _public_key_from_pem(data, source)
-        return cls(algorithm, key)
+        return cls(algorithm=algorithm, key=key)
 
     @classmethod
     def from_options(

@@ -99,7 +99,7 @@ class ShopCollector(Collector):
         )
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Metrics:
     """One app's metrics, in a registry of its own (no process-global state)."""
 
@@ -124,7 +124,9 @@ class Metrics:
             registry=registry,
         )
         registry.register(ShopCollector(get_shop))
-        return cls(registry, requests, latency, live_dropped)
+        return cls(
+            registry=registry, requests=requests, latency=latency, live_dropped=live_dropped
+        )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; *route* is a route template or ``unmatched``."""

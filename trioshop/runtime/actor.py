@@ -51,7 +51,7 @@ def refusals_of(behaviour: Behaviour) -> tuple[type[Exception], ...]:
     return (Refusal, *extra)
 
 
-@attrs.define(eq=False, slots=True)
+@attrs.define(eq=False, slots=True, kw_only=True)
 class Actor:
     """The handle of one live (or ended) actor: its pid, name, and the send end of its mailbox.
 
@@ -77,7 +77,7 @@ class Actor:
         return self.inbox.statistics().current_buffer_used
 
 
-@attrs.define(eq=False, slots=True)
+@attrs.define(eq=False, slots=True, kw_only=True)
 class ActorContext:
     """Given to a behaviour with every message: who it is and its own nursery.
 

@@ -17,7 +17,7 @@ from trioshop.logs import log_event
 logger = logging.getLogger("trioshop.bus")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Event:
     """One published event: where it belongs (``system``, ``kind``, ``path``) and its data."""
 
@@ -29,7 +29,7 @@ class Event:
     published_at: float
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SubscriberStatistics:
     """One subscriber's totals: events delivered to it, dropped for it, waiting in it."""
 
@@ -39,7 +39,7 @@ class SubscriberStatistics:
     backlog: int
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BusStatistics:
     """A snapshot of the bus: events published, and each current subscriber's totals."""
 
@@ -47,7 +47,7 @@ class BusStatistics:
     subscribers: tuple[SubscriberStatistics, ...]
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Subscription:
     """One subscriber's bounded channel of events; iterate it with ``async for``.
 
@@ -107,7 +107,9 @@ class EventBus:
     ) -> Subscription:
         """A new subscription to ``(system, kind)`` with its own channel of *capacity* events."""
         send, receive = trio.open_memory_channel[Event](capacity or self.capacity)
-        subscription = Subscription(name, (system, kind), send, receive, self)
+        subscription = Subscription(
+            name=name, topic=(system, kind), send=send, receive=receive, bus=self
+        )
         self._topics.setdefault((system, kind), []).append(subscription)
         return subscription
 
@@ -117,16 +119,22 @@ class EventBus:
     def statistics(self) -> BusStatistics:
         """Events published since the bus opened, and each current subscriber's totals."""
         return BusStatistics(
-            self.published,
-            tuple(
-                SubscriberStatistics(s.name, s.delivered, s.overflowed, s.backlog)
+            published=self.published,
+            subscribers=tuple(
+                SubscriberStatistics(
+                    name=s.name, delivered=s.delivered, overflowed=s.overflowed,
+                    backlog=s.backlog,
+                )
                 for s in self.subscriptions()
             ),
         )
 
     def publish(self, system: str, kind: str, path: str, data: Any) -> Event:
         """Deliver an event to every current subscriber of ``(system, kind)`` and return it."""
-        event = Event(next(self._ids), system, kind, path, data, time.time())
+        event = Event(
+            id=next(self._ids), system=system, kind=kind, path=path, data=data,
+            published_at=time.time(),
+        )
         self.published += 1
         for subscription in list(self._topics.get((system, kind), ())):
             try:

@@ -40,7 +40,7 @@ logger = logging.getLogger("trioshop.runtime")
 _PASSIVATE = object()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ActorInfo:
     """A snapshot of one live actor, for introspection."""
 
@@ -60,7 +60,7 @@ class _Counters:
     passivated: int = 0
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class HostStatistics:
     """A snapshot of the host: live actors now, totals since it opened."""
 
@@ -123,7 +123,10 @@ class ActorHost:
             )
         send, receive = trio.open_memory_channel[Envelope](mailbox or self.mailbox_capacity)
         now = trio.current_time()
-        actor = Actor(self._next_pid, name, send, receive, now, now, idle_timeout)
+        actor = Actor(
+            pid=self._next_pid, name=name, mailbox=send, inbox=receive, started_at=now,
+            last_message_at=now, idle_timeout=idle_timeout,
+        )
         self._next_pid += 1
         self._actors[actor.pid] = actor
         if name is not None:
@@ -237,7 +240,10 @@ class ActorHost:
         now = trio.current_time()
         actors = itertools.islice(self._actors.values(), limit)
         return [
-            ActorInfo(a.pid, a.name, a.mailbox_depth, now - a.started_at, now - a.last_message_at)
+            ActorInfo(
+                pid=a.pid, name=a.name, mailbox_depth=a.mailbox_depth, age=now - a.started_at,
+                last_message_age=now - a.last_message_at,
+            )
             for a in actors
         ]
 
@@ -246,7 +252,8 @@ class ActorHost:
         c = self._counters
         depth = max((a.mailbox_depth for a in self._actors.values()), default=0)
         return HostStatistics(
-            len(self._actors), depth, c.spawned, c.ended, c.crashed, c.passivated, c.timeouts
+            live=len(self._actors), max_mailbox_depth=depth, spawned=c.spawned, ended=c.ended,
+            crashed=c.crashed, passivated=c.passivated, timeouts=c.timeouts,
         )
 
     # -- the actor task -----------------------------------------------------------------
@@ -293,7 +300,7 @@ class ActorHost:
         refused: Exception | None = None  # the declared refusal on_start raised, if any
         try:
             async with trio.open_nursery() as nursery:
-                ctx = ActorContext(actor, nursery, self._mark_stopping)
+                ctx = ActorContext(actor=actor, nursery=nursery, stop=self._mark_stopping)
                 on_start = getattr(behaviour, "on_start", None)
                 if on_start is not None:
                     try:

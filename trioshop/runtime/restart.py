@@ -33,7 +33,7 @@ def _number(low: float, high: float = math.inf) -> Callable[..., None]:
 _non_negative = _number(0.0)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RestartPolicy:
     """Exponential backoff with jitter between restarts, then give up after ``max_attempts``.
 

@@ -31,7 +31,7 @@ class ServiceStatus(enum.Enum):
     FAILED = "failed"  # gave up after max_attempts failures
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class ServiceState:
     """What the supervisor knows of one service, kept current while it runs."""
 
@@ -88,7 +88,7 @@ class Supervisor:
         """
         if name in self._states:
             raise ValueError(f"a service named {name!r} is already supervised")
-        state = ServiceState(name)
+        state = ServiceState(name=name)
         self._states[name] = state
         self._scopes[name] = trio.CancelScope()
         self._ended[name] = trio.Event()

@@ -124,7 +124,7 @@ class Viewer:
         return b"".join(parts)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Resume:
     """Where a new stream starts: its viewer, the position (and its event id) right before
     the replayed events, those events, and a ``gap`` notice if some could not be replayed."""
@@ -216,7 +216,10 @@ class LiveHub:
         viewer = Viewer(self.viewer_capacity, deadline, on_cut)
         self._viewers.append(viewer)
         position = replay[0].seq - 1 if replay else self.published
-        return Resume(viewer, f"{self.epoch}-{position}", position, replay, gap)
+        return Resume(
+            viewer=viewer, event_id=f"{self.epoch}-{position}", position=position,
+            replay=replay, gap=gap,
+        )
 
     def disconnect(self, viewer: Viewer) -> None:
         viewer.close()

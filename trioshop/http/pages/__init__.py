@@ -33,7 +33,7 @@ PAGE_HEADERS = {
 }
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Asset:
     """One file, read once when the app is built: its bytes, type and entity tag."""
 
@@ -44,7 +44,10 @@ class Asset:
     @classmethod
     def of(cls, name: str, body: bytes) -> Asset:
         suffix = name[name.rfind("."):]
-        return cls(body, CONTENT_TYPES[suffix], hashlib.sha256(body).hexdigest()[:20])
+        return cls(
+            body=body, content_type=CONTENT_TYPES[suffix],
+            etag=hashlib.sha256(body).hexdigest()[:20],
+        )
 
 
 REQUIRED = ("storefront.html", "ops.html", "signin.html", "style.css", "storefront.js", "ops.js")
