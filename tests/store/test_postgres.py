@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -20,10 +21,15 @@ from trioshop.store.postgres import (
     PRUNE_CHUNK,
     PostgresStore,
     open_postgres_store,
+    pool,
 )
 from trioshop.store.postgres.schema import MIGRATIONS
+from trioshop.store.postgres.writes import CART_LOCK
 
 Nodes = tuple[PostgresStore, PostgresStore]
+
+# How long a test waits to see a store's session waiting for a lock.
+LOCK_WAIT_SEEN = 10.0
 
 
 @pytest.fixture
@@ -240,6 +246,46 @@ async def test_a_cart_locked_elsewhere_holds_up_only_its_own_write(nodes: Nodes,
     busy = outcomes["busy"]
     assert isinstance(busy, StoreError) and "lock timeout" in str(busy)
     assert await a.load_cart("busy") == StoredCart((LINE_A,), 1)
+
+
+async def wait_for_lock_waiter(url: str, application_name: str) -> None:
+    """Return once a session named *application_name* waits for a lock."""
+    with trio.fail_after(LOCK_WAIT_SEEN):
+        while not sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           f"AND application_name = '{application_name}'"):
+            await trio.sleep(0.02)
+
+
+async def test_a_batch_chosen_as_a_deadlock_victim_is_tried_again(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch PostgreSQL aborts to break a deadlock (40P01) is tried again and commits."""
+    # The store's sessions find the deadlock (deadlock_timeout) well before a lock or a
+    # statement timeout would end their wait.
+    monkeypatch.setattr(pool, "_LOCK_BOUND", "20s")
+    monkeypatch.setattr(pool, "STATEMENT_TIMEOUT", 20.0)
+    named = f"{url}{quote(' -cdeadlock_timeout=2s')}&application_name=deadlock_victim"
+    async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
+        version = await store.save_cart("u", (LINE_A,), version=0)
+        written: list[int] = []
+
+        async def write() -> None:
+            written.append(await store.save_cart("u", (LINE_B,), version=version))
+
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("SET deadlock_timeout = '60s'")  # the batch is the victim, not this
+            other.execute("BEGIN")
+            other.execute("SELECT 1 FROM carts WHERE user_id = 'u' FOR UPDATE")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                # The batch holds the user's advisory lock and waits for the cart's row:
+                # waiting for that advisory lock here closes the circle.
+                await wait_for_lock_waiter(url, "deadlock_victim")
+                await trio.to_thread.run_sync(
+                    other.execute, "SELECT pg_advisory_xact_lock(%s, hashtext('u'))", (CART_LOCK,)
+                )
+                other.execute("ROLLBACK")
+    assert written == [version + 1]
 
 
 async def test_sessions_the_server_ended_do_not_fail_a_batch(url: str) -> None:
