@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import outcome
 import pytest
 import trio
 import trio.testing
@@ -25,7 +26,7 @@ class FakeDatabase:
         await self.release.wait()
         if self.failure is not None:
             raise self.failure
-        return [(False, ValueError(n)) if n < 0 else (True, n * 10) for n in requests]
+        return [outcome.Error(ValueError(n)) if n < 0 else outcome.Value(n * 10) for n in requests]
 
 
 async def submit_all(batcher: Batcher[int], requests: list[int]) -> dict[int, object]:
@@ -228,7 +229,7 @@ async def test_a_bug_in_apply_answers_its_batch_and_the_batcher_goes_on() -> Non
         calls.append(requests)
         if len(calls) == 1:
             raise ZeroDivisionError("a bug")
-        return [(True, n) for n in requests]
+        return [outcome.Value(n) for n in requests]
 
     batcher = Batcher(apply)
     async with trio.open_nursery() as nursery:

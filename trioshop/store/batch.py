@@ -8,14 +8,16 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 import attrs
+import outcome
 import trio
 
 from trioshop.runtime import Ticket
 from trioshop.store.base import OperationAbandoned, StoreClosed, StoreError, claim, unexpected
 
 R = TypeVar("R")
-# One request's answer: (True, result) or (False, the exception its caller raises).
-Outcome = tuple[bool, Any]
+# One request's answer: its result, or the exception its caller raises. An Error can be
+# unwrapped once: a batch failing whole makes one for each request.
+Outcome = outcome.Outcome[Any]
 
 
 @attrs.define(eq=False)
@@ -25,11 +27,11 @@ class _Pending(Generic[R]):
     ticket: Ticket | None
     answered: bool = False
 
-    def answer(self, outcome: Outcome) -> None:
-        """Send *outcome*, once; a caller cancelled meanwhile has closed its end."""
+    def answer(self, result: Outcome) -> None:
+        """Send *result*, once; a caller cancelled meanwhile has closed its end."""
         self.answered = True
         with contextlib.suppress(trio.BrokenResourceError):
-            self.reply.send_nowait(outcome)
+            self.reply.send_nowait(result)
 
 
 @attrs.define(eq=False)
@@ -93,7 +95,7 @@ class Batcher(Generic[R]):
                 finally:  # cancelled while waiting for the gate: nothing was claimed
                     for pending in taken:
                         if not pending.answered:
-                            pending.answer((False, StoreClosed("the store is shut down")))
+                            pending.answer(outcome.Error(StoreClosed("the store is shut down")))
         finally:
             self._send = None
             send.close()
@@ -106,12 +108,13 @@ class Batcher(Generic[R]):
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} requests")
         except StoreError as exc:
-            outcomes = [(False, exc)] * len(batch)
+            outcomes = [outcome.Error(exc) for _ in batch]
         except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
-            outcomes = [(False, unexpected(exc))] * len(batch)
+            failure = unexpected(exc)
+            outcomes = [outcome.Error(failure) for _ in batch]
         self._batches += 1
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            pending.answer(outcome)
+        for pending, result in zip(batch, outcomes, strict=True):
+            pending.answer(result)
 
     def close(self) -> None:
         """Take no more requests; the queued ones are still answered, then :meth:`run` ends."""
@@ -134,10 +137,8 @@ class Batcher(Generic[R]):
         except trio.ClosedResourceError:
             raise StoreClosed("the store is shut down") from None
         with answer:
-            ok, value = await answer.receive()
-        if ok:
-            return value
-        raise value
+            result = await answer.receive()
+        return result.unwrap()
 
 
 def _claimed(taken: list[_Pending[R]]) -> list[_Pending[R]]:
@@ -148,7 +149,7 @@ def _claimed(taken: list[_Pending[R]]) -> list[_Pending[R]]:
         try:
             claim(pending.ticket)
         except OperationAbandoned as abandoned:
-            pending.answer((False, abandoned))
+            pending.answer(outcome.Error(abandoned))
         else:
             batch.append(pending)
     return batch
@@ -161,4 +162,4 @@ def _refuse_queued(receive: trio.MemoryReceiveChannel[_Pending[R]]) -> None:
             pending = receive.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return
-        pending.answer((False, StoreClosed("the store is shut down")))
+        pending.answer(outcome.Error(StoreClosed("the store is shut down")))

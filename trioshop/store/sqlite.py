@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import outcome
 import trio
 
 from trioshop.domain import (
@@ -197,15 +198,15 @@ class SqliteStore(Store):
             for operation, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
-                    outcomes.append((True, operation(conn)))
+                    outcomes.append(outcome.Value(operation(conn)))
                 except (DomainError, CartConflict, sqlite3.IntegrityError) as refusal:
                     conn.execute("ROLLBACK TO op")
-                    outcomes.append((False, refusal))
+                    outcomes.append(outcome.Error(refusal))
                 except sqlite3.OperationalError:
                     raise  # the database itself is in trouble: the batch fails
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
-                    outcomes.append((False, unexpected(exc)))
+                    outcomes.append(outcome.Error(unexpected(exc)))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except Exception as exc:
@@ -213,7 +214,7 @@ class SqliteStore(Store):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             error = StoreError(f"the database refused the write ({exc}); retry later")
-            return [(False, error)] * len(batch)
+            return [outcome.Error(error) for _ in batch]
         return outcomes
 
     async def run(
@@ -251,10 +252,10 @@ class SqliteStore(Store):
         """Run *batch* in one transaction in a worker thread, then mirror what committed."""
         outcomes = await trio.to_thread.run_sync(self._apply, batch, limiter=self.limiter)
         self._operations += len(batch)
-        for (_, on_commit), (ok, result) in zip(batch, outcomes, strict=True):
-            if ok and on_commit is not None:
+        for (_, on_commit), result in zip(batch, outcomes, strict=True):
+            if isinstance(result, outcome.Value) and on_commit is not None:
                 try:
-                    on_commit(result)
+                    on_commit(result.value)
                 except Exception as exc:  # committed: the caller still hears so
                     unexpected(exc)
         return outcomes

@@ -4,6 +4,7 @@ checks of views in one query, and what a batch that failed whole does next."""
 from __future__ import annotations
 
 import attrs
+import outcome
 import trio
 
 from trioshop.domain import DomainError, check_stock
@@ -61,7 +62,7 @@ def write_carts(conn: Connection, writes: list[CartWrite]) -> list[Outcome]:
                 try:
                     check_stock(sku, quantity, stock.get(sku, 0))
                 except DomainError as refusal:
-                    outcomes[i] = (False, refusal)
+                    outcomes[i] = outcome.Error(refusal)
                     continue
             if write.user_id in seen:  # never from one node's actors; answered "reload"
                 continue
@@ -105,14 +106,14 @@ def write_carts(conn: Connection, writes: list[CartWrite]) -> list[Outcome]:
                 ).fetchall()
             }
     for i in applied:
-        outcomes[i] = (True, writes[i].version + 1)
+        outcomes[i] = outcome.Value(writes[i].version + 1)
     for i in unsettled:
         write, stored = writes[i], current.get(writes[i].user_id, NO_CART)
         if i in todo and write.version == 0 and write.payload == EMPTY_LINES and not stored.version:
-            outcomes[i] = (True, 0)  # nothing stored, nothing to store
+            outcomes[i] = outcome.Value(0)  # nothing stored, nothing to store
         else:
-            outcomes[i] = (False, CartConflict(stored))
-    return [outcome for outcome in outcomes if outcome is not None]
+            outcomes[i] = outcome.Error(CartConflict(stored))
+    return [result for result in outcomes if result is not None]
 
 
 def cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
@@ -120,7 +121,7 @@ def cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
     found = dict(conn.execute(
         "SELECT user_id, version FROM carts WHERE user_id = ANY(%s)", (sorted(set(user_ids)),)
     ).fetchall())
-    return [(True, int(found.get(user_id, 0))) for user_id in user_ids]
+    return [outcome.Value(int(found.get(user_id, 0))) for user_id in user_ids]
 
 
 
@@ -199,8 +200,8 @@ class CartWrites:
                     outcomes += await write([one])
                 except StoreError as exc:
                     if batch_policy(exc.kind) is Step.FAIL:  # the rest would fail alike, slowly
-                        return outcomes + [(False, exc)] * (len(writes) - done)
-                    outcomes.append((False, exc))
+                        return outcomes + [outcome.Error(exc) for _ in writes[done:]]
+                    outcomes.append(outcome.Error(exc))
             return outcomes
 
         return Batcher(apply, gate=self.db.gates.writing)
@@ -231,7 +232,7 @@ class CartWrites:
     async def _write_alone(self, write: CartWrite, ticket: Ticket | None) -> int:
         """A stuck user's cart write, beside the batches: only it waits for its row."""
         try:
-            [(ok, value)] = await self.db.run(
+            [result] = await self.db.run(
                 lambda conn: write_carts(conn, [write]), ticket=ticket, writes=1,
                 rows=[cart_row(write.user_id)],
             )
@@ -239,6 +240,4 @@ class CartWrites:
             self._note_stuck(write.user_id, exc)
             raise
         self._stuck.pop(write.user_id, None)
-        if ok:
-            return int(value)
-        raise value
+        return int(result.unwrap())
