@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trioshop.node",),  # one node's signals, serving and shop, in shutdown order
     ("trioshop.cluster",),  # N nodes behind HAProxy, as processes
     # entry points
-    ("trioshop.cli", "trioshop.cli_options", "trioshop.__main__", "trioshop.testing"),
+    ("trioshop.cli", "trioshop.__main__", "trioshop.testing"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The values ``trioshop``'s options accept: each parser refuses a bad value in one line."""
+"""What the trioshop commands share: the values their options accept (each refused in one
+line), and loading the registry."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import argparse
 import ipaddress
 import math
 import os
+import sys
 from typing import Any, NoReturn
 
 import attrs
 
-from trioshop.config import ADMIN_TOKEN_ENV, Settings
+from trioshop.config import ADMIN_TOKEN_ENV, DEFAULT_REGISTRY, Settings
+from trioshop.registry import Registry, RegistryError
+from trioshop.shop import load_runnable_registry
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 DATABASE_ENV = "TRIOSHOP_DATABASE"
@@ -126,3 +130,28 @@ def database_url(text: str) -> str:
     return text
 
 
+def add_registry(parser: argparse.ArgumentParser) -> None:
+    """``--registry DIR``."""
+    parser.add_argument(
+        "--registry", default=DEFAULT_REGISTRY, help="registry folder (default: %(default)s)"
+    )
+
+
+def load_registry_or_explain(folder: str) -> Registry | None:
+    """The runnable registry in *folder*, or ``None`` after listing its problems on stderr,
+    one line each."""
+    try:
+        return load_runnable_registry(folder)
+    except RegistryError as exc:
+        problems = exc.problems
+    print(f"trioshop: invalid registry {folder}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return None
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside *error*, however deep its groups nest."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
