@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import pytest
 import trio
 import trio.testing
 
-from tests.postgres import fresh_schema
 from tests.store.support import INITIAL_STOCK, LINE_A, LINE_B, ONE_A, order, place
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order, Placement
 from trioshop.runtime import Ticket
@@ -29,29 +27,6 @@ from trioshop.store import (
 from trioshop.store.migrations import MIGRATIONS, migrate, schema_version
 
 EMPTY = StoredCart((), 0)
-
-Opener = Callable[[], AbstractAsyncContextManager[Store]]
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """How to open a store of each backend (a sync fixture: its skips keep their reasons)."""
-    if request.param == "memory":
-        yield lambda: open_store(None, INITIAL_STOCK, trio.CapacityLimiter(2))
-    elif request.param == "sqlite":
-        yield lambda: open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(2))
-    else:
-        with fresh_schema() as url:  # skips (fails in CI) when no server answers
-            yield lambda: open_store(
-                None, INITIAL_STOCK, trio.CapacityLimiter(2), database_url=url
-            )
-
-
-@pytest.fixture
-async def store(backend: Opener) -> AsyncIterator[Store]:
-    """An open store of each backend, seeded with INITIAL_STOCK, empty otherwise."""
-    async with backend() as opened:
-        yield opened
 
 
 # -- the contract: carts -------------------------------------------------------------------
