@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -14,10 +15,12 @@ import trio
 from tests.browser.sse import Frame, FrameBuffer
 from tests.helpers import ShopClient, open_shop_client
 from trioshop.config import Settings
+from trioshop.http.auth import UserAuth
 from trioshop.http.live import LiveFeed
 from trioshop.registry import Registry
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
+AUTH_SECRET = "live-app-secret-0123456789abcdef01"  # a user-auth secret (32 bytes or more)
 
 
 class Stream:
@@ -116,6 +119,40 @@ async def test_the_storefront_and_its_files_come_from_the_package(
     assert status == 404 and body == {"error": "Not found: /pages/nothing.js"}
     status, _, _ = await shop_client.request("GET", "/pages/ops.html")
     assert status == 404  # pages are served at their routes only (the ops page is guarded)
+
+
+async def test_the_storefront_says_its_currency_and_whether_it_needs_tokens(
+    registry: Registry,
+) -> None:
+    """The storefront names the currency of its prices; its token panel is hidden unless the
+    server authenticates users."""
+    async with open_shop_client(registry) as client:
+        page = await (await client.client.get("/")).get_data(as_text=True)
+        assert '<meta name="trioshop-currency" content="USD">' in page
+        assert '<details class="panel" id="token-box" hidden>' in page
+    async with open_shop_client(registry, auth=UserAuth.from_secret(AUTH_SECRET)) as client:
+        page = await (await client.client.get("/")).get_data(as_text=True)
+        assert '<details class="panel" id="token-box" >' in page
+
+
+async def test_the_ops_page_carries_its_first_snapshot(registry: Registry) -> None:
+    """``/ops`` embeds the snapshot the stream would send, as JSON no value can end early."""
+    node = "n</script><!--"
+    async with open_shop_client(registry, Settings(node_id=node)) as client:
+        status, _, _ = await client.request(
+            "POST", "/api/cart/ann/items", json={"sku": "HP-005", "quantity": 1}
+        )
+        assert status == 200
+        answer = await client.client.get("/ops", scope_base={"client": ("127.0.0.1", 50000)})
+        page = await answer.get_data(as_text=True)
+    found = re.search(
+        r'<script id="first-snapshot" type="application/json">(.*?)</script>', page, re.S
+    )
+    assert found is not None and "<" not in found.group(1)
+    first = json.loads(found.group(1))
+    assert first["node"] == node and first["actors"]["live"] == 1
+    assert [actor["name"] for actor in first["actor_list"]] == ["cart:ann"]
+    assert {"per_second", "p95_ms", "rate_now"} <= set(first["requests"])
 
 
 async def test_ops_answers_loopback_only_without_a_token(shop_client: ShopClient) -> None:

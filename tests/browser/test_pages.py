@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import REGISTRY_DIR
+from tests.helpers import REGISTRY_DIR, run_trioshop
 from trioshop.testing.server import ServerProcess, running_server
 
 WIDE = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 740}
+LOCALE = "en-US"  # prices read "$149.99": the shop's currency is US dollars
 TIMES = "\N{MULTIPLICATION SIGN}"  # as in "2 x Keyboard"
+SECRET = "browser-secret-0123456789abcdef0123"  # a user-auth secret (32 bytes or more)
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def expect(target: Any) -> Any:
 
 def test_shopping_shows_up_live_on_the_ops_page(browser: Any, server: ServerProcess) -> None:
     """Add through the storefront, see cart:ann live on /ops, check out, see it dispatched."""
-    context = browser.new_context(viewport=WIDE)
+    context = browser.new_context(viewport=WIDE, locale=LOCALE)
     ops = context.new_page()
     ops.goto(f"{server.base_url}/ops")
     expect(ops.locator("#conn")).to_have_attribute("data-state", "live")
@@ -47,7 +49,7 @@ def test_shopping_shows_up_live_on_the_ops_page(browser: Any, server: ServerProc
     notice = shop.locator("#notice")
     expect(notice).to_have_text(f"Added 2 {TIMES} Mechanical Keyboard to the cart.")
     expect(shop.locator("#cart-lines tr")).to_have_count(1)
-    expect(shop.locator("#cart-total")).to_have_text("299.98")
+    expect(shop.locator("#cart-total")).to_have_text("$299.98")
 
     actor = ops.locator('#actor-rows tr[data-name="cart:ann"]')
     expect(actor).to_be_visible(timeout=1000)
@@ -58,7 +60,7 @@ def test_shopping_shows_up_live_on_the_ops_page(browser: Any, server: ServerProc
     expect(shop.locator("#cart-lines tr")).to_have_count(2)
     shop.get_by_role("button", name="Remove Wireless Mouse from the cart").click()
     expect(shop.locator("#cart-lines tr")).to_have_count(1)
-    expect(shop.locator("#cart-total")).to_have_text("299.98")
+    expect(shop.locator("#cart-total")).to_have_text("$299.98")
 
     shop.get_by_role("button", name="Check out").click()
     expect(notice).to_contain_text("Thank you! Order")
@@ -191,7 +193,7 @@ def test_ops_sign_in_with_the_admin_token(browser: Any) -> None:
 
 def test_pages_fit_a_phone_and_work_by_keyboard(browser: Any, server: ServerProcess) -> None:
     """At 375 px neither page scrolls sideways; the storefront is usable with the keyboard."""
-    context = browser.new_context(viewport=PHONE)
+    context = browser.new_context(viewport=PHONE, locale=LOCALE)
     page = context.new_page()
     page.goto(f"{server.base_url}/?user=kim")
     expect(page.locator("#product-list li")).to_have_count(5)
@@ -204,7 +206,7 @@ def test_pages_fit_a_phone_and_work_by_keyboard(browser: Any, server: ServerProc
     expect(page.get_by_role("button", name="Add Wireless Mouse to the cart")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("#cart-lines tr")).to_have_count(1)
-    expect(page.locator("#cart-total")).to_have_text("239.97")
+    expect(page.locator("#cart-total")).to_have_text("$239.97")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
     ops = context.new_page()
@@ -215,3 +217,80 @@ def test_pages_fit_a_phone_and_work_by_keyboard(browser: Any, server: ServerProc
     box = ops.locator('#service-rows tr[data-service="notifier"]').bounding_box()
     assert box is not None and box["x"] + box["width"] <= PHONE["width"]
     context.close()
+
+
+def test_check_out_needs_a_line_in_the_cart(browser: Any, server: ServerProcess) -> None:
+    """Check out is disabled on an empty cart, enabled with a line, disabled after the order."""
+    page = browser.new_context(viewport=WIDE, locale=LOCALE).new_page()
+    page.goto(f"{server.base_url}/?user=eve")
+    checkout = page.get_by_role("button", name="Check out")
+    expect(page.locator("#cart-user")).to_have_text("eve")
+    expect(page.locator("#product-list li")).to_have_count(5)
+    expect(checkout).to_be_disabled()
+    page.get_by_role("button", name="Add Wireless Mouse to the cart").click()
+    expect(page.locator("#cart-lines tr")).to_have_count(1)
+    expect(checkout).to_be_enabled()
+    checkout.click()
+    expect(page.locator("#notice")).to_contain_text("Thank you! Order")
+    expect(page.locator("#cart-empty")).to_be_visible()
+    expect(checkout).to_be_disabled()
+
+
+def test_prices_name_their_currency(browser: Any, server: ServerProcess) -> None:
+    """Prices, line amounts, totals and orders on the storefront are in US dollars."""
+    page = browser.new_context(viewport=WIDE, locale=LOCALE).new_page()
+    page.goto(f"{server.base_url}/?user=fay")
+    expect(page.locator('li[data-sku="KB-002"] .price')).to_have_text("$149.99")
+    page.get_by_label("Quantity of Mechanical Keyboard").fill("2")
+    page.get_by_role("button", name="Add Mechanical Keyboard to the cart").click()
+    line = page.locator('#cart-lines tr[data-sku="KB-002"]')
+    expect(line).to_contain_text("$149.99 each")
+    expect(line.locator("td").nth(2)).to_have_text("$299.98")
+    expect(page.locator("#cart-total")).to_have_text("$299.98")
+    page.get_by_role("button", name="Check out").click()
+    expect(page.locator("#notice")).to_contain_text(": $299.98.")
+    expect(page.locator("#order-list .order .total").first).to_have_text("$299.98")
+
+
+def test_sign_in_panel_only_when_the_server_needs_tokens(
+    browser: Any, server: ServerProcess
+) -> None:
+    """Without user auth the storefront shows no token panel; with it, the panel is there
+    and a token from `trioshop token` opens the user's cart."""
+    page = browser.new_context(viewport=WIDE, locale=LOCALE).new_page()
+    page.goto(f"{server.base_url}/?user=gus")
+    expect(page.locator("#cart-user")).to_have_text("gus")
+    expect(page.locator("#token-box")).to_be_hidden()
+    env = {"TRIOSHOP_AUTH_SECRET": SECRET}
+    minted = run_trioshop("token", "gus", env=env)
+    assert minted.returncode == 0, minted.stderr
+    with running_server("--registry", str(REGISTRY_DIR), "--memory", env=env) as guarded:
+        page.goto(f"{guarded.base_url}/?user=gus")
+        expect(page.locator("#token-box")).to_be_visible()
+        expect(page.get_by_role("alert")).to_contain_text("needs a sign-in token for gus")
+        page.get_by_label("Bearer token of this user").fill(minted.stdout.strip())
+        page.get_by_role("button", name="Add Wireless Mouse to the cart").click()
+        expect(page.locator("#cart-lines tr")).to_have_count(1)
+
+
+def test_ops_shows_figures_before_its_stream_connects(
+    browser: Any, server: ServerProcess
+) -> None:
+    """With its stream refused, /ops still shows the node's figures and a chart with axes."""
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        add = http.post("/api/cart/hal/items", json={"sku": "HP-005", "quantity": 1})
+        assert add.status_code == 200
+        assert http.post("/api/cart/hal/checkout").status_code == 200
+        node = add.headers["X-Served-By"]
+    page = browser.new_context(viewport=WIDE, locale=LOCALE).new_page()
+    page.route("**/ops/stream*", lambda route: route.abort())
+    page.goto(f"{server.base_url}/ops")
+    expect(page.locator("#node")).to_have_text(node)
+    expect(page.locator("#c-checkouts")).to_have_text("1")
+    expect(page.locator("#c-spawned")).to_have_text("1")
+    expect(page.locator('#service-rows tr[data-service="delivery"]')).to_contain_text("running")
+    expect(page.locator("#axis-rate")).to_have_text(re.compile(r"^\d+(\.\d)?/s$"))
+    expect(page.locator("#axis-p95")).to_have_text(re.compile(r"^\d+(\.\d)? ms$"))
+    expect(page.locator(".axis-x")).to_contain_text("now")
+    expect(page.locator("#conn")).not_to_have_attribute("data-state", "live")
+    expect(page.locator("#received")).to_have_text("0")

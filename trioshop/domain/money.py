@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 
 CENTS_PER_UNIT = 100
+# The ISO 4217 code of every amount (a registry's prices are plain numbers): the pages show it.
+CURRENCY = "USD"
 # Amounts with more integer digits than this are refused before any arithmetic.
 _MAX_DIGITS = 30
 

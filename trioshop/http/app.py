@@ -157,6 +157,8 @@ def create_app(
     app.register_blueprint(api_routes(registry.router.prefix, lifetime.get, auth))
     app.register_blueprint(admin_routes(registry.router.prefix, lifetime.get, settings.admin_token))
     app.register_blueprint(health_routes(lifetime.get, settings.readiness_timeout))
-    app.register_blueprint(page_routes(registry.router.prefix, settings.admin_token))
+    app.register_blueprint(page_routes(
+        registry.router.prefix, settings.admin_token, live, user_auth=auth is not None
+    ))
     app.register_blueprint(live_routes(live, settings.admin_token))
     return app

@@ -112,6 +112,12 @@ class LiveFeed:
         # How long one stream lasts before the client reconnects (see ``stream.py``).
         self.stream_seconds = stream_seconds
         self._scope = trio.CancelScope()
+        self._get_shop: Callable[[], Shop | None] = lambda: None
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The snapshot the stream would send now (no I/O), or ``None`` while no shop runs."""
+        shop = self._get_shop()
+        return None if shop is None else snapshot(shop, self.hub, self.rates, self.node)
 
     async def run(
         self,
@@ -125,6 +131,7 @@ class LiveFeed:
         Ready once the log handler is attached. On exit the handler is detached and every
         stream ends.
         """
+        self._get_shop = get_shop
         handler = LiveLogHandler(self.hub, trio.lowlevel.current_trio_token())
         watched = logging.getLogger(WATCHED_LOGGER)
         watched.addHandler(handler)
@@ -140,9 +147,9 @@ class LiveFeed:
                             buffered=viewer.buffered,
                         )
                     self.rates.sample()
-                    shop = get_shop()
-                    if shop is not None and self.hub.viewers:
-                        self.hub.publish_snapshot(snapshot(shop, self.hub, self.rates, self.node))
+                    now = self.snapshot() if self.hub.viewers else None
+                    if now is not None:
+                        self.hub.publish_snapshot(now)
                     tick = max(tick + SNAPSHOT_SECONDS, trio.current_time())
                     await trio.sleep_until(tick)
         finally:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 from importlib import resources
+from typing import Any
 
 import attrs
 from quart import Blueprint, Response, request
 
+from trioshop.domain.money import CURRENCY
 from trioshop.http.admin import check_admin_access, check_same_origin, request_client
 from trioshop.http.errors import ApiError
-from trioshop.http.live import OPS_COOKIE, OPS_COOKIE_PATH, check_ops_access
+from trioshop.http.live import OPS_COOKIE, OPS_COOKIE_PATH, LiveFeed, check_ops_access
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -74,11 +77,23 @@ def load_assets() -> dict[str, Asset]:
     return assets
 
 
-def render(template: Asset, **values: str) -> Asset:
-    """*template* with each ``{{name}}`` replaced by its HTML-escaped value."""
+# In JSON inside a <script> element these would let a string end the element or open a comment;
+# escaped, they are the same JSON.
+_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def script_json(value: Any) -> str:
+    """*value* as JSON to place inside ``<script type="application/json">`` unescaped."""
+    return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_ESCAPES)
+
+
+def render(template: Asset, *, data: Any = None, **values: str) -> Asset:
+    """*template* with each ``{{name}}`` replaced by its HTML-escaped value, and ``{{data}}``
+    by *data* as JSON for a script element (see :func:`script_json`)."""
     text = template.body.decode()
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", html.escape(value))
+    text = text.replace("{{data}}", script_json(data))
     return Asset.of("page.html", text.encode())
 
 
@@ -93,13 +108,19 @@ def answer(asset: Asset, status: int = 200) -> Response:
     return response
 
 
-def page_routes(api_prefix: str, admin_token: str | None) -> Blueprint:
-    """``GET /`` (public), ``GET /ops`` (guarded like the admin API), ``POST /ops/session``
-    (the ops sign-in form, when an admin token is set) and ``GET /pages/<file>``."""
+def page_routes(
+    api_prefix: str, admin_token: str | None, live: LiveFeed, *, user_auth: bool
+) -> Blueprint:
+    """``GET /`` (public; its token panel only with *user_auth*), ``GET /ops`` (guarded like
+    the admin API; it carries *live*'s current snapshot, so its figures show before the
+    stream connects), ``POST /ops/session`` (the ops sign-in form, when an admin token is set)
+    and ``GET /pages/<file>``."""
     pages = Blueprint("pages", __name__)
     assets = load_assets()
-    storefront = render(assets["storefront.html"], api_prefix=api_prefix)
-    ops = assets["ops.html"]
+    storefront = render(
+        assets["storefront.html"], api_prefix=api_prefix, currency=CURRENCY,
+        token_box="" if user_auth else "hidden",
+    )
 
     def denied(error: ApiError, message: str | None = None) -> Response:
         """A person gets the sign-in page (or why not); a program gets the JSON error."""
@@ -124,7 +145,7 @@ def page_routes(api_prefix: str, admin_token: str | None) -> Blueprint:
             check_ops_access(admin_token)
         except ApiError as error:
             return denied(error, "Sign in with the server's admin token to watch this node.")
-        response = answer(ops)
+        response = answer(render(assets["ops.html"], data=live.snapshot()))
         response.headers["Cache-Control"] = "no-store"
         return response
 

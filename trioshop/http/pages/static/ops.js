@@ -1,4 +1,5 @@
-// The ops page: one EventSource on /ops/stream; events and a snapshot a second. No framework.
+// The ops page: the snapshot the page came with, then one EventSource on /ops/stream: events
+// and a snapshot a second. No framework.
 "use strict";
 
 (() => {
@@ -224,6 +225,9 @@
     $("service-errors").replaceChildren(...services.filter((s) => s.last_error).map((s) => el("li", { text: `${s.name}: ${s.last_error}` })));
   }
 
+  // An axis label: whole numbers as they are, small ones with one decimal.
+  const rateText = (value) => (Number.isInteger(value) || value >= 100 ? number.format(Math.round(value)) : value.toFixed(1));
+
   function renderChart(requests) {
     const svg = $("chart");
     const width = 600, height = 150, slots = 60;
@@ -274,10 +278,15 @@
     flush();
     svg.replaceChildren(...nodes);
     const peak = Math.max(0, ...rates);
+    $("axis-rate").textContent = `${rateText(maxRate)}/s`;
+    $("axis-p95").textContent = `${rateText(maxP95)} ms`;
     $("chart-caption").textContent = rates.length
       ? `Now ${requests.rate_now.toFixed(1)} requests/s, peak ${peak.toFixed(1)}/s; p95 over the minute ${requests.p95_window_ms === null ? "–" : `${requests.p95_window_ms.toFixed(1)} ms`} (tallest p95 point: ${maxP95.toFixed(1)} ms).`
       : "Waiting for data…";
   }
 
+  // The figures as of the page's answer: shown at once, before the stream connects.
+  const first = JSON.parse($("first-snapshot").textContent);
+  if (first) onSnapshot(first);
   open();
 })();

@@ -3,6 +3,7 @@
 
 (() => {
   const API = document.querySelector('meta[name="trioshop-api"]').content;
+  const CURRENCY = document.querySelector('meta[name="trioshop-currency"]').content;
   const USER_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
   const SUGGESTED_USERS = ["alice", "bob", "carol"];
   const RETRIES = 3; // attempts for a 503 (busy) or a lost connection, honouring Retry-After
@@ -13,7 +14,7 @@
   const DONE = new Set(["dispatched", "sent", "delivered", "done", "ok"]);
 
   const $ = (id) => document.getElementById(id);
-  const money = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const money = new Intl.NumberFormat(undefined, { style: "currency", currency: CURRENCY });
   const state = { user: "", products: [], cart: null, orders: [], orderPolls: 0, orderTimer: 0, productTimer: 0 };
 
   // -- helpers ------------------------------------------------------------------------------
@@ -257,7 +258,7 @@
     const input = li.querySelector("input");
     input.max = Math.max(1, Math.min(1000, product.stock));
     const button = li.querySelector("button");
-    button.disabled = product.stock <= 0;
+    allow(button, product.stock > 0);
     button.setAttribute("aria-label", `Add ${product.title} to the cart`);
   }
 
@@ -288,7 +289,7 @@
     const items = (state.cart && state.cart.items) || [];
     $("cart-empty").hidden = items.length > 0;
     $("cart-table").hidden = items.length === 0;
-    $("checkout").disabled = items.length === 0;
+    allow($("checkout"), items.length > 0);
     $("cart-lines").replaceChildren(...items.map((item) => {
       const remove = el("button", { type: "button", class: "link", "aria-label": `Remove ${item.title} from the cart` }, "Remove");
       remove.addEventListener("click", () => removeLine(item.sku, remove));
@@ -301,9 +302,23 @@
     $("cart-total").textContent = money.format((state.cart && state.cart.total) || 0);
   }
 
+  // Whether *button* can be used (an item in stock, a cart with lines); while busy it is
+  // disabled whatever this says, and afterwards it follows what this said last.
+  function allow(button, usable) {
+    button.dataset.usable = usable ? "yes" : "no";
+    button.disabled = !usable || button.dataset.busy === "yes";
+  }
+
   async function busy(button, work) {
-    if (button) button.disabled = true;
-    try { return await work(); } finally { if (button) button.disabled = false; }
+    if (!button) return work();
+    button.dataset.busy = "yes";
+    button.disabled = true;
+    try {
+      return await work();
+    } finally {
+      button.dataset.busy = "no";
+      button.disabled = button.dataset.usable === "no";
+    }
   }
 
   async function addToCart(sku, quantity, button) {
