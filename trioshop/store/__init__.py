@@ -11,6 +11,7 @@ import trio
 from trioshop.runtime import open_service_nursery
 from trioshop.store.base import (
     CartConflict,
+    FailureKind,
     OperationAbandoned,
     OutboxEntry,
     OutcomeUnknown,
@@ -98,6 +99,7 @@ async def _open_backend(
 
 __all__ = [
     "CartConflict",
+    "FailureKind",
     "MemoryStore",
     "OperationAbandoned",
     "OutboxEntry",
