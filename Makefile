@@ -37,8 +37,8 @@ check: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/pytest $(ARGS)
 
-# The suite without the tests marked slow (rolling restart, chaos, database restart, the
-# two-minute page...): under a minute, for the edit-test loop; `make test` runs them all.
+# The suite without the tests marked slow (those that run real servers, clusters or a
+# browser; tests/conftest.py lists them): under a minute, for the edit-test loop.
 test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -m "not slow" $(ARGS)
 

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests.browser.sse import Frame, FrameBuffer
 from tests.helpers import REGISTRY_DIR
@@ -43,7 +42,6 @@ def last_id(frames: list[Frame], before: str | None) -> str | None:
     return ids[-1] if ids else before
 
 
-@pytest.mark.slow
 def test_the_stream_outlives_idle_cuts_and_loses_nothing_between_connections() -> None:
     """Four streams in a row each end with bye before the idle cut; resumed ids lose no event."""
     with running_server(

@@ -116,7 +116,6 @@ def test_refusals_are_explained_as_a_shopper_needs(browser: Any) -> None:
         expect(page.locator("#cart-empty")).to_be_visible()
 
 
-@pytest.mark.slow
 def test_the_ops_stream_survives_idle_connection_cuts(browser: Any) -> None:
     """With --connection-idle 2 the page reconnects every ~2.5 s and still loses no event."""
     with running_server(
@@ -143,7 +142,6 @@ def test_the_ops_stream_survives_idle_connection_cuts(browser: Any) -> None:
         expect(page.locator("#stream-notes")).to_be_empty()
 
 
-@pytest.mark.slow
 def test_pages_left_open_two_minutes_still_update(browser: Any, server: ServerProcess) -> None:
     """Both pages open for two minutes at the default idle cut (30 s) keep showing news."""
     with httpx.Client(base_url=server.base_url, timeout=10) as http:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from bench.chaos import parse_args, print_report, run_chaos
 from tests.postgres import fresh_schema
 
 
-@pytest.mark.slow
 def test_kill_nine_loses_no_data_and_fails_under_one_percent() -> None:
     """20 s of shopping with a node killed every 4 s: nothing lost or oversold, < 1 % failed."""
     with fresh_schema() as database:

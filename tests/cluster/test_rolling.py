@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.postgres import fresh_schema
 from trioshop.testing.server import free_port, running_cluster, wait_for_count
 
@@ -19,7 +17,6 @@ REQUEST = re.compile(r"event=request .*node=n\d")
 RESTARTED = re.compile(r'event="node restarted" node=(n\d)')
 
 
-@pytest.mark.slow
 def test_rolling_restart_under_load_fails_no_request(ample_registry: Path) -> None:
     """SIGHUP restarts the 3 nodes one by one while shoppers shop: 0 failed, p95 < 500 ms."""
     with fresh_schema() as database, running_cluster(

@@ -76,7 +76,6 @@ def test_an_unreachable_database_fails_the_cluster(registry: Path) -> None:
     assert "cluster ready" not in result.stdout
 
 
-@pytest.mark.slow
 def test_a_failed_restart_is_retried_with_backoff_until_it_can(
     own_registry: Path, database: str
 ) -> None:

@@ -121,7 +121,6 @@ def until(condition: object, what: str, timeout: float = 60.0) -> None:
         assert time.monotonic() < deadline, f"still waiting for {what}"
 
 
-@pytest.mark.slow
 def test_database_restart_under_load(postgres: PrivatePostgres, tmp_path: Path) -> None:
     """PostgreSQL down: 503 with Retry-After, never a 500 or a hang; back: it recovers alone."""
     # While down, /readyz is 503 too. Once back, every acknowledged add is there and no

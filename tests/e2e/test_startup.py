@@ -45,7 +45,6 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return run_trioshop("run", "--registry", str(REGISTRY_DIR), *args, env=env)
 
 
-@pytest.mark.slow
 def test_busy_port_refuses_every_time_before_the_shop_starts(
     busy_port: int, tmp_path: Path
 ) -> None:
