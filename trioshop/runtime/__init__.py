@@ -21,7 +21,8 @@ from trioshop.runtime.errors import (
     MailboxFull,
     TooManyActors,
 )
-from trioshop.runtime.host import ActorHost, ActorInfo, HostStatistics, open_actor_host
+from trioshop.runtime.host import ActorHost, open_actor_host
+from trioshop.runtime.introspection import ActorInfo, HostStatistics
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.restart import RestartPolicy
 from trioshop.runtime.supervisor import (

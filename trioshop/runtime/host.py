@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +30,13 @@ from trioshop.runtime.errors import (
     MailboxFull,
     TooManyActors,
 )
+from trioshop.runtime.introspection import (
+    ActorInfo,
+    HostCounters,
+    HostStatistics,
+    actor_infos,
+    host_statistics,
+)
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.ticket import Ticket
 
@@ -38,39 +44,6 @@ logger = logging.getLogger("trioshop.runtime")
 
 # Put in an idle actor's mailbox by the host to make it end; never seen by behaviours.
 _PASSIVATE = object()
-
-
-@attrs.frozen(kw_only=True)
-class ActorInfo:
-    """A snapshot of one live actor, for introspection."""
-
-    pid: int
-    name: str | None
-    mailbox_depth: int
-    age: float
-    last_message_age: float
-
-
-@attrs.define
-class _Counters:
-    spawned: int = 0
-    ended: int = 0
-    crashed: int = 0
-    timeouts: int = 0
-    passivated: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class HostStatistics:
-    """A snapshot of the host: live actors now, totals since it opened."""
-
-    live: int
-    max_mailbox_depth: int  # the deepest mailbox among live actors
-    spawned: int
-    ended: int
-    crashed: int
-    passivated: int
-    timeouts: int  # request/reply deadlines missed
 
 
 @attrs.define
@@ -88,7 +61,7 @@ class ActorHost:
     max_actors: int = 100_000
     shutdown_timeout: float = 5.0
     idle_check_interval: float = 10.0
-    _counters: _Counters = attrs.field(factory=_Counters)
+    _counters: HostCounters = attrs.field(factory=HostCounters)
     _actors: dict[int, Actor] = attrs.field(factory=dict)
     _names: dict[str, Actor] = attrs.field(factory=dict)
     _next_pid: int = 1
@@ -237,24 +210,11 @@ class ActorHost:
 
     def live(self, limit: int | None = None) -> list[ActorInfo]:
         """A snapshot of the live actors (at most *limit*), oldest first."""
-        now = trio.current_time()
-        actors = itertools.islice(self._actors.values(), limit)
-        return [
-            ActorInfo(
-                pid=a.pid, name=a.name, mailbox_depth=a.mailbox_depth, age=now - a.started_at,
-                last_message_age=now - a.last_message_at,
-            )
-            for a in actors
-        ]
+        return actor_infos(self._actors.values(), limit)
 
     def statistics(self) -> HostStatistics:
         """Live actors, the deepest mailbox (0 when none waits) and totals since opening."""
-        c = self._counters
-        depth = max((a.mailbox_depth for a in self._actors.values()), default=0)
-        return HostStatistics(
-            live=len(self._actors), max_mailbox_depth=depth, spawned=c.spawned, ended=c.ended,
-            crashed=c.crashed, passivated=c.passivated, timeouts=c.timeouts,
-        )
+        return host_statistics(self._actors.values(), self._counters)
 
     # -- the actor task -----------------------------------------------------------------
 
@@ -314,12 +274,8 @@ class ActorHost:
                     # one line without a traceback; every request queued for it gets it.
                     reason = "refused"
                     log_event(
-                        logger,
-                        "actor start refused",
-                        logging.WARNING,
-                        pid=actor.pid,
-                        actor=actor.name,
-                        error=repr(refused),
+                        logger, "actor start refused", logging.WARNING, pid=actor.pid,
+                        actor=actor.name, error=repr(refused),
                     )
                 nursery.cancel_scope.cancel()
         except* trio.Cancelled:
@@ -331,13 +287,8 @@ class ActorHost:
             self._counters.crashed += 1
             crash = group.exceptions[0] if len(group.exceptions) == 1 else group
             log_event(
-                logger,
-                "actor crashed",
-                logging.ERROR,
-                pid=actor.pid,
-                actor=actor.name,
-                error=repr(crash),
-                exc_info=crash,
+                logger, "actor crashed", logging.ERROR, pid=actor.pid, actor=actor.name,
+                error=repr(crash), exc_info=crash,
             )
         finally:
             self._release(actor, refused)
