@@ -125,71 +125,54 @@ class Supervisor:
         args: tuple[Any, ...],
         report_ready: Callable[[], None],
     ) -> None:
-
         try:
             with self._scopes[state.name]:
-                await self._restart_loop(state, target, policy, args, report_ready)
+                while True:
+                    state.status = ServiceStatus.STARTING
+                    state.started_at = trio.current_time()
+                    try:
+                        await target(*args, task_status=_Readiness(state, report_ready))
+                    except trio.Cancelled:
+                        state.status = ServiceStatus.STOPPED
+                        raise
+                    except Exception as exc:
+                        ran_for = trio.current_time() - state.started_at
+                        if ran_for >= policy.stable_threshold:
+                            state.consecutive_failures = 0
+                        state.failures += 1
+                        state.consecutive_failures += 1
+                        state.last_error = repr(exc)
+                        log_event(
+                            logger, "service crashed", logging.ERROR, service=state.name,
+                            attempt=state.consecutive_failures,
+                            max_attempts=policy.max_attempts, error=repr(exc), exc_info=exc,
+                        )
+                    else:
+                        state.status = ServiceStatus.STOPPED
+                        log_event(logger, "service stopped", service=state.name)
+                        report_ready()
+                        break
+                    report_ready()
+                    if state.consecutive_failures >= policy.max_attempts:
+                        state.status = ServiceStatus.FAILED
+                        log_event(
+                            logger, "service failed: giving up", logging.ERROR,
+                            service=state.name, failures=state.consecutive_failures,
+                            last_error=state.last_error,
+                        )
+                        break
+                    delay = policy.delay(state.consecutive_failures, self._rng.uniform(-1.0, 1.0))
+                    state.status = ServiceStatus.BACKOFF
+                    log_event(
+                        logger, "service restarting", service=state.name, delay=round(delay, 3)
+                    )
+                    await trio.sleep(delay)
+                    state.restarts += 1
         finally:
             if state.status is not ServiceStatus.FAILED:
                 state.status = ServiceStatus.STOPPED
             self._ended[state.name].set()
         report_ready()  # stopped before it ever became ready
-
-    async def _restart_loop(
-        self,
-        state: ServiceState,
-        target: ServiceTarget,
-        policy: RestartPolicy,
-        args: tuple[Any, ...],
-        report_ready: Callable[[], None],
-    ) -> None:
-        while True:
-            state.status = ServiceStatus.STARTING
-            state.started_at = trio.current_time()
-            try:
-                await target(*args, task_status=_Readiness(state, report_ready))
-            except trio.Cancelled:
-                state.status = ServiceStatus.STOPPED
-                raise
-            except Exception as exc:
-                ran_for = trio.current_time() - state.started_at
-                if ran_for >= policy.stable_threshold:
-                    state.consecutive_failures = 0
-                state.failures += 1
-                state.consecutive_failures += 1
-                state.last_error = repr(exc)
-                log_event(
-                    logger,
-                    "service crashed",
-                    logging.ERROR,
-                    service=state.name,
-                    attempt=state.consecutive_failures,
-                    max_attempts=policy.max_attempts,
-                    error=repr(exc),
-                    exc_info=exc,
-                )
-            else:
-                state.status = ServiceStatus.STOPPED
-                log_event(logger, "service stopped", service=state.name)
-                report_ready()
-                return
-            report_ready()
-            if state.consecutive_failures >= policy.max_attempts:
-                state.status = ServiceStatus.FAILED
-                log_event(
-                    logger,
-                    "service failed: giving up",
-                    logging.ERROR,
-                    service=state.name,
-                    failures=state.consecutive_failures,
-                    last_error=state.last_error,
-                )
-                return
-            delay = policy.delay(state.consecutive_failures, self._rng.uniform(-1.0, 1.0))
-            state.status = ServiceStatus.BACKOFF
-            log_event(logger, "service restarting", service=state.name, delay=round(delay, 3))
-            await trio.sleep(delay)
-            state.restarts += 1
 
 
 @asynccontextmanager
