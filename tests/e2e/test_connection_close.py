@@ -59,19 +59,20 @@ def _read_answer(client: socket.socket, buffered: bytes = b"") -> tuple[bytes, b
     return head, rest[: lengths[0]], rest[lengths[0] :]
 
 
-def test_http_1_0_request_is_closed_after_the_answer(server: ServerProcess) -> None:
-    """An HTTP/1.0 request gets its answer and then EOF at once, not after --connection-idle."""
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["http-1.0", "connection-close"],
+)
+def test_closing_request_is_closed_after_the_answer(
+    server: ServerProcess, request_bytes: bytes
+) -> None:
+    """An HTTP/1.0 or a Connection: close request: its answer, then EOF at once (no idle wait)."""
     with _connect(server) as client:
-        client.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-        answer = _read_until_closed(client)
-    assert answer.startswith(b"HTTP/1.1 200")
-    assert answer.endswith(HEALTHZ_BODY)
-
-
-def test_connection_close_request_is_closed_after_the_answer(server: ServerProcess) -> None:
-    """An HTTP/1.1 request with Connection: close gets its answer and then EOF at once."""
-    with _connect(server) as client:
-        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+        client.sendall(request_bytes)
         answer = _read_until_closed(client)
     assert answer.startswith(b"HTTP/1.1 200")
     assert answer.endswith(HEALTHZ_BODY)

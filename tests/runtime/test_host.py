@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -82,8 +83,15 @@ class FailingStart:
         return message
 
 
-def runtime_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "trioshop.runtime"]
+# The runtime's log records so far.
+Records = Callable[[], list[logging.LogRecord]]
+
+
+@pytest.fixture
+def runtime_log(caplog: pytest.LogCaptureFixture) -> Records:
+    """The runtime's log records, every level captured."""
+    caplog.set_level(logging.DEBUG, logger="trioshop.runtime")
+    return lambda: [r for r in caplog.records if r.name == "trioshop.runtime"]
 
 
 async def test_request_reply_round_trip() -> None:
@@ -288,11 +296,8 @@ async def test_actor_does_not_inherit_caller_context() -> None:
         assert await host.request(actor, None, timeout=1) == "-"
 
 
-async def test_refused_start_answers_callers_and_logs_one_line(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_refused_start_answers_callers_and_logs_one_line(runtime_log: Records) -> None:
     """A declared refusal in on_start reaches every queued caller; one log line, no traceback."""
-    caplog.set_level(logging.DEBUG, logger="trioshop.runtime")
     behaviour = FailingStart(Unavailable("store down"))
     async with open_actor_host() as host:
         actor = host.spawn(behaviour, name="cart:alice")
@@ -311,17 +316,14 @@ async def test_refused_start_answers_callers_and_logs_one_line(
         assert host.lookup("cart:alice") is None
         assert behaviour.stop_reason == "refused"
         assert host.statistics().crashed == 0
-    [record] = runtime_records(caplog)
+    [record] = runtime_log()
     assert (record.getMessage(), record.levelno) == ("actor start refused", logging.WARNING)
     assert record.exc_info is None
     assert record.__dict__["fields"]["error"] == "Unavailable('store down')"
 
 
-async def test_undeclared_start_error_is_a_crash_logged_with_traceback(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_undeclared_start_error_is_a_crash_with_traceback(runtime_log: Records) -> None:
     """An undeclared exception in on_start is a crash: ActorCrashed, logged with exc_info."""
-    caplog.set_level(logging.DEBUG, logger="trioshop.runtime")
     behaviour = FailingStart(RuntimeError("bug"))
     async with open_actor_host() as host:
         actor = host.spawn(behaviour)
@@ -330,6 +332,6 @@ async def test_undeclared_start_error_is_a_crash_logged_with_traceback(
         await trio.testing.wait_all_tasks_blocked()
         assert behaviour.stop_reason == "crashed"
         assert host.statistics().crashed == 1
-    [record] = runtime_records(caplog)
+    [record] = runtime_log()
     assert record.getMessage() == "actor crashed"
     assert record.exc_info is not None and record.exc_info[1] is behaviour.error
