@@ -35,6 +35,49 @@ _REQUIRED_CLAIMS: Final = ["exp", "sub"]
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
+# How a token PyJWT refused is answered: the first row whose error class matches gives the 401's
+# message and its RFC 6750 error_description ({algorithm}: the one accepted, {claim}: the one
+# missing). The last row matches every refusal.
+_REJECTIONS: Final[tuple[tuple[type[jwt.InvalidTokenError], str, str], ...]] = (
+    (jwt.ExpiredSignatureError, "Bearer token has expired; get a new token", "token expired"),
+    (
+        jwt.ImmatureSignatureError,
+        "Bearer token is not valid yet; check the issuer's clock and retry later",
+        "token not yet valid",
+    ),
+    (
+        jwt.MissingRequiredClaimError,
+        "Bearer token must carry 'exp' and 'sub' claims; get a token that has both",
+        "token lacks the {claim} claim",
+    ),
+    (
+        jwt.InvalidAlgorithmError,
+        "Bearer token must be signed with {algorithm}; get a token signed with it",
+        "algorithm not allowed, expected {algorithm}",
+    ),
+    (
+        jwt.InvalidSignatureError,
+        "Bearer token signature does not verify; get a token signed with this server's key",
+        "signature invalid",
+    ),
+    (
+        InvalidSubjectError,
+        "Bearer token 'sub' must be the user id; get a token issued for your user",
+        "sub must be a non-empty string",
+    ),
+    (
+        jwt.InvalidAudienceError,
+        "Bearer token names an audience this server does not accept; get one without 'aud'",
+        "audience not accepted",
+    ),
+    (
+        jwt.DecodeError,
+        "Bearer token is not a well-formed JWT; send the token exactly as issued",
+        "token malformed",
+    ),
+    (jwt.InvalidTokenError, "Bearer token is invalid; get a new token", "token invalid"),
+)
+
 
 def _unauthorized(message: str, description: str | None = None) -> ApiError:
     """A 401 with an RFC 6750 challenge; *description* (a bad token was sent) adds the error."""
@@ -190,10 +233,7 @@ class UserAuth:
             raise self._rejected(error) from None
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
-            raise _unauthorized(
-                "Bearer token 'sub' must be the user id; get a token issued for your user",
-                "sub must be a non-empty string",
-            )
+            raise self._rejected(InvalidSubjectError())
         return subject
 
     def check(self, authorization: str | None, user_id: str) -> None:
@@ -208,45 +248,11 @@ class UserAuth:
             )
 
     def _rejected(self, error: jwt.InvalidTokenError) -> ApiError:
-        """The 401 answering a token that PyJWT refused with *error*."""
-        if isinstance(error, jwt.ExpiredSignatureError):
-            return _unauthorized("Bearer token has expired; get a new token", "token expired")
-        if isinstance(error, jwt.ImmatureSignatureError):
-            return _unauthorized(
-                "Bearer token is not valid yet; check the issuer's clock and retry later",
-                "token not yet valid",
-            )
-        if isinstance(error, jwt.MissingRequiredClaimError):
-            return _unauthorized(
-                "Bearer token must carry 'exp' and 'sub' claims; get a token that has both",
-                f"token lacks the {error.claim} claim",
-            )
-        if isinstance(error, jwt.InvalidAlgorithmError):
-            return _unauthorized(
-                f"Bearer token must be signed with {self.algorithm}; get a token signed with it",
-                f"algorithm not allowed, expected {self.algorithm}",
-            )
-        if isinstance(error, jwt.InvalidSignatureError):
-            return _unauthorized(
-                "Bearer token signature does not verify; get a token signed with this server's key",
-                "signature invalid",
-            )
-        if isinstance(error, InvalidSubjectError):
-            return _unauthorized(
-                "Bearer token 'sub' must be the user id; get a token issued for your user",
-                "sub must be a non-empty string",
-            )
-        if isinstance(error, jwt.InvalidAudienceError):
-            return _unauthorized(
-                "Bearer token names an audience this server does not accept; get one without 'aud'",
-                "audience not accepted",
-            )
-        if isinstance(error, jwt.DecodeError):
-            return _unauthorized(
-                "Bearer token is not a well-formed JWT; send the token exactly as issued",
-                "token malformed",
-            )
-        return _unauthorized("Bearer token is invalid; get a new token", "token invalid")
+        """The 401 answering a token that PyJWT refused with *error*: its row of
+        :data:`_REJECTIONS`."""
+        _, message, description = next(row for row in _REJECTIONS if isinstance(error, row[0]))
+        facts = {"algorithm": self.algorithm, "claim": getattr(error, "claim", "")}
+        return _unauthorized(message.format(**facts), description.format(**facts))
 
 
 def mint_token(secret: str, user_id: str, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> str:
