@@ -42,7 +42,7 @@ from trioshop.shop.cart_actor import (
     cart_name,
     new_cart,
 )
-from trioshop.store import CartConflict, MemoryStore, Store, StoredCart, StoreError
+from trioshop.store import CartConflict, CartWrite, MemoryStore, Store, StoredCart, StoreError
 
 STOCK = {"KB-002": 200, "MOUSE-003": 300, "LAPTOP-001": 5}
 KEYBOARD = CartLine("KB-002", "Mechanical Keyboard", 14999, 1)
@@ -68,13 +68,13 @@ class FailingStore(MemoryStore):
     conflicts: int = attrs.field(default=0, init=False)
     before_write: Callable[[], Awaitable[None]] | None = attrs.field(default=None, init=False)
 
-    async def save_cart(self, user_id: str, lines: tuple[CartLine, ...], **options: Any) -> int:
+    async def save_cart(self, write: CartWrite, **options: Any) -> int:
         if self.fail_saves:
             raise StoreError("disk full")
         if self.before_write is not None:
             await self.before_write()
         try:
-            return await super().save_cart(user_id, lines, **options)
+            return await super().save_cart(write, **options)
         except CartConflict:
             self.conflicts += 1
             raise
@@ -100,7 +100,9 @@ class SharedStore(FailingStore):
 
 async def elsewhere(store: Store, user_id: str, *lines: CartLine) -> int:
     """Another node stores *lines* as the user's cart, at the version the store has."""
-    return await store.save_cart(user_id, lines, version=await store.cart_version(user_id))
+    return await store.save_cart(
+        CartWrite(user_id=user_id, lines=lines, version=await store.cart_version(user_id))
+    )
 
 
 @attrs.define
@@ -270,8 +272,8 @@ async def test_checkout_places_publishes_and_ends(world: World) -> None:
     assert stored is not None
     assert stored.order == order
     assert await world.store.load_cart("alice") == StoredCart((), 3)
-    assert await world.store.available("KB-002") == 198
-    assert await world.store.available("MOUSE-003") == 299
+    assert (await world.store.stock_levels()).get("KB-002", 0) == 198
+    assert (await world.store.stock_levels()).get("MOUSE-003", 0) == 299
     assert (world.deps.counters.checkouts, world.deps.counters.revenue_cents) == (
         1,
         order.total_cents,
@@ -315,7 +317,7 @@ async def test_checkout_short_of_stock_refused_and_cart_stays(world: World) -> N
     assert world.host.lookup("cart:bob") is bob
     assert (await world.view(bob)).lines == (qty(KEYBOARD, 150),)
     assert await world.store.load_cart("bob") == StoredCart((qty(KEYBOARD, 150),), 1)
-    assert await world.store.available("KB-002") == 50
+    assert (await world.store.stock_levels()).get("KB-002", 0) == 50
     assert world.bus.published == 1
 
 
@@ -423,8 +425,8 @@ async def test_checkout_after_change_elsewhere_checks_out_the_cart_as_stored() -
         assert placement.order.lines == (MOUSE,)
         assert placement.order.total_cents == 7999
         assert subscription.receive_nowait().data == placement.order
-        assert await store.available("KB-002") == 200
-        assert await store.available("MOUSE-003") == 299
+        assert (await store.stock_levels()).get("KB-002", 0) == 200
+        assert (await store.stock_levels()).get("MOUSE-003", 0) == 299
         assert await store.load_cart("alice") == StoredCart((), 3)
         assert store.conflicts == 1
         assert world.host.lookup("cart:alice") is None
@@ -442,7 +444,7 @@ async def test_checkout_after_cart_emptied_elsewhere_refused() -> None:
         assert world.host.lookup("cart:alice") is cart
         assert (await world.view(cart)).lines == ()
         assert await store.orders_for("alice") == []
-        assert await store.available("KB-002") == 200
+        assert (await store.stock_levels()).get("KB-002", 0) == 200
 
 
 async def test_keyed_add_stored_elsewhere_meanwhile_is_answered_not_repeated() -> None:
@@ -455,7 +457,12 @@ async def test_keyed_add_stored_elsewhere_meanwhile_is_answered_not_repeated() -
 
         async def same_add_elsewhere() -> None:
             await store.save_cart(
-                "alice", (MOUSE, other_answer), version=1, add_key=("k", other_answer)
+                CartWrite(
+                    user_id="alice",
+                    lines=(MOUSE, other_answer),
+                    version=1,
+                    add_key=("k", other_answer),
+                )
             )
 
         meddle(store, same_add_elsewhere)
@@ -548,7 +555,7 @@ async def test_store_error_on_checkout_keeps_cart() -> None:
         assert world.bus.published == 0
         assert world.host.lookup("cart:alice") is cart
         assert (await world.view(cart)).lines == (qty(KEYBOARD, 2),)
-        assert await store.available("KB-002") == 200
+        assert (await store.stock_levels()).get("KB-002", 0) == 200
         store.fail_checkouts = False
         placement = await world.ask(cart, Checkout())
         assert placement.order.lines == (qty(KEYBOARD, 2),)
@@ -571,8 +578,12 @@ async def test_fresh_cart_reloads_stored_lines_and_version() -> None:
     """A new actor for a user with a stored cart starts with its lines and version (on_start)."""
     store = FailingStore()
     async with open_world(store) as world:
-        await store.save_cart("alice", (qty(KEYBOARD, 2), MOUSE), version=0)
-        await store.save_cart("alice", (qty(KEYBOARD, 2), MOUSE), version=1)
+        await store.save_cart(
+            CartWrite(user_id="alice", lines=(qty(KEYBOARD, 2), MOUSE), version=0)
+        )
+        await store.save_cart(
+            CartWrite(user_id="alice", lines=(qty(KEYBOARD, 2), MOUSE), version=1)
+        )
         cart = world.spawn()
         view = await world.view(cart)
         assert view.lines == (qty(KEYBOARD, 2), MOUSE)

@@ -26,7 +26,7 @@ from trioshop.shop.cart_actor import (
     cart_name,
     new_cart,
 )
-from trioshop.store import Store, StoredCart
+from trioshop.store import CartWrite, Store, StoredCart
 
 # Replies come from a real database here: far more than a write ever takes.
 REPLY_TIMEOUT = 30.0
@@ -59,7 +59,7 @@ class World:
     async def elsewhere(self, user_id: str, *lines: CartLine) -> int:
         """Another writer (a node, a stale actor) stores *lines* as the user's cart."""
         version = await self.store.cart_version(user_id)
-        return await self.store.save_cart(user_id, lines, version=version)
+        return await self.store.save_cart(CartWrite(user_id=user_id, lines=lines, version=version))
 
 
 @pytest.fixture(params=BACKENDS)

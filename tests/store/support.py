@@ -10,7 +10,7 @@ import trio
 
 from tests.postgres import fresh_schema
 from trioshop.domain import CartLine, Order, Placement
-from trioshop.store import Store, open_store
+from trioshop.store import CartWrite, Store, open_store
 
 INITIAL_STOCK = {"A": 5, "B": 2}
 LINE_A = CartLine("A", "Thing A", 250, 2)
@@ -46,5 +46,7 @@ async def place(
     store: Store, order_id: str, user: str, *lines: CartLine, key: str | None = None
 ) -> Placement:
     """Save *lines* as *user*'s cart, then check them out at the version just saved."""
-    version = await store.save_cart(user, lines, version=await store.cart_version(user))
+    version = await store.save_cart(
+        CartWrite(user_id=user, lines=lines, version=await store.cart_version(user))
+    )
     return await store.checkout(order(order_id, user, *lines, key=key), version=version)

@@ -15,7 +15,7 @@ from tests.postgres import fresh_schema
 from tests.store.support import INITIAL_STOCK, LINE_A, LINE_B, ONE_A, order, place
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock
 from trioshop.runtime import Ticket
-from trioshop.store import CartConflict, OperationAbandoned, StoredCart, StoreError
+from trioshop.store import CartConflict, CartWrite, OperationAbandoned, StoredCart, StoreError
 from trioshop.store.postgres import (
     LOCK_TIMEOUT,
     PRUNE_CHUNK,
@@ -91,7 +91,7 @@ async def test_reopening_keeps_stock_and_carts(url: str) -> None:
     """A restart sees what was stored; known SKUs keep their stock, new ones get theirs."""
     async with open_postgres_store(url, INITIAL_STOCK) as store:
         await place(store, "o-u", "u", LINE_A)
-        await store.save_cart("w", (LINE_B,), version=0)
+        await store.save_cart(CartWrite(user_id="w", lines=(LINE_B,), version=0))
     async with open_postgres_store(url, {**INITIAL_STOCK, "C": 7}) as store:
         assert await store.stock_levels() == {"A": 3, "B": 2, "C": 7}
         assert await store.load_cart("w") == StoredCart((LINE_B,), 1)
@@ -113,10 +113,10 @@ async def test_cart_round_trip(nodes: Nodes) -> None:
     """A cart saved on one node loads on the other; emptying keeps the row, version + 1."""
     a, b = nodes
     assert await b.load_cart("u") == StoredCart((), 0) and not await b.has_cart("u")
-    assert await a.save_cart("u", (LINE_B, LINE_A), version=0) == 1
+    assert await a.save_cart(CartWrite(user_id="u", lines=(LINE_B, LINE_A), version=0)) == 1
     assert await b.load_cart("u") == StoredCart((LINE_B, LINE_A), 1)
     assert await b.has_cart("u") and await b.cart_version("u") == 1
-    assert await b.save_cart("u", (), version=1) == 2
+    assert await b.save_cart(CartWrite(user_id="u", lines=(), version=1)) == 2
     assert await a.load_cart("u") == StoredCart((), 2)
     assert not await a.has_cart("u") and await a.cart_version("u") == 2
 
@@ -124,13 +124,15 @@ async def test_cart_round_trip(nodes: Nodes) -> None:
 async def test_stale_version_is_a_conflict_with_the_stored_cart(nodes: Nodes) -> None:
     """A write conditional on an old version changes nothing and carries the current cart."""
     a, b = nodes
-    await a.save_cart("u", (LINE_A,), version=0)
-    await a.save_cart("u", (LINE_A, LINE_B), version=1)
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=1))
     with pytest.raises(CartConflict) as caught:
-        await b.save_cart("u", (), version=1)
+        await b.save_cart(CartWrite(user_id="u", lines=(), version=1))
     assert caught.value.current == StoredCart((LINE_A, LINE_B), 2)
     with pytest.raises(CartConflict):
-        await b.save_cart("u", (), version=0)  # an emptied or new cart is no exception
+        await b.save_cart(
+            CartWrite(user_id="u", lines=(), version=0)
+        )  # an emptied or new cart is no exception
     assert await b.load_cart("u") == StoredCart((LINE_A, LINE_B), 2)
 
 
@@ -144,7 +146,9 @@ async def test_concurrent_writes_one_winner_per_version(nodes: Nodes) -> None:
         store: PostgresStore, name: str, user: str, line: CartLine, version: int
     ) -> None:
         try:
-            outcomes[user, name] = await store.save_cart(user, (line,), version=version)
+            outcomes[user, name] = await store.save_cart(
+                CartWrite(user_id=user, lines=(line,), version=version)
+            )
         except CartConflict as conflict:
             outcomes[user, name] = conflict
 
@@ -168,8 +172,8 @@ async def test_writes_sent_together_commit_in_one_transaction_each_answered(
 ) -> None:
     """Cart writes waiting together share one transaction; each gets its own outcome."""
     a, b = nodes
-    await b.save_cart("stale", (LINE_A,), version=0)
-    await b.save_cart("old", (LINE_A,), version=0)
+    await b.save_cart(CartWrite(user_id="stale", lines=(LINE_A,), version=0))
+    await b.save_cart(CartWrite(user_id="old", lines=(LINE_A,), version=0))
     before = a.statistics()
     outcomes: dict[str, object] = {}
 
@@ -179,8 +183,7 @@ async def test_writes_sent_together_commit_in_one_transaction_each_answered(
     ) -> None:
         try:
             outcomes[user] = await a.save_cart(
-                user, lines, version=version, stock_check=stock_check
-            )
+                CartWrite(user_id=user, lines=lines, version=version, stock_check=stock_check))
         except (CartConflict, InsufficientStock) as refusal:
             outcomes[user] = refusal
 
@@ -210,7 +213,7 @@ async def test_a_write_the_database_refuses_fails_alone_in_its_batch(nodes: Node
 
     async def write(user: str) -> None:
         try:
-            outcomes[user] = await a.save_cart(user, (LINE_A,), version=0)
+            outcomes[user] = await a.save_cart(CartWrite(user_id=user, lines=(LINE_A,), version=0))
         except StoreError as refusal:
             outcomes[user] = refusal
 
@@ -225,12 +228,14 @@ async def test_a_write_the_database_refuses_fails_alone_in_its_batch(nodes: Node
 async def test_a_cart_locked_elsewhere_holds_up_only_its_own_write(nodes: Nodes, url: str) -> None:
     """A cart row locked by another session fails its write after the lock timeout, alone."""
     a, _ = nodes
-    await a.save_cart("busy", (LINE_A,), version=0)
+    await a.save_cart(CartWrite(user_id="busy", lines=(LINE_A,), version=0))
     outcomes: dict[str, object] = {}
 
     async def write(user: str, version: int) -> None:
         try:
-            outcomes[user] = await a.save_cart(user, (LINE_B,), version=version)
+            outcomes[user] = await a.save_cart(
+                CartWrite(user_id=user, lines=(LINE_B,), version=version)
+            )
         except StoreError as refusal:
             outcomes[user] = refusal
 
@@ -266,11 +271,13 @@ async def test_a_batch_chosen_as_a_deadlock_victim_is_tried_again(
     monkeypatch.setattr(pool, "STATEMENT_TIMEOUT", 20.0)
     named = f"{url}{quote(' -cdeadlock_timeout=2s')}&application_name=deadlock_victim"
     async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
-        version = await store.save_cart("u", (LINE_A,), version=0)
+        version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
         written: list[int] = []
 
         async def write() -> None:
-            written.append(await store.save_cart("u", (LINE_B,), version=version))
+            written.append(
+                await store.save_cart(CartWrite(user_id="u", lines=(LINE_B,), version=version))
+            )
 
         with psycopg.connect(url, autocommit=True) as other:
             other.execute("SET deadlock_timeout = '60s'")  # the batch is the victim, not this
@@ -301,7 +308,9 @@ async def test_sessions_the_server_ended_do_not_fail_a_batch(url: str) -> None:
         versions: dict[str, int] = {}
 
         async def write(user: str) -> None:
-            versions[user] = await store.save_cart(user, (LINE_A,), version=0)
+            versions[user] = await store.save_cart(
+                CartWrite(user_id=user, lines=(LINE_A,), version=0)
+            )
 
         async with trio.open_nursery() as nursery:
             for n in range(50):
@@ -314,7 +323,7 @@ async def test_every_operation_survives_sessions_the_server_ended(url: str) -> N
     named = f"{url}&application_name=ended_for_all"
     async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
         await store.register_service("mail")
-        version = await store.save_cart("u", (LINE_A,), version=0)
+        version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
 
         async def end_sessions() -> None:
             async with trio.open_nursery() as nursery:  # open several pooled connections
@@ -348,7 +357,7 @@ async def test_a_locked_stock_row_fails_its_checkouts_and_leaves_reads_a_connect
     async with open_postgres_store(url, INITIAL_STOCK, pool_size=2) as store:
         users = [f"u{n}" for n in range(6)]
         for user in users:
-            await store.save_cart(user, (ONE_A,), version=0)
+            await store.save_cart(CartWrite(user_id=user, lines=(ONE_A,), version=0))
         failed: list[StoreError] = []
         reads: list[dict[str, int]] = []
 
@@ -379,7 +388,7 @@ async def test_a_checkout_waits_for_a_locked_row_no_longer_than_its_deadline(
 ) -> None:
     """A ticket whose deadline is nearer than the lock timeout bounds the checkout's wait."""
     a, _ = nodes
-    await a.save_cart("u", (ONE_A,), version=0)
+    await a.save_cart(CartWrite(user_id="u", lines=(ONE_A,), version=0))
     with psycopg.connect(url, autocommit=True) as other:
         other.execute("BEGIN")
         other.execute("SELECT 1 FROM stock WHERE sku = 'A' FOR UPDATE")
@@ -401,7 +410,7 @@ async def test_pruning_more_add_keys_than_a_statement_deletes(nodes: Nodes, url:
     sql(url, "INSERT INTO add_keys (user_id, key, line, created_at) "
              f"SELECT 'u', 'k' || n, '[]'::jsonb, now() - interval '2 days' "
              f"FROM generate_series(1, {expired}) AS n")
-    await a.save_cart("v", (LINE_A,), version=0, add_key=("fresh", LINE_A))
+    await a.save_cart(CartWrite(user_id="v", lines=(LINE_A,), version=0, add_key=("fresh", LINE_A)))
     assert await a.prune_add_keys() == expired
     assert sql(url, "SELECT key FROM add_keys") == [("fresh",)]
 
@@ -419,7 +428,9 @@ async def test_a_batched_write_waiting_for_a_connection_can_be_abandoned(url: st
 
         async def write() -> None:
             with pytest.raises(OperationAbandoned) as caught:
-                await store.save_cart("u", (LINE_A,), version=0, ticket=ticket)
+                await store.save_cart(
+                    CartWrite(user_id="u", lines=(LINE_A,), version=0), ticket=ticket
+                )
             abandoned.append(caught.value)
 
         async with trio.open_nursery() as nursery:
@@ -452,8 +463,7 @@ async def test_two_nodes_batches_on_overlapping_carts_never_deadlock(nodes: Node
                 async with locks.setdefault(user, trio.Lock()):  # one write a user: an actor
                     try:
                         versions[user] = await store.save_cart(
-                            user, (LINE_A,), version=versions.get(user, 0)
-                        )
+                            CartWrite(user_id=user, lines=(LINE_A,), version=versions.get(user, 0)))
                     except CartConflict as conflict:
                         versions[user] = conflict.current.version
                     except StoreError as failure:
@@ -476,15 +486,19 @@ async def test_two_nodes_batches_on_overlapping_carts_never_deadlock(nodes: Node
 async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
     """An add's key and answer commit with the cart; the same key again is a conflict."""
     a, b = nodes
-    await a.save_cart("u", (LINE_A,), version=0, add_key=("k1", LINE_A))
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0, add_key=("k1", LINE_A)))
     assert await b.added_with_key("u", "k1") == LINE_A
     assert await b.added_with_key("u", "k2") is None and await b.added_with_key("v", "k1") is None
     with pytest.raises(CartConflict) as caught:
-        await b.save_cart("u", (LINE_A, LINE_B), version=1, add_key=("k1", LINE_B))
+        await b.save_cart(
+            CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=1, add_key=("k1", LINE_B))
+        )
     assert caught.value.current == StoredCart((LINE_A,), 1)
     assert await a.added_with_key("u", "k1") == LINE_A
     with pytest.raises(CartConflict):  # a conflict on the cart stores no key either
-        await b.save_cart("u", (LINE_B,), version=0, add_key=("k3", LINE_B))
+        await b.save_cart(
+            CartWrite(user_id="u", lines=(LINE_B,), version=0, add_key=("k3", LINE_B))
+        )
     assert await a.added_with_key("u", "k3") is None
 
 
@@ -494,11 +508,13 @@ async def test_add_key_is_stored_with_the_cart(nodes: Nodes) -> None:
 async def test_checkout_reserves_stock_and_empties_cart(nodes: Nodes) -> None:
     """Checkout stores the order, takes the stock, empties the cart (version + 1)."""
     a, b = nodes
-    await a.save_cart("u", (LINE_A, LINE_B), version=0)
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=0))
     placed = await a.checkout(order("o1", "u", LINE_A, LINE_B), version=1)
     assert placed.order.order_id == "o1" and not placed.replayed
     assert await b.stock_levels() == {"A": 3, "B": 1}
-    assert await b.available("A") == 3 and await b.available("nope") == 0
+    assert (await b.stock_levels()).get("A", 0) == 3 and (await b.stock_levels()).get(
+        "nope", 0
+    ) == 0
     assert await b.load_cart("u") == StoredCart((), 2)
     stored = await b.order("o1")
     assert stored is not None and stored.order == placed.order and stored.services == {}
@@ -510,7 +526,7 @@ async def test_checkout_reserves_stock_and_empties_cart(nodes: Nodes) -> None:
 async def test_insufficient_stock_changes_nothing(nodes: Nodes) -> None:
     """A checkout asking more than there is (lines of one SKU summed) is refused whole."""
     a, b = nodes
-    await a.save_cart("u", (LINE_A, LINE_B), version=0)
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=0))
     with pytest.raises(InsufficientStock) as caught:
         await b.checkout(order("o1", "u", LINE_A, LINE_B, LINE_B, LINE_B), version=1)
     assert (caught.value.sku, caught.value.requested, caught.value.available) == ("B", 3, 2)
@@ -522,8 +538,8 @@ async def test_insufficient_stock_changes_nothing(nodes: Nodes) -> None:
 async def test_stale_checkout_is_a_conflict(nodes: Nodes) -> None:
     """A checkout of a cart changed meanwhile is a CartConflict; nothing is taken."""
     a, b = nodes
-    await a.save_cart("u", (LINE_A,), version=0)
-    await a.save_cart("u", (LINE_A, LINE_B), version=1)
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=1))
     with pytest.raises(CartConflict) as caught:
         await b.checkout(order("o1", "u", LINE_A), version=1)
     assert caught.value.current.version == 2
@@ -539,7 +555,7 @@ async def test_concurrent_checkouts_sell_exactly_the_stock(url: str) -> None:
     ):
         users = [f"user{n}" for n in range(40)]
         for user in users:
-            await a.save_cart(user, (one,), version=0)
+            await a.save_cart(CartWrite(user_id=user, lines=(one,), version=0))
         sold: list[str] = []
         refused: list[str] = []
 
@@ -588,7 +604,7 @@ async def test_concurrent_checkouts_with_one_key(nodes: Nodes) -> None:
         nursery.start_soon(buy, a, "u")
         nursery.start_soon(buy, b, "v")
     assert sorted(type(x).__name__ for x in outcomes) == ["IdempotencyKeyReused", "Placement"]
-    assert await a.available("A") == 3
+    assert (await a.stock_levels()).get("A", 0) == 3
 
 
 async def test_orders_for_newest_first(nodes: Nodes) -> None:
@@ -689,7 +705,7 @@ async def test_listener_reconnects_and_wakes_waiters(nodes: Nodes, url: str) -> 
 async def test_racing_retries_of_one_checkout_place_one_order(nodes: Nodes) -> None:
     """The same user's checkout sent to both nodes at once with one key: one order, one replay."""
     a, b = nodes
-    await a.save_cart("u", (LINE_A,), version=0)
+    await a.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
     placements = []
 
     async def buy(store: PostgresStore, order_id: str) -> None:
@@ -700,4 +716,4 @@ async def test_racing_retries_of_one_checkout_place_one_order(nodes: Nodes) -> N
         nursery.start_soon(buy, b, "o2")
     assert sorted(p.replayed for p in placements) == [False, True]
     assert placements[0].order == placements[1].order
-    assert await a.available("A") == 3 and await a.load_cart("u") == StoredCart((), 2)
+    assert (await a.stock_levels()).get("A", 0) == 3 and await a.load_cart("u") == StoredCart((), 2)

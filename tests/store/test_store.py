@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import suppress
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, O
 from trioshop.runtime import Ticket
 from trioshop.store import (
     CartConflict,
+    CartWrite,
     MemoryStore,
     OperationAbandoned,
     Store,
@@ -35,42 +35,43 @@ EMPTY = StoredCart((), 0)
 async def test_stock_is_seeded(store: Store) -> None:
     """Live stock starts at the figures the store was opened with; unknown SKUs have none."""
     assert await store.stock_levels() == INITIAL_STOCK
-    assert await store.available("A") == 5
-    assert await store.available("nothing") == 0
+    assert "nothing" not in await store.stock_levels()
 
 
 async def test_cart_round_trip_with_versions(store: Store) -> None:
     """Each save makes the version one higher; an emptied cart keeps its row, without lines."""
     assert await store.load_cart("u") == EMPTY
     assert not await store.has_cart("u")
-    assert await store.save_cart("u", (LINE_B, LINE_A), version=0) == 1
+    assert await store.save_cart(CartWrite(user_id="u", lines=(LINE_B, LINE_A), version=0)) == 1
     assert await store.load_cart("u") == StoredCart((LINE_B, LINE_A), 1)
     assert await store.has_cart("u")
-    assert await store.save_cart("u", (LINE_A,), version=1) == 2
+    assert await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=1)) == 2
     assert await store.load_cart("u") == StoredCart((LINE_A,), 2)
-    assert await store.save_cart("u", (), version=2) == 3
+    assert await store.save_cart(CartWrite(user_id="u", lines=(), version=2)) == 3
     assert await store.load_cart("u") == StoredCart((), 3)
     assert not await store.has_cart("u")
-    assert await store.save_cart("u", (LINE_B,), version=3) == 4  # the row lives on
+    assert (
+        await store.save_cart(CartWrite(user_id="u", lines=(LINE_B,), version=3)) == 4
+    )  # the row lives on
     assert await store.load_cart("u") == StoredCart((LINE_B,), 4)
     assert await store.load_cart("other") == EMPTY
 
 
 async def test_saving_nothing_over_nothing_stores_nothing(store: Store) -> None:
     """Saving no lines for a cart never stored is no change: it stays at version 0."""
-    assert await store.save_cart("u", (), version=0) == 0
+    assert await store.save_cart(CartWrite(user_id="u", lines=(), version=0)) == 0
     assert await store.load_cart("u") == EMPTY
-    assert await store.save_cart("u", (LINE_A,), version=0) == 1
+    assert await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0)) == 1
 
 
 async def test_cart_version(store: Store) -> None:
     """cart_version is the stored version per user, 0 for a cart never stored."""
     assert await store.cart_version("u") == 0
-    await store.save_cart("u", (LINE_A,), version=0)
-    await store.save_cart("u", (LINE_A, LINE_B), version=1)
-    await store.save_cart("v", (LINE_B,), version=0)
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=1))
+    await store.save_cart(CartWrite(user_id="v", lines=(LINE_B,), version=0))
     assert (await store.cart_version("u"), await store.cart_version("v")) == (2, 1)
-    await store.save_cart("u", (), version=2)
+    await store.save_cart(CartWrite(user_id="u", lines=(), version=2))
     assert await store.cart_version("u") == 3
     assert await store.cart_version("nobody") == 0
 
@@ -78,12 +79,12 @@ async def test_cart_version(store: Store) -> None:
 @pytest.mark.parametrize("stale", [0, 1, 3])
 async def test_stale_save_conflicts_and_changes_nothing(store: Store, stale: int) -> None:
     """A save at any version but the stored one raises CartConflict with the stored cart."""
-    await store.save_cart("u", (LINE_A,), version=0)
-    await store.save_cart("u", (LINE_A, LINE_B), version=1)
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=1))
     stored = StoredCart((LINE_A, LINE_B), 2)
     for lines in [(LINE_B,), ()]:
         with pytest.raises(CartConflict) as conflict:
-            await store.save_cart("u", lines, version=stale)
+            await store.save_cart(CartWrite(user_id="u", lines=lines, version=stale))
         assert conflict.value.current == stored
         assert await store.load_cart("u") == stored
 
@@ -98,7 +99,9 @@ async def test_concurrent_writers_at_one_version_exactly_one_wins(store: Store) 
             name: str, lines: tuple[CartLine, ...], version: int, outcomes: dict[str, Any]
         ) -> None:
             try:
-                outcomes[name] = await store.save_cart("u", lines, version=version)
+                outcomes[name] = await store.save_cart(
+                    CartWrite(user_id="u", lines=lines, version=version)
+                )
             except CartConflict as conflict:
                 outcomes[name] = conflict
 
@@ -115,24 +118,38 @@ async def test_concurrent_writers_at_one_version_exactly_one_wins(store: Store) 
 
 async def test_add_keys_are_kept_with_the_cart_change_per_user(store: Store) -> None:
     """An add's key and answer are stored with its cart change, per user, and only with it."""
-    assert await store.save_cart("u", (LINE_A,), version=0, add_key=("k", LINE_A)) == 1
+    assert (
+        await store.save_cart(
+            CartWrite(user_id="u", lines=(LINE_A,), version=0, add_key=("k", LINE_A))
+        )
+        == 1
+    )
     assert await store.added_with_key("u", "k") == LINE_A
     assert await store.added_with_key("other", "k") is None
     assert await store.added_with_key("u", "unknown") is None
     with pytest.raises(CartConflict):  # a stale save stores neither the cart nor the key
-        await store.save_cart("u", (LINE_B,), version=0, add_key=("k2", LINE_B))
+        await store.save_cart(
+            CartWrite(user_id="u", lines=(LINE_B,), version=0, add_key=("k2", LINE_B))
+        )
     assert await store.added_with_key("u", "k2") is None
-    assert await store.save_cart("other", (LINE_B,), version=0, add_key=("k", LINE_B)) == 1
+    assert (
+        await store.save_cart(
+            CartWrite(user_id="other", lines=(LINE_B,), version=0, add_key=("k", LINE_B))
+        )
+        == 1
+    )
     assert await store.added_with_key("other", "k") == LINE_B
     assert await store.added_with_key("u", "k") == LINE_A
 
 
 async def test_save_with_a_key_already_stored_conflicts(store: Store) -> None:
     """A save carrying a key the user's cart already stored raises CartConflict, changes nothing."""
-    await store.save_cart("u", (LINE_A,), version=0, add_key=("k", LINE_A))
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0, add_key=("k", LINE_A)))
     twice = CartLine("A", "Thing A", 250, 4)
     with pytest.raises(CartConflict) as conflict:  # at the current version all the same
-        await store.save_cart("u", (twice,), version=1, add_key=("k", LINE_A))
+        await store.save_cart(
+            CartWrite(user_id="u", lines=(twice,), version=1, add_key=("k", LINE_A))
+        )
     assert conflict.value.current == StoredCart((LINE_A,), 1)
     assert await store.load_cart("u") == StoredCart((LINE_A,), 1)
     assert await store.added_with_key("u", "k") == LINE_A
@@ -144,11 +161,14 @@ async def test_save_with_a_key_already_stored_conflicts(store: Store) -> None:
 async def test_checkout_reserves_stock_empties_cart_and_queues_order(store: Store) -> None:
     """Checkout stores the order, takes its stock, empties the cart (version + 1), queues it."""
     await store.register_service("delivery")
-    version = await store.save_cart("u", (LINE_A, LINE_B), version=0)
+    version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=0))
     placed = await store.checkout(order("o1", "u", LINE_A, LINE_B), version=version)
     assert placed == Placement(order("o1", "u", LINE_A, LINE_B))
     assert await store.stock_levels() == {"A": 3, "B": 1}
-    assert (await store.available("A"), await store.available("B")) == (3, 1)
+    assert ((await store.stock_levels()).get("A", 0), (await store.stock_levels()).get("B", 0)) == (
+        3,
+        1,
+    )
     assert await store.load_cart("u") == StoredCart((), version + 1)
     assert not await store.has_cart("u")
     stored = await store.order("o1")
@@ -161,8 +181,8 @@ async def test_checkout_reserves_stock_empties_cart_and_queues_order(store: Stor
 async def test_stale_checkout_conflicts_and_changes_nothing(store: Store) -> None:
     """A checkout at a version no longer stored raises CartConflict: no order, stock as it was."""
     await store.register_service("delivery")
-    await store.save_cart("u", (LINE_A,), version=0)
-    await store.save_cart("u", (LINE_A, LINE_B), version=1)
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A, LINE_B), version=1))
     with pytest.raises(CartConflict) as conflict:
         await store.checkout(order("o1", "u", LINE_A, key="k"), version=1)
     assert conflict.value.current == StoredCart((LINE_A, LINE_B), 2)
@@ -178,7 +198,7 @@ async def test_checkout_is_all_or_nothing(store: Store) -> None:
     """One short line refuses the whole order and changes nothing, the cart included."""
     await store.register_service("delivery")
     too_many_b = CartLine("B", "Thing B", 1000, 3)
-    version = await store.save_cart("u", (LINE_A, too_many_b), version=0)
+    version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A, too_many_b), version=0))
     with pytest.raises(InsufficientStock) as refused:
         await store.checkout(order("o1", "u", LINE_A, too_many_b), version=version)
     assert (refused.value.sku, refused.value.requested, refused.value.available) == ("B", 3, 2)
@@ -193,13 +213,15 @@ async def test_idempotency_key_replays_for_its_user_and_is_refused_to_others(sto
     await store.register_service("delivery")
     first = await place(store, "o1", "u", LINE_A, key="k1")
     assert not first.replayed
-    version = await store.save_cart("u", (LINE_B,), version=await store.cart_version("u"))
+    version = await store.save_cart(
+        CartWrite(user_id="u", lines=(LINE_B,), version=await store.cart_version("u"))
+    )
     again = await store.checkout(order("o2", "u", LINE_B, key="k1"), version=version)
     assert again == Placement(first.order, replayed=True)
     assert await store.load_cart("u") == StoredCart((LINE_B,), version)  # the new cart stays
     assert await store.stock_levels() == {"A": 3, "B": 2}  # reserved once
     assert await store.order("o2") is None
-    other = await store.save_cart("other", (ONE_A,), version=0)
+    other = await store.save_cart(CartWrite(user_id="other", lines=(ONE_A,), version=0))
     with pytest.raises(IdempotencyKeyReused):
         await store.checkout(order("o3", "other", ONE_A, key="k1"), version=other)
     assert await store.load_cart("other") == StoredCart((ONE_A,), other)
@@ -212,15 +234,18 @@ async def test_idempotency_key_replays_for_its_user_and_is_refused_to_others(sto
 async def test_abandoned_ticket_changes_nothing(store: Store) -> None:
     """A change whose caller gave up before it started is refused and leaves everything as is."""
     await store.register_service("delivery")
-    version = await store.save_cart("u", (LINE_A,), version=0)
+    version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
     gone = Ticket()
     assert gone.abandon()
     with pytest.raises(OperationAbandoned):
-        await store.save_cart("u", (LINE_B,), version=version, ticket=gone, add_key=("k", LINE_B))
+        await store.save_cart(
+            CartWrite(user_id="u", lines=(LINE_B,), version=version, add_key=("k", LINE_B)),
+            ticket=gone,
+        )
     with pytest.raises(OperationAbandoned):
         await store.checkout(order("o1", "u", LINE_A), version=version, ticket=gone)
     with pytest.raises(OperationAbandoned):  # nor is a new cart created
-        await store.save_cart("new", (LINE_A,), version=0, ticket=gone)
+        await store.save_cart(CartWrite(user_id="new", lines=(LINE_A,), version=0), ticket=gone)
     assert await store.load_cart("u") == StoredCart((LINE_A,), version)
     assert await store.cart_version("new") == 0
     assert await store.added_with_key("u", "k") is None
@@ -228,7 +253,10 @@ async def test_abandoned_ticket_changes_nothing(store: Store) -> None:
     assert await store.order("o1") is None
     assert await store.pending("delivery") == []
     kept = Ticket()
-    assert await store.save_cart("u", (LINE_B,), version=version, ticket=kept) == version + 1
+    assert (
+        await store.save_cart(CartWrite(user_id="u", lines=(LINE_B,), version=version), ticket=kept)
+        == version + 1
+    )
     assert kept.claimed and not kept.abandon()  # claimed: its caller must wait for the outcome
 
 
@@ -326,7 +354,7 @@ async def test_keep_services_unregisters_the_others(store: Store) -> None:
 
 async def test_add_keys_past_their_retention_are_pruned(store: Store) -> None:
     """prune_add_keys deletes the keys older than the retention, and only those."""
-    await store.save_cart("u", (LINE_A,), version=0, add_key=("k", LINE_A))
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0, add_key=("k", LINE_A)))
     assert await store.prune_add_keys() == 0  # a key of now is kept for the retention
     assert await store.added_with_key("u", "k") == LINE_A
     assert await store.prune_add_keys(retention=0) == 1
@@ -350,7 +378,7 @@ async def test_add_stock_keeps_known_stock(store: Store) -> None:
     await place(store, "o", "u", LINE_A)
     await store.add_stock({**INITIAL_STOCK, "C": 9})
     assert await store.stock_levels() == {"A": 3, "B": 2, "C": 9}
-    assert await store.available("C") == 9
+    assert (await store.stock_levels()).get("C", 0) == 9
 
 
 # Not on the memory store: its operations never checkpoint (see the memory-only test below),
@@ -360,7 +388,7 @@ async def test_never_oversold_under_concurrency(store: Store) -> None:
     """20 concurrent one-unit checkouts against stock 5: exactly 5 orders, stock 0, no more."""
     await store.register_service("delivery")
     for n in range(20):
-        assert await store.save_cart(f"u{n}", (ONE_A,), version=0) == 1
+        assert await store.save_cart(CartWrite(user_id=f"u{n}", lines=(ONE_A,), version=0)) == 1
     sold: list[str] = []
     refused: list[str] = []
 
@@ -376,7 +404,7 @@ async def test_never_oversold_under_concurrency(store: Store) -> None:
         for n in range(20):
             nursery.start_soon(buy, n)
     assert (len(sold), len(refused)) == (5, 15)
-    assert await store.available("A") == 0
+    assert (await store.stock_levels()).get("A", 0) == 0
     assert len(await store.pending("delivery")) == 5
     for user in sold:
         assert await store.load_cart(user) == StoredCart((), 2)
@@ -387,7 +415,7 @@ async def test_never_oversold_under_concurrency(store: Store) -> None:
 async def test_statistics_count_committed_work(store: Store) -> None:
     """Each change counts in the statistics: at least one operation in one transaction."""
     before = store.statistics()
-    await store.save_cart("u", (LINE_A,), version=0)
+    await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
     after = store.statistics()
     assert after.operations > before.operations
     assert after.transactions > before.transactions
@@ -403,12 +431,14 @@ async def test_memory_store_operations_never_checkpoint() -> None:
     with trio.testing.assert_no_checkpoints():
         await store.add_stock(INITIAL_STOCK)
         await store.register_service("delivery")
-        version = await store.save_cart("u", (LINE_A,), version=0, add_key=("k", LINE_A))
+        version = await store.save_cart(
+            CartWrite(user_id="u", lines=(LINE_A,), version=0, add_key=("k", LINE_A))
+        )
         await store.added_with_key("u", "k")
         await store.load_cart("u")
         await store.cart_version("u")
         await store.has_cart("u")
-        await store.available("A")
+        (await store.stock_levels()).get("A", 0)
         await store.stock_levels()
         placed = await store.checkout(order("o1", "u", LINE_A, key="k"), version=version)
         [entry] = await store.pending("delivery")
@@ -417,7 +447,7 @@ async def test_memory_store_operations_never_checkpoint() -> None:
         await store.orders_for("u")
         await store.order_by_key("k")
         with pytest.raises(CartConflict):
-            await store.save_cart("u", (LINE_B,), version=version)
+            await store.save_cart(CartWrite(user_id="u", lines=(LINE_B,), version=version))
         with pytest.raises(CartConflict):
             await store.checkout(order("o2", "u", LINE_B), version=version)
     assert placed.order.order_id == "o1"
@@ -429,9 +459,11 @@ async def test_memory_store_operations_never_checkpoint() -> None:
 async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     """Carts and their versions, add keys, stock, orders and cursors outlive the process."""
     async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
-        await store.save_cart("keep", (LINE_B,), version=0, add_key=("k", LINE_B))
-        await store.save_cart("emptied", (LINE_B,), version=0)
-        await store.save_cart("emptied", (), version=1)
+        await store.save_cart(
+            CartWrite(user_id="keep", lines=(LINE_B,), version=0, add_key=("k", LINE_B))
+        )
+        await store.save_cart(CartWrite(user_id="emptied", lines=(LINE_B,), version=0))
+        await store.save_cart(CartWrite(user_id="emptied", lines=(), version=1))
         await place(store, "o1", "u", LINE_A)
         entry = (await store.pending("delivery"))[0]
         await store.ack("delivery", entry, "dispatched")
@@ -447,7 +479,7 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
         stored = await store.order("o1")
         assert stored is not None and stored.services["delivery"].status == "dispatched"
         with pytest.raises(CartConflict):  # versions go on from where they were
-            await store.save_cart("emptied", (LINE_A,), version=0)
+            await store.save_cart(CartWrite(user_id="emptied", lines=(LINE_A,), version=0))
 
 
 async def test_sqlite_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
@@ -456,7 +488,8 @@ async def test_sqlite_group_commit_batches_concurrent_writes(tmp_path: Path) -> 
         before = store.statistics()
         async with trio.open_nursery() as nursery:
             for n in range(100):
-                nursery.start_soon(partial(store.save_cart, f"u{n}", (ONE_A,), version=0))
+                write = CartWrite(user_id=f"u{n}", lines=(ONE_A,), version=0)
+                nursery.start_soon(store.save_cart, write)
         after = store.statistics()
         assert after.operations - before.operations == 100
         assert after.transactions - before.transactions < 50
@@ -472,13 +505,13 @@ async def test_sqlite_group_commit_batches_concurrent_writes(tmp_path: Path) -> 
         final = store.statistics()
         assert final.operations - after.operations == 20
         assert final.transactions - after.transactions < 20
-        assert await store.available("A") == 0
+        assert (await store.stock_levels()).get("A", 0) == 0
 
 
 async def test_sqlite_writer_survives_an_operation_that_raises(tmp_path: Path) -> None:
     """An operation raising something unexpected fails alone; the rest and the writer go on."""
     async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(1)) as store:
-        version = await store.save_cart("u", (LINE_A,), version=0)
+        version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
         huge = Order("big", "u", (LINE_A,), 2**70, 1)  # no 64-bit integer column holds it
         results: dict[str, object] = {}
 
@@ -490,14 +523,18 @@ async def test_sqlite_writer_survives_an_operation_that_raises(tmp_path: Path) -
 
         async with trio.open_nursery() as nursery:  # both land in one batch
             nursery.start_soon(attempt, "huge", store.checkout(huge, version=version))
-            nursery.start_soon(attempt, "save", store.save_cart("v", (LINE_B,), version=0))
+            nursery.start_soon(
+                attempt, "save", store.save_cart(CartWrite(user_id="v", lines=(LINE_B,), version=0))
+            )
         assert isinstance(results["huge"], StoreError)
         assert "nothing was changed" in str(results["huge"])
         assert results["save"] == 1
         assert await store.stock_levels() == INITIAL_STOCK
         assert await store.order("big") is None
         assert await store.load_cart("u") == StoredCart((LINE_A,), version)  # not emptied
-        assert await store.save_cart("w", (LINE_A,), version=0) == 1  # the writer still serves
+        assert (
+            await store.save_cart(CartWrite(user_id="w", lines=(LINE_A,), version=0)) == 1
+        )  # the writer still serves
         assert await store.load_cart("w") == StoredCart((LINE_A,), 1)
 
 
@@ -518,7 +555,14 @@ async def test_stock_check_goes_with_the_write(store: Store) -> None:
     """A save whose cart would hold more of a SKU than is in stock is refused, unchanged."""
     over = CartLine("A", "Thing A", 250, 6)  # A: 5 in stock
     with pytest.raises(InsufficientStock) as refused:
-        await store.save_cart("u", (over,), version=0, stock_check=("A", 6))
+        await store.save_cart(
+            CartWrite(user_id="u", lines=(over,), version=0, stock_check=("A", 6))
+        )
     assert (refused.value.requested, refused.value.available) == (6, 5)
     assert await store.load_cart("u") == StoredCart((), 0)
-    assert await store.save_cart("u", (LINE_A,), version=0, stock_check=("A", 2)) == 1
+    assert (
+        await store.save_cart(
+            CartWrite(user_id="u", lines=(LINE_A,), version=0, stock_check=("A", 2))
+        )
+        == 1
+    )

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tests.store.support import order
 from trioshop.domain import CartLine, IdempotencyKeyReused, InsufficientStock, Order
 from trioshop.domain.rules import quantities
-from trioshop.store import CartConflict, Store, StoredCart
+from trioshop.store import CartConflict, CartWrite, Store, StoredCart
 
 # Few examples, few steps: a PostgreSQL run stays within a few seconds.
 EXAMPLES = settings(max_examples=40, deadline=None, database=None)
@@ -103,7 +103,9 @@ async def save(store: Store, model: Model, user: str, wanted: dict[str, int], sk
     lines = model.lines(wanted)
     check = (lines[0].sku, lines[0].quantity) if checked and lines else None
     short = check is not None and check[1] > model.stock.get(check[0], 0)
-    saving = store.save_cart(user, lines, version=current.version + skew, stock_check=check)
+    saving = store.save_cart(
+        CartWrite(user_id=user, lines=lines, version=current.version + skew, stock_check=check)
+    )
     if short or skew:
         # Which refusal wins when both apply is not part of the contract.
         refusal = (InsufficientStock, CartConflict) if short and skew else (

@@ -24,7 +24,7 @@ from trioshop.domain import (
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
 from trioshop.runtime import ActorContext, EventBus, Ticket
-from trioshop.store import CartConflict, Store, StoredCart, StoreError
+from trioshop.store import CartConflict, CartWrite, Store, StoredCart, StoreError
 
 T = TypeVar("T")
 
@@ -162,7 +162,7 @@ class Cart:
     async def _refresh(self) -> bool:
         """On a shared store, reload the cart if another node changed it; whether it did."""
         store = self.deps.store
-        if store.exclusive or await store.cart_version(self.user_id) == self._version:
+        if not await store.changed_elsewhere(self.user_id, self._version):
             return False
         self._adopt(await store.load_cart(self.user_id))
         return True
@@ -211,9 +211,10 @@ class Cart:
 
         async def attempt() -> None:
             lines = change(self._lines)
-            self._version = await self.deps.store.save_cart(
-                self.user_id, tuple(lines.values()), version=self._version, ticket=ticket
+            write = CartWrite(
+                user_id=self.user_id, lines=tuple(lines.values()), version=self._version
             )
+            self._version = await self.deps.store.save_cart(write, ticket=ticket)
             self._lines = lines
 
         await self._until_stored(attempt, "while this change was made")
@@ -228,11 +229,12 @@ class Cart:
                     return earlier  # a retry: answered as the first time, not added again
             lines = add_line(self._lines, added)  # the stock is checked with the write
             answer = attrs.evolve(added, price_cents=lines[added.sku].price_cents)
-            self._version = await store.save_cart(
-                self.user_id, tuple(lines.values()), version=self._version,
-                ticket=add.ticket, add_key=None if key is None else (key, answer),
+            write = CartWrite(
+                user_id=self.user_id, lines=tuple(lines.values()), version=self._version,
+                add_key=None if key is None else (key, answer),
                 stock_check=(added.sku, lines[added.sku].quantity),
             )
+            self._version = await store.save_cart(write, ticket=add.ticket)
             self._lines = lines
             log_event(
                 logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,

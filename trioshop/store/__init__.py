@@ -11,6 +11,7 @@ import trio
 from trioshop.runtime import open_service_nursery
 from trioshop.store.base import (
     CartConflict,
+    CartWrite,
     FailureKind,
     OperationAbandoned,
     OutboxEntry,
@@ -99,6 +100,7 @@ async def _open_backend(
 
 __all__ = [
     "CartConflict",
+    "CartWrite",
     "FailureKind",
     "MemoryStore",
     "OperationAbandoned",

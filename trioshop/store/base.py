@@ -11,7 +11,7 @@ from typing import ClassVar
 import attrs
 import trio
 
-from trioshop.domain import CartLine, Order, Placement, ServiceOutcome
+from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, check_stock
 from trioshop.logs import log_event
 from trioshop.runtime import Ticket
 
@@ -131,6 +131,46 @@ class CartConflict(Exception):
         self.current = current
 
 
+@attrs.frozen(kw_only=True)
+class CartWrite:
+    """One write of a user's cart, as every store applies it (see :meth:`Store.save_cart`).
+
+    ``lines`` are stored if the cart is still at ``version``. With ``add_key``
+    ``(key, answer)``, the add's idempotency key and its answer are stored with the cart; a
+    key already stored (within the retention) makes the write a conflict. With
+    ``stock_check`` ``(sku, quantity)``, the cart may hold that many of the SKU only if the
+    stock on hand has them, read in the write's transaction.
+    """
+
+    user_id: str
+    lines: tuple[CartLine, ...]
+    version: int
+    add_key: tuple[str, CartLine] | None = None
+    stock_check: tuple[str, int] | None = None
+
+
+def check_write_stock(write: CartWrite, stock: Mapping[str, int]) -> None:
+    """``InsufficientStock`` if *write*'s stock check asks for more than *stock* holds (a SKU
+    missing from it has none): an add is checked on the figure its transaction read."""
+    if write.stock_check is not None:
+        sku, quantity = write.stock_check
+        check_stock(sku, quantity, stock.get(sku, 0))
+
+
+def settle_write(write: CartWrite, current: StoredCart, *, key_used: bool = False) -> int:
+    """The version *write* leaves the cart at, over the cart as stored (*current*).
+
+    :class:`CartConflict` (with *current*) if the cart is no longer at the write's version
+    or its add key was used already. An empty write over a cart never stored stores
+    nothing: the version stays 0 (no row); any other write makes it one higher.
+    """
+    if key_used or current.version != write.version:
+        raise CartConflict(current)
+    if not write.lines and not write.version:
+        return 0
+    return write.version + 1
+
+
 @attrs.frozen
 class StoreStatistics:
     """Totals since the store opened: write transactions run and the operations in them
@@ -169,28 +209,20 @@ class Store(abc.ABC):
     async def has_cart(self, user_id: str) -> bool:
         """Whether the user has a stored cart with lines."""
 
+    async def changed_elsewhere(self, user_id: str, version: int) -> bool:
+        """Whether another writer stored the user's cart since *version*: one cheap read on a
+        shared store; ``False`` at once, without I/O, on an exclusive one."""
+        return not self.exclusive and await self.cart_version(user_id) != version
+
     @abc.abstractmethod
-    async def save_cart(
-        self,
-        user_id: str,
-        lines: tuple[CartLine, ...],
-        *,
-        version: int,
-        ticket: Ticket | None = None,
-        add_key: tuple[str, CartLine] | None = None,
-        stock_check: tuple[str, int] | None = None,
-    ) -> int:
-        """Store *lines* as the user's cart if it is still at *version*; returns the new one.
+    async def save_cart(self, write: CartWrite, *, ticket: Ticket | None = None) -> int:
+        """Apply *write* atomically (:func:`check_write_stock`, then :func:`settle_write` on
+        the stored cart); returns the cart's new version.
 
-        With *stock_check* ``(sku, quantity)``, the cart may hold that many of the SKU only if
-        the stock on hand has them (checked with the write, by ``check_stock``): else
-        ``InsufficientStock``, nothing changed.
-
-        Raises :class:`CartConflict` if another writer got there first. With *add_key*
-        ``(key, answer)``, the add's idempotency key and its answer are stored in the same
-        transaction (see :meth:`added_with_key`); a key stored meanwhile by another writer is
-        a conflict too. With a *ticket*, the change is made only if the ticket can be claimed
-        when it starts; else :class:`OperationAbandoned`, nothing changed.
+        Raises ``InsufficientStock`` or :class:`CartConflict` (nothing changed); the add key
+        is stored with the cart (see :meth:`added_with_key`). With a *ticket*, the change is
+        made only if the ticket can be claimed when it starts; else
+        :class:`OperationAbandoned`, nothing changed.
         """
 
     @abc.abstractmethod
@@ -198,10 +230,6 @@ class Store(abc.ABC):
         """The answer of the user's add made with *key* (within the retention), or ``None``."""
 
     # -- stock ----------------------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def available(self, sku: str) -> int:
-        """Stock on hand for *sku* now (0 if unknown)."""
 
     @abc.abstractmethod
     async def stock_levels(self) -> dict[str, int]:

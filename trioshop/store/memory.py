@@ -11,26 +11,20 @@ from collections.abc import Collection, Mapping
 
 import attrs
 
-from trioshop.domain import (
-    CartLine,
-    Order,
-    Placement,
-    ServiceOutcome,
-    check_stock,
-    replay,
-    reserve_stock,
-)
+from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, replay, reserve_stock
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     NO_CART,
-    CartConflict,
+    CartWrite,
     OutboxEntry,
     Store,
     StoredCart,
     StoredOrder,
     StoreStatistics,
+    check_write_stock,
     claim,
+    settle_write,
 )
 
 
@@ -62,36 +56,24 @@ class MemoryStore(Store):
     async def has_cart(self, user_id: str) -> bool:
         return bool(self._carts.get(user_id, NO_CART).lines)
 
-    def _put_cart(self, user_id: str, lines: tuple[CartLine, ...], version: int) -> int:
-        current = self._carts.get(user_id, NO_CART)
-        if current.version != version:
-            raise CartConflict(current)
-        if not lines and not current.version:
-            return version  # nothing stored, nothing to store
-        self._carts[user_id] = StoredCart(lines, version + 1)  # an emptied cart keeps its row
-        return version + 1
+    def _apply(self, write: CartWrite) -> int:
+        """Apply one write to the dictionaries, whole or not at all (no checkpoint)."""
+        check_write_stock(write, self._stock)
+        user_id, current = write.user_id, self._carts.get(write.user_id, NO_CART)
+        key = None if write.add_key is None else write.add_key[0]
+        key_used = key is not None and self._key_answer(user_id, key) is not None
+        version = settle_write(write, current, key_used=key_used)
+        if version != write.version:  # an emptied cart keeps its row
+            self._carts[user_id] = StoredCart(write.lines, version)
+        if write.add_key is not None:
+            self._prune(ADD_KEY_RETENTION_SECONDS)
+            self._add_keys[user_id, write.add_key[0]] = (write.add_key[1], time.time())
+        return version
 
-    async def save_cart(
-        self,
-        user_id: str,
-        lines: tuple[CartLine, ...],
-        *,
-        version: int,
-        ticket: Ticket | None = None,
-        add_key: tuple[str, CartLine] | None = None,
-        stock_check: tuple[str, int] | None = None,
-    ) -> int:
+    async def save_cart(self, write: CartWrite, *, ticket: Ticket | None = None) -> int:
         claim(ticket)
         self._writes += 1
-        if stock_check is not None:
-            check_stock(*stock_check, self._stock.get(stock_check[0], 0))
-        if add_key is not None and await self.added_with_key(user_id, add_key[0]):
-            raise CartConflict(self._carts.get(user_id, NO_CART))
-        stored = self._put_cart(user_id, lines, version)
-        if add_key is not None:
-            self._prune(ADD_KEY_RETENTION_SECONDS)
-            self._add_keys[user_id, add_key[0]] = (add_key[1], time.time())
-        return stored
+        return self._apply(write)
 
     def _prune(self, retention: float) -> int:
         now, pruned = time.time(), 0
@@ -106,16 +88,16 @@ class MemoryStore(Store):
     async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
         return self._prune(retention)
 
-    async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
+    def _key_answer(self, user_id: str, key: str) -> CartLine | None:
         found = self._add_keys.get((user_id, key))
         if found is None or time.time() - found[1] >= ADD_KEY_RETENTION_SECONDS:
             return None
         return found[0]
 
-    # -- stock ----------------------------------------------------------------------------
+    async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
+        return self._key_answer(user_id, key)
 
-    async def available(self, sku: str) -> int:
-        return self._stock.get(sku, 0)
+    # -- stock ----------------------------------------------------------------------------
 
     async def stock_levels(self) -> dict[str, int]:
         return dict(self._stock)
@@ -137,11 +119,11 @@ class MemoryStore(Store):
             earlier = replay(self._by_key.get(key), order.user_id)
             if earlier is not None:
                 return Placement(earlier, replayed=True)
-        current = self._carts.get(order.user_id, NO_CART)
-        if current.version != version:
-            raise CartConflict(current)
+        emptied = CartWrite(user_id=order.user_id, lines=(), version=version)
+        stored = settle_write(emptied, self._carts.get(order.user_id, NO_CART))
         levels = reserve_stock(order.lines, self._stock)
-        self._put_cart(order.user_id, (), version)
+        if stored != version:
+            self._carts[order.user_id] = StoredCart((), stored)
         self._stock.update(levels)
         self._orders[order.order_id] = order
         if key is not None:

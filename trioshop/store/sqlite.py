@@ -19,8 +19,6 @@ from trioshop.domain import (
     DomainError,
     Order,
     Placement,
-    ServiceOutcome,
-    check_stock,
     replay,
     reserve_stock,
 )
@@ -28,8 +26,8 @@ from trioshop.logs import log_event
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
-    NO_CART,
     CartConflict,
+    CartWrite,
     OutboxEntry,
     Store,
     StoreClosed,
@@ -40,8 +38,18 @@ from trioshop.store.base import (
     unexpected,
 )
 from trioshop.store.batch import Batcher, Outcome
-from trioshop.store.codec import EMPTY_LINES, decode_lines, encode_lines
+from trioshop.store.codec import encode_lines
 from trioshop.store.migrations import migrate
+from trioshop.store.sqlite_sql import (
+    added_with_key,
+    order_by_key,
+    order_from_row,
+    prune_add_keys,
+    service_outcomes,
+    stock_of,
+    stored_cart,
+    write_cart,
+)
 
 logger = logging.getLogger("trioshop.store")
 
@@ -53,78 +61,6 @@ Operation = Callable[[sqlite3.Connection], Any]
 Change = tuple[Operation, Callable[[Any], None] | None]
 
 DATABASE_FILE = "trioshop.sqlite3"
-
-
-def _order_from_row(row: sqlite3.Row) -> Order:
-    return Order(
-        row["order_id"], row["user_id"], decode_lines(row["lines"]), row["total_cents"],
-        row["created_at"], row["idempotency_key"],
-    )
-
-
-def _stored_cart(conn: sqlite3.Connection, user_id: str) -> StoredCart:
-    row = conn.execute("SELECT lines, version FROM carts WHERE user_id = ?", (user_id,)).fetchone()
-    return NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
-
-
-def _write_cart(conn: sqlite3.Connection, user_id: str, payload: str, version: int) -> int:
-    """Store the cart if it is at *version*; the new version, or :class:`CartConflict`."""
-    if version == 0:
-        if payload == EMPTY_LINES:  # nothing stored, nothing to store, unless a row appeared
-            current = _stored_cart(conn, user_id)
-            if current.version:
-                raise CartConflict(current)
-            return 0
-        written = conn.execute(
-            "INSERT INTO carts (user_id, lines, updated_at, version) VALUES (?, ?, ?, 1) "
-            "ON CONFLICT (user_id) DO NOTHING",
-            (user_id, payload, time.time()),
-        ).rowcount
-    else:
-        written = conn.execute(
-            "UPDATE carts SET lines = ?, updated_at = ?, version = version + 1 "
-            "WHERE user_id = ? AND version = ?",
-            (payload, time.time(), user_id, version),
-        ).rowcount
-    if not written:
-        raise CartConflict(_stored_cart(conn, user_id))
-    return version + 1
-
-
-def _added_with_key(conn: sqlite3.Connection, user_id: str, key: str) -> CartLine | None:
-    """The line an add with *key* answered, if it was made within the retention time."""
-    row = conn.execute(
-        "SELECT line FROM add_keys WHERE user_id = ? AND key = ? AND created_at > ?",
-        (user_id, key, time.time() - ADD_KEY_RETENTION_SECONDS),
-    ).fetchone()
-    return None if row is None else decode_lines(row[0])[0]
-
-
-def _order_by_key(conn: sqlite3.Connection, key: str) -> Order | None:
-    row = conn.execute("SELECT * FROM orders WHERE idempotency_key = ?", (key,)).fetchone()
-    return None if row is None else _order_from_row(row)
-
-
-def _prune_add_keys(conn: sqlite3.Connection, retention: float) -> int:
-    return conn.execute(
-        "DELETE FROM add_keys WHERE created_at <= ?", (time.time() - retention,)
-    ).rowcount
-
-
-def _stock_of(conn: sqlite3.Connection, skus: list[str]) -> dict[str, int]:
-    """The stock of each of *skus* that is stocked."""
-    rows = conn.execute(
-        f"SELECT sku, available FROM stock WHERE sku IN ({','.join('?' * len(skus))})", skus
-    )
-    return {r["sku"]: r["available"] for r in rows}
-
-
-def _outcomes(conn: sqlite3.Connection, order_id: str) -> dict[str, ServiceOutcome]:
-    rows = conn.execute(
-        "SELECT service, status, at FROM order_status WHERE order_id = ? ORDER BY service",
-        (order_id,),
-    )
-    return {row["service"]: ServiceOutcome(row["status"], row["at"]) for row in rows}
 
 
 @attrs.define
@@ -172,7 +108,7 @@ class SqliteStore(Store):
         reader.execute("PRAGMA query_only=ON")
         self._reader = reader
         self._seed_stock(conn, initial)
-        _prune_add_keys(conn, ADD_KEY_RETENTION_SECONDS)
+        prune_add_keys(conn, ADD_KEY_RETENTION_SECONDS)
         stock = {r["sku"]: r["available"] for r in conn.execute("SELECT sku, available FROM stock")}
         carts = conn.execute("SELECT count(*) FROM carts WHERE lines != '[]'").fetchone()[0]
         return stock, carts, version
@@ -295,7 +231,7 @@ class SqliteStore(Store):
     # -- operations ---------------------------------------------------------------------
 
     async def load_cart(self, user_id: str) -> StoredCart:
-        return await self._read(lambda conn: _stored_cart(conn, user_id))
+        return await self._read(lambda conn: stored_cart(conn, user_id))
 
     async def cart_version(self, user_id: str) -> int:
         return (await self.load_cart(user_id)).version
@@ -309,36 +245,11 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def save_cart(
-        self,
-        user_id: str,
-        lines: tuple[CartLine, ...],
-        *,
-        version: int,
-        ticket: Ticket | None = None,
-        add_key: tuple[str, CartLine] | None = None,
-        stock_check: tuple[str, int] | None = None,
-    ) -> int:
-        payload = encode_lines(lines)
-        if stock_check is not None:  # exclusive: the mirrored figure is the stored one
-            check_stock(*stock_check, self._stock.get(stock_check[0], 0))
-
-        def save(conn: sqlite3.Connection) -> int:
-            if add_key is not None:
-                if _added_with_key(conn, user_id, add_key[0]) is not None:
-                    # a retry beat us to it: reload and answer that
-                    raise CartConflict(_stored_cart(conn, user_id))
-                conn.execute(
-                    "INSERT OR REPLACE INTO add_keys (user_id, key, line, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (user_id, add_key[0], encode_lines((add_key[1],)), time.time()),
-                )
-            return _write_cart(conn, user_id, payload, version)
-
-        return await self._submit(save, None, ticket)
+    async def save_cart(self, write: CartWrite, *, ticket: Ticket | None = None) -> int:
+        return await self._submit(lambda conn: write_cart(conn, write), None, ticket)
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
-        return await self._read(lambda conn: _added_with_key(conn, user_id, key))
+        return await self._read(lambda conn: added_with_key(conn, user_id, key))
 
     async def checkout(
         self, order: Order, *, version: int, ticket: Ticket | None = None
@@ -346,12 +257,12 @@ class SqliteStore(Store):
         def place(conn: sqlite3.Connection) -> tuple[Placement, dict[str, int]]:
             key = order.idempotency_key
             if key is not None:
-                earlier = replay(_order_by_key(conn, key), order.user_id)
+                earlier = replay(order_by_key(conn, key), order.user_id)
                 if earlier is not None:
                     return Placement(earlier, replayed=True), {}
-            _write_cart(conn, order.user_id, EMPTY_LINES, version)
+            write_cart(conn, CartWrite(user_id=order.user_id, lines=(), version=version))
             skus = sorted({line.sku for line in order.lines})
-            levels = reserve_stock(order.lines, _stock_of(conn, skus))
+            levels = reserve_stock(order.lines, stock_of(conn, skus))
             conn.executemany(
                 "UPDATE stock SET available = ? WHERE sku = ?",
                 [(left, sku) for sku, left in levels.items()],
@@ -374,9 +285,6 @@ class SqliteStore(Store):
         placement, _ = await self._submit(place, committed, ticket)
         return placement
 
-    async def available(self, sku: str) -> int:
-        return self._stock.get(sku, 0)
-
     async def stock_levels(self) -> dict[str, int]:
         return dict(self._stock)
 
@@ -385,7 +293,7 @@ class SqliteStore(Store):
             row = conn.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
             if row is None:
                 return None
-            return StoredOrder(_order_from_row(row), _outcomes(conn, order_id))
+            return StoredOrder(order_from_row(row), service_outcomes(conn, order_id))
 
         return await self._read(read)
 
@@ -395,12 +303,14 @@ class SqliteStore(Store):
                 "SELECT * FROM orders WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
                 (user_id,),
             ).fetchall()
-            return [StoredOrder(_order_from_row(r), _outcomes(conn, r["order_id"])) for r in rows]
+            return [
+                StoredOrder(order_from_row(r), service_outcomes(conn, r["order_id"])) for r in rows
+            ]
 
         return await self._read(read)
 
     async def order_by_key(self, idempotency_key: str) -> Order | None:
-        return await self._read(lambda conn: _order_by_key(conn, idempotency_key))
+        return await self._read(lambda conn: order_by_key(conn, idempotency_key))
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
         def read(conn: sqlite3.Connection) -> list[OutboxEntry]:
@@ -411,7 +321,7 @@ class SqliteStore(Store):
                 "ORDER BY outbox.seq LIMIT ?",
                 (service, limit),
             ).fetchall()
-            return [OutboxEntry(r["seq"], _order_from_row(r)) for r in rows]
+            return [OutboxEntry(r["seq"], order_from_row(r)) for r in rows]
 
         return await self._read(read)
 
@@ -443,7 +353,7 @@ class SqliteStore(Store):
         return await self._submit(forget)
 
     async def prune_add_keys(self, retention: float = ADD_KEY_RETENTION_SECONDS) -> int:
-        return await self._submit(lambda conn: _prune_add_keys(conn, retention))
+        return await self._submit(lambda conn: prune_add_keys(conn, retention))
 
     async def ack(self, service: str, entry: OutboxEntry, status: str) -> None:
         seq, order_id = entry.seq, entry.order.order_id
@@ -467,7 +377,7 @@ class SqliteStore(Store):
 
         def seed(conn: sqlite3.Connection) -> dict[str, int]:
             self._seed_stock(conn, initial)
-            return _stock_of(conn, skus)
+            return stock_of(conn, skus)
 
         await self._submit(seed, self._stock.update)
 

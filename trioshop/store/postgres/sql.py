@@ -11,12 +11,11 @@ from trioshop.domain import Order, ServiceOutcome, check_stock, quantities
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     NO_CART,
-    CartConflict,
     StoredCart,
     StoredOrder,
     StoreError,
 )
-from trioshop.store.codec import EMPTY_LINES, decode_lines
+from trioshop.store.codec import decode_lines
 
 Connection = psycopg.Connection[Any]
 Row = tuple[Any, ...]
@@ -59,35 +58,6 @@ def stored_cart(conn: Connection, user_id: str) -> StoredCart:
         "SELECT lines::text, version FROM carts WHERE user_id = %s", (user_id,)
     ).fetchone()
     return NO_CART if row is None else StoredCart(decode_lines(row[0]), row[1])
-
-
-def write_cart(conn: Connection, user_id: str, payload: str, version: int) -> int:
-    """Store the cart if it is at *version*; the new version, or :class:`CartConflict`.
-
-    A concurrent writer of the same row makes this one wait for its commit; the version it
-    then finds no longer matches, and the conflict carries the winner's cart.
-    """
-    if version == 0:
-        if payload == EMPTY_LINES:  # nothing stored, nothing to store, unless a row appeared
-            current = stored_cart(conn, user_id)
-            if current.version:
-                raise CartConflict(current)
-            return 0
-        written = conn.execute(
-            "INSERT INTO carts (user_id, lines, version) VALUES (%s, %s, 1) "
-            "ON CONFLICT (user_id) DO NOTHING",
-            (user_id, payload),
-        ).rowcount
-    else:
-        written = conn.execute(
-            "UPDATE carts SET lines = %s, version = version + 1, updated_at = now() "
-            "WHERE user_id = %s AND version = %s",
-            (payload, user_id, version),
-        ).rowcount
-    if not written:
-        raise CartConflict(stored_cart(conn, user_id))
-    return version + 1
-
 
 
 def available(conn: Connection, sku: str) -> int:

@@ -12,12 +12,13 @@ import attrs
 import psycopg
 import trio
 
-from trioshop.domain import CartLine, Order, Placement, check_stock, quantities, replay
+from trioshop.domain import CartLine, Order, Placement, quantities, replay
 from trioshop.logs import log_event
 from trioshop.runtime import Ticket, open_service_nursery
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     CartConflict,
+    CartWrite,
     OutboxEntry,
     Store,
     StoredCart,
@@ -25,7 +26,7 @@ from trioshop.store.base import (
     StoreError,
     StoreStatistics,
 )
-from trioshop.store.codec import EMPTY_LINES, decode_lines, encode_lines
+from trioshop.store.codec import decode_lines, encode_lines
 from trioshop.store.postgres.errors import transaction
 from trioshop.store.postgres.gates import cart_row
 from trioshop.store.postgres.listener import OUTBOX_CHANNEL, OutboxListener
@@ -36,7 +37,6 @@ from trioshop.store.postgres.sql import (
     RETENTION,
     WITH_OUTCOMES,
     Connection,
-    available,
     delete_old_add_keys,
     order_by_key,
     order_of,
@@ -44,9 +44,8 @@ from trioshop.store.postgres.sql import (
     stored_cart,
     take_stock,
     with_outcomes,
-    write_cart,
 )
-from trioshop.store.postgres.writes import CartWrite, CartWrites
+from trioshop.store.postgres.writes import CartWrites, apply_writes
 
 logger = logging.getLogger("trioshop.store")
 
@@ -59,8 +58,8 @@ class PostgresStore(Store):
     """A PostgreSQL database (schema chosen by the URL's search_path) shared by many nodes.
 
     Every operation is one transaction on a connection of the node's pool of ``pool_size``
-    (see :class:`~trioshop.store.postgres.pool.Database`); cart writes without an add key
-    and views' version checks go in batches (see
+    (see :class:`~trioshop.store.postgres.pool.Database`); cart writes and views' version
+    checks go in batches (see
     :class:`~trioshop.store.postgres.writes.CartWrites`). Nothing is cached: carts are
     written conditional on their version, stock is taken by conditional decrements, and the
     outbox has one row per order and registered service, claimed by ``pending`` for
@@ -142,38 +141,8 @@ class PostgresStore(Store):
 
         return await self._db.run(read)
 
-    async def save_cart(
-        self,
-        user_id: str,
-        lines: tuple[CartLine, ...],
-        *,
-        version: int,
-        ticket: Ticket | None = None,
-        add_key: tuple[str, CartLine] | None = None,
-        stock_check: tuple[str, int] | None = None,
-    ) -> int:
-        payload = encode_lines(lines)
-        if add_key is None:
-            return await self._carts.save(CartWrite(user_id, payload, version, stock_check), ticket)
-
-        def save(conn: Connection) -> int:  # one at a time: the key's row needs its own rollback
-            with transaction(conn):
-                if stock_check is not None:
-                    check_stock(*stock_check, available(conn, stock_check[0]))
-                # A fresh key (even one committed by a concurrent writer, waited for)
-                # is left alone: no row written, and the caller asks added_with_key.
-                stored = conn.execute(
-                    "INSERT INTO add_keys (user_id, key, line) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (user_id, key) DO UPDATE "
-                    "SET line = excluded.line, created_at = excluded.created_at "
-                    "WHERE add_keys.created_at <= now() - make_interval(secs => %s)",
-                    (user_id, add_key[0], encode_lines((add_key[1],)), RETENTION),
-                ).rowcount
-                if not stored:
-                    raise CartConflict(stored_cart(conn, user_id))
-                return write_cart(conn, user_id, payload, version)
-
-        return await self._db.run(save, ticket=ticket, writes=1, rows=[cart_row(user_id)])
+    async def save_cart(self, write: CartWrite, *, ticket: Ticket | None = None) -> int:
+        return await self._carts.save(write, ticket)
 
     async def added_with_key(self, user_id: str, key: str) -> CartLine | None:
         def read(conn: Connection) -> CartLine | None:
@@ -187,9 +156,6 @@ class PostgresStore(Store):
         return await self._db.run(read)
 
     # -- stock ----------------------------------------------------------------------------
-
-    async def available(self, sku: str) -> int:
-        return await self._db.run(lambda conn: available(conn, sku))
 
     async def stock_levels(self) -> dict[str, int]:
         def read(conn: Connection) -> dict[str, int]:
@@ -221,8 +187,9 @@ class PostgresStore(Store):
                 with transaction(conn):
                     if (placement := replayed(conn)) is not None:
                         return placement
+                    emptied = CartWrite(user_id=order.user_id, lines=(), version=version)
                     try:
-                        write_cart(conn, order.user_id, EMPTY_LINES, version)
+                        apply_writes(conn, [emptied])[0].unwrap()
                     except CartConflict:
                         # We waited for the cart's other writer: if it was this key's
                         # checkout, answer as if it had come first (a statement sees it now).

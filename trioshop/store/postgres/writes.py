@@ -7,15 +7,24 @@ import attrs
 import outcome
 import trio
 
-from trioshop.domain import DomainError, check_stock
+from trioshop.domain import DomainError
 from trioshop.runtime import Ticket
-from trioshop.store.base import NO_CART, CartConflict, FailureKind, StoredCart, StoreError
+from trioshop.store.base import (
+    NO_CART,
+    CartConflict,
+    CartWrite,
+    FailureKind,
+    StoredCart,
+    StoreError,
+    check_write_stock,
+    settle_write,
+)
 from trioshop.store.batch import Batcher, Outcome
-from trioshop.store.codec import EMPTY_LINES, decode_lines
+from trioshop.store.codec import decode_lines, encode_lines
 from trioshop.store.postgres.errors import Step, batch_policy, transaction
 from trioshop.store.postgres.gates import cart_row
 from trioshop.store.postgres.pool import Database
-from trioshop.store.postgres.sql import Connection
+from trioshop.store.postgres.sql import RETENTION, Connection
 
 # The first key of the advisory locks a batch of cart writes takes, one a user (the second
 # key is a hash of the user id), in key order: two nodes' batches never deadlock.
@@ -27,93 +36,124 @@ STUCK_SECONDS = 10.0
 STUCK_MAX = 1000
 
 
-@attrs.frozen
-class CartWrite:
-    """One cart write of a batch: :meth:`PostgresStore.save_cart` without an add key."""
-
-    user_id: str
-    payload: str
-    version: int
-    stock_check: tuple[str, int] | None
-
-
 def write_carts(conn: Connection, writes: list[CartWrite]) -> list[Outcome]:
-    """Every write of *writes* in one transaction, each conditional on its version.
+    """Every write of *writes* in one transaction (see :func:`apply_writes`)."""
+    with transaction(conn):
+        return apply_writes(conn, writes)
+
+
+def apply_writes(conn: Connection, writes: list[CartWrite]) -> list[Outcome]:
+    """Every write of *writes*, each conditional on its version, in the caller's transaction.
 
     Statements per batch, not per write: one stock read for the adds' checks, an advisory
     lock a user taken in key order (two nodes' batches never deadlock, whether their carts
-    exist yet or not), one UPDATE and one INSERT over arrays, and one read of the carts that
-    conflicted. Waiting for a lock longer than :data:`LOCK_TIMEOUT` fails the batch. A write
-    refused by its stock check or its version changes nothing; the others commit.
+    exist yet or not), one read of the add keys already used, one UPDATE and one INSERT over
+    arrays, one read of the carts that did not take their write, and one INSERT of the
+    applied adds' keys. Waiting for a lock longer than :data:`LOCK_TIMEOUT` fails the
+    batch. A write refused by its stock check, its version or its add key changes nothing;
+    the others commit. A second write of one user in a batch (never from one node's actors)
+    is answered "reload" (a conflict).
     """
     outcomes: list[Outcome | None] = [None] * len(writes)
-    with transaction(conn):
-        skus = sorted({w.stock_check[0] for w in writes if w.stock_check is not None})
-        stock: dict[str, int] = {}
-        if skus:
-            stock = dict(conn.execute(
-                "SELECT sku, available FROM stock WHERE sku = ANY(%s)", (skus,)
-            ).fetchall())
-        seen: set[str] = set()
-        todo: set[int] = set()
-        for i, write in enumerate(writes):
-            if write.stock_check is not None:
-                sku, quantity = write.stock_check
-                try:
-                    check_stock(sku, quantity, stock.get(sku, 0))
-                except DomainError as refusal:
-                    outcomes[i] = outcome.Error(refusal)
-                    continue
-            if write.user_id in seen:  # never from one node's actors; answered "reload"
-                continue
-            seen.add(write.user_id)
+    skus = sorted({w.stock_check[0] for w in writes if w.stock_check is not None})
+    stock: dict[str, int] = {}
+    if skus:
+        stock = dict(conn.execute(
+            "SELECT sku, available FROM stock WHERE sku = ANY(%s)", (skus,)
+        ).fetchall())
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT DISTINCT hashtext(u) AS k "
+        "FROM unnest(%s::text[]) AS u ORDER BY k OFFSET 0) AS keys",
+        (CART_LOCK, sorted({w.user_id for w in writes})),
+    )
+    used = _used_keys(conn, writes)
+    seen: set[str] = set()
+    todo: set[int] = set()
+    for i, write in enumerate(writes):
+        try:
+            check_write_stock(write, stock)
+        except DomainError as refusal:
+            outcomes[i] = outcome.Error(refusal)
+            continue
+        if write.user_id in seen:
+            continue
+        seen.add(write.user_id)
+        if write.add_key is None or (write.user_id, write.add_key[0]) not in used:
             todo.add(i)
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT DISTINCT hashtext(u) AS k "
-            "FROM unnest(%s::text[]) AS u ORDER BY k OFFSET 0) AS keys",
-            (CART_LOCK, sorted(seen)),
-        )
-        chosen = [writes[i] for i in sorted(todo)]
-        updates = [w for w in chosen if w.version > 0]
-        inserts = [w for w in chosen if w.version == 0 and w.payload != EMPTY_LINES]
-        written: set[str] = set()
-        if updates:
-            written.update(row[0] for row in conn.execute(
-                "UPDATE carts c SET lines = v.lines::jsonb, version = c.version + 1, "
-                "updated_at = now() "
-                "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(user_id, lines, version) "
-                "WHERE c.user_id = v.user_id AND c.version = v.version RETURNING c.user_id",
-                ([w.user_id for w in updates], [w.payload for w in updates],
-                 [w.version for w in updates]),
-            ).fetchall())
-        if inserts:
-            written.update(row[0] for row in conn.execute(
-                "INSERT INTO carts (user_id, lines, version) "
-                "SELECT v.user_id, v.lines::jsonb, 1 "
-                "FROM unnest(%s::text[], %s::text[]) AS v(user_id, lines) ORDER BY v.user_id "
-                "ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
-                ([w.user_id for w in inserts], [w.payload for w in inserts]),
-            ).fetchall())
-        applied = {i for i in todo if writes[i].user_id in written}
-        unsettled = [i for i, done in enumerate(outcomes) if done is None and i not in applied]
-        current: dict[str, StoredCart] = {}
-        if unsettled:
-            current = {
-                row[0]: StoredCart(decode_lines(row[1]), row[2])
-                for row in conn.execute(
-                    "SELECT user_id, lines::text, version FROM carts WHERE user_id = ANY(%s)",
-                    (sorted({writes[i].user_id for i in unsettled}),),
-                ).fetchall()
-            }
+    chosen = [writes[i] for i in sorted(todo)]
+    updates = [w for w in chosen if w.version > 0]
+    inserts = [w for w in chosen if w.version == 0 and w.lines]
+    written: set[str] = set()
+    if updates:
+        written.update(row[0] for row in conn.execute(
+            "UPDATE carts c SET lines = v.lines::jsonb, version = c.version + 1, "
+            "updated_at = now() "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(user_id, lines, version) "
+            "WHERE c.user_id = v.user_id AND c.version = v.version RETURNING c.user_id",
+            ([w.user_id for w in updates], [encode_lines(w.lines) for w in updates],
+             [w.version for w in updates]),
+        ).fetchall())
+    if inserts:
+        written.update(row[0] for row in conn.execute(
+            "INSERT INTO carts (user_id, lines, version) "
+            "SELECT v.user_id, v.lines::jsonb, 1 "
+            "FROM unnest(%s::text[], %s::text[]) AS v(user_id, lines) ORDER BY v.user_id "
+            "ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
+            ([w.user_id for w in inserts], [encode_lines(w.lines) for w in inserts]),
+        ).fetchall())
+    applied = {i for i in todo if writes[i].user_id in written}
+    unsettled = [i for i, done in enumerate(outcomes) if done is None and i not in applied]
+    current = _stored_carts(conn, sorted({writes[i].user_id for i in unsettled}))
     for i in applied:
         outcomes[i] = outcome.Value(writes[i].version + 1)
     for i in unsettled:
-        write, stored = writes[i], current.get(writes[i].user_id, NO_CART)
-        if i in todo and write.version == 0 and write.payload == EMPTY_LINES and not stored.version:
-            outcomes[i] = outcome.Value(0)  # nothing stored, nothing to store
+        stored = current.get(writes[i].user_id, NO_CART)
+        if i in todo:  # its version or its empty cart decides (the stored one has moved on)
+            outcomes[i] = outcome.capture(settle_write, writes[i], stored)
         else:
             outcomes[i] = outcome.Error(CartConflict(stored))
+    _store_keys(conn, [w for w, done in zip(writes, outcomes, strict=True)
+                       if w.add_key is not None and isinstance(done, outcome.Value)])
     return [result for result in outcomes if result is not None]
+
+
+def _used_keys(conn: Connection, writes: list[CartWrite]) -> set[tuple[str, str]]:
+    """The (user, add key) pairs of *writes* stored already, within the retention."""
+    keyed = [(w.user_id, w.add_key[0]) for w in writes if w.add_key is not None]
+    if not keyed:
+        return set()
+    rows = conn.execute(
+        "SELECT a.user_id, a.key FROM add_keys a "
+        "JOIN unnest(%s::text[], %s::text[]) AS v(user_id, key) USING (user_id, key) "
+        "WHERE a.created_at > now() - make_interval(secs => %s)",
+        ([user for user, _ in keyed], [key for _, key in keyed], RETENTION),
+    ).fetchall()
+    return {(row[0], row[1]) for row in rows}
+
+
+def _stored_carts(conn: Connection, user_ids: list[str]) -> dict[str, StoredCart]:
+    """The stored carts of *user_ids* that have a row."""
+    if not user_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT user_id, lines::text, version FROM carts WHERE user_id = ANY(%s)", (user_ids,)
+    ).fetchall()
+    return {row[0]: StoredCart(decode_lines(row[1]), row[2]) for row in rows}
+
+
+def _store_keys(conn: Connection, keyed: list[CartWrite]) -> None:
+    """Store the add keys and answers of the applied *keyed* writes (an expired row of the
+    same key is replaced)."""
+    if keyed:
+        conn.execute(
+            "INSERT INTO add_keys (user_id, key, line) "
+            "SELECT v.user_id, v.key, v.line::jsonb "
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(user_id, key, line) "
+            "ON CONFLICT (user_id, key) DO UPDATE "
+            "SET line = excluded.line, created_at = excluded.created_at",
+            ([w.user_id for w in keyed], [w.add_key[0] for w in keyed if w.add_key],
+             [encode_lines((w.add_key[1],)) for w in keyed if w.add_key]),
+        )
 
 
 def cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
@@ -127,9 +167,9 @@ def cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
 
 @attrs.define
 class CartWrites:
-    """The cart writes without an add key and the version checks of views on ``db``, in
-    batches: one worker trip and one transaction (or query) for every cart waiting
-    (bench/README.md). Run with ``await nursery.start(writes.run)``.
+    """The cart writes and the version checks of views on ``db``, in batches: one worker
+    trip and one transaction (or query) for every cart waiting (bench/README.md). Run with
+    ``await nursery.start(writes.run)``.
 
     A batch that fails whole goes on as :func:`batch_policy` says. A user whose write alone
     waited out a lock is remembered as stuck: its writes then skip the batches for
