@@ -127,15 +127,15 @@ async def test_spawn_refuses_a_taken_name() -> None:
 
 
 async def test_full_mailbox_raises_mailbox_full() -> None:
-    """A send to a mailbox at capacity raises MailboxFull instead of blocking."""
-    async with open_actor_host() as host:
+    """A request to a mailbox at capacity raises MailboxFull instead of blocking."""
+    async with open_actor_host() as host, trio.open_nursery() as nursery:
         actor = host.spawn(Silent(), mailbox=2)
-        host.send(actor, 1)  # taken by the actor, which then hangs
-        await trio.testing.wait_all_tasks_blocked()
-        host.send(actor, 2)
-        host.send(actor, 3)
+        for n in (1, 2, 3):  # the first is taken by the actor, which then hangs
+            nursery.start_soon(partial(host.request, actor, n, timeout=60))
+            await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(MailboxFull, match="retry later"):
-            host.send(actor, 4)
+            await host.request(actor, 4, timeout=60)
+        nursery.cancel_scope.cancel()
 
 
 async def test_request_timeout_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
@@ -225,7 +225,7 @@ async def test_name_is_released_when_actor_ends() -> None:
         assert second is not first
         assert await host.request(second, 4, timeout=1) == 4
         with pytest.raises(ActorEnded):
-            host.send(first, 1)
+            await host.request(first, 1, timeout=1)
 
 
 async def test_live_actor_limit() -> None:

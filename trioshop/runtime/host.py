@@ -132,15 +132,10 @@ class ActorHost:
 
     # -- messaging ----------------------------------------------------------------------
 
-    def send(self, actor: Actor, message: Any) -> None:
-        """Put *message* in *actor*'s mailbox without blocking.
-
-        Raises :class:`MailboxFull` when the mailbox is at capacity and :class:`ActorEnded`
-        when the actor has ended or is ending.
-        """
-        self._deliver(actor, (message, None))
-
     def _deliver(self, actor: Actor, envelope: Envelope) -> None:
+        """Put *envelope* in *actor*'s mailbox without blocking: :class:`MailboxFull` when
+        the mailbox is at capacity, :class:`ActorEnded` when the actor has ended or is
+        ending."""
         if actor.stopping:
             raise ActorEnded(f"actor {actor.name or actor.pid} has ended")
         try:
@@ -165,10 +160,10 @@ class ActorHost:
         """Send *message* and wait up to *timeout* seconds for the actor's reply.
 
         The reply travels on a one-shot channel (capacity 1) made for this call, so a late
-        reply is dropped without blocking the actor. Raises what :meth:`send` raises,
-        :class:`ActorTimeout` after *timeout*, :class:`ActorCrashed` or :class:`ActorEnded`
-        as soon as the actor crashes or ends without replying, and the actor's refusal if it
-        refused the request.
+        reply is dropped without blocking the actor. Raises :class:`MailboxFull` at once
+        when the actor's mailbox is at capacity, :class:`ActorTimeout` after *timeout*,
+        :class:`ActorCrashed` or :class:`ActorEnded` as soon as the actor crashes or ends
+        (or has ended) without replying, and the actor's refusal if it refused the request.
 
         With a *ticket* (the message carries it to whoever does the work), a timeout first
         abandons the ticket: if that succeeds the work will never happen and
