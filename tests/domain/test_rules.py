@@ -10,6 +10,7 @@ from trioshop.domain import (
     InsufficientStock,
     Order,
     add_line,
+    check_stock,
     replay,
     reserve_stock,
     total_cents,
@@ -52,13 +53,13 @@ def test_total_accepts_any_iterable() -> None:
 def test_add_to_empty_cart_inserts_the_line() -> None:
     """Adding a SKU to an empty cart gives a cart holding exactly that line."""
     added = line("A", 2)
-    assert add_line({}, added, available=5) == {"A": added}
+    assert add_line({}, added) == {"A": added}
 
 
 def test_add_same_sku_merges_quantities() -> None:
     """Adding a SKU already in the cart raises that line's quantity by the added amount."""
     lines = {"A": line("A", 2)}
-    merged = add_line(lines, line("A", 3), available=10)
+    merged = add_line(lines, line("A", 3))
     assert merged["A"].quantity == 5
     assert list(merged) == ["A"]
 
@@ -66,62 +67,45 @@ def test_add_same_sku_merges_quantities() -> None:
 def test_merged_line_keeps_its_place() -> None:
     """A merged line stays where it was first added; new SKUs go to the end."""
     lines = {"A": line("A"), "B": line("B"), "C": line("C")}
-    merged = add_line(lines, line("A", 4), available=10)
+    merged = add_line(lines, line("A", 4))
     assert list(merged) == ["A", "B", "C"]
-    extended = add_line(merged, line("D"), available=10)
+    extended = add_line(merged, line("D"))
     assert list(extended) == ["A", "B", "C", "D"]
 
 
 def test_merged_line_keeps_first_price_and_title() -> None:
     """A repeated add at a new price and title keeps the line's first price and title (a quote)."""
     lines = {"A": line("A", 1, price_cents=14999, title="Old title")}
-    merged = add_line(lines, line("A", 2, price_cents=19999, title="New title"), available=10)
+    merged = add_line(lines, line("A", 2, price_cents=19999, title="New title"))
     assert merged["A"] == CartLine("A", "Old title", 14999, 3)
 
 
-def test_add_up_to_exactly_available_is_allowed() -> None:
+def test_stock_up_to_exactly_available_is_allowed() -> None:
     """A total equal to the stock is allowed; only more than the stock is refused."""
-    merged = add_line({"A": line("A", 3)}, line("A", 2), available=5)
-    assert merged["A"].quantity == 5
+    check_stock("A", 5, 5)
 
 
-def test_add_over_stock_refused_with_details() -> None:
+def test_over_stock_refused_with_details() -> None:
     """Exceeding stock raises InsufficientStock naming the SKU, total asked and stock."""
     with pytest.raises(InsufficientStock) as caught:
-        add_line({"A": line("A", 3)}, line("A", 3), available=5)
+        check_stock("A", 6, 5)
     assert (caught.value.sku, caught.value.requested, caught.value.available) == ("A", 6, 5)
     assert "requested 6, available 5" in str(caught.value)
 
 
-def test_add_of_unstocked_sku_refused() -> None:
+def test_unstocked_sku_refused() -> None:
     """With no stock at all, even one item is refused."""
     with pytest.raises(InsufficientStock) as caught:
-        add_line({}, line("A", 1), available=0)
+        check_stock("A", 1, 0)
     assert (caught.value.requested, caught.value.available) == (1, 0)
-
-
-def test_refused_add_leaves_input_unchanged() -> None:
-    """A refused add changes nothing in the lines it was given."""
-    before = {"A": line("A", 3), "B": line("B", 1)}
-    lines = dict(before)
-    with pytest.raises(InsufficientStock):
-        add_line(lines, line("A", 10), available=5)
-    assert lines == before
 
 
 def test_successful_add_returns_a_new_mapping() -> None:
     """A successful add returns a new dict and leaves the input mapping as it was."""
     lines = {"A": line("A", 1)}
-    merged = add_line(lines, line("B", 1), available=5)
+    merged = add_line(lines, line("B", 1))
     assert merged is not lines
     assert lines == {"A": line("A", 1)}
-
-
-def test_add_stock_check_is_per_sku() -> None:
-    """Other SKUs' quantities do not count against the added SKU's stock."""
-    lines = {"A": line("A", 100)}
-    merged = add_line(lines, line("B", 2), available=2)
-    assert merged["B"].quantity == 2
 
 
 # -- replay -----------------------------------------------------------------------------

@@ -566,3 +566,12 @@ async def test_stock_check_goes_with_the_write(store: Store) -> None:
         )
         == 1
     )
+
+
+async def test_stock_check_allows_exactly_the_stock_of_its_sku_alone(store: Store) -> None:
+    """A cart may hold all of a SKU's stock; other SKUs' lines do not count against it."""
+    all_of_a = CartLine("A", "Thing A", 250, 5)  # A: 5 in stock, B: 2
+    write = CartWrite(user_id="u", lines=(all_of_a, LINE_B), version=0, stock_check=("B", 1))
+    assert await store.save_cart(write) == 1
+    write = CartWrite(user_id="u", lines=(all_of_a, LINE_B), version=1, stock_check=("A", 5))
+    assert await store.save_cart(write) == 2

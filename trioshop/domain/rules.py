@@ -26,19 +26,15 @@ def check_stock(sku: str, requested: int, available: int) -> None:
         raise InsufficientStock(sku, requested, available)
 
 
-def add_line(
-    lines: Mapping[str, CartLine], added: CartLine, available: int | None = None
-) -> dict[str, CartLine]:
-    """*lines* with *added* merged in; :class:`InsufficientStock` if the SKU's total would
-    exceed *available* (``None``: the store checks it, see ``Store.save_cart``).
+def add_line(lines: Mapping[str, CartLine], added: CartLine) -> dict[str, CartLine]:
+    """*lines* with *added* merged in (the stock is checked with the write that stores them:
+    ``CartWrite.stock_check``).
 
     Adding a SKU already there raises that line's quantity; the line keeps its place and the
     price it was first added at (a cart line is a quote).
     """
     line = lines.get(added.sku)
     quantity = added.quantity + (line.quantity if line else 0)
-    if available is not None:
-        check_stock(added.sku, quantity, available)
     merged = dict(lines)
     merged[added.sku] = added if line is None else attrs.evolve(line, quantity=quantity)
     return merged
