@@ -24,14 +24,9 @@ from trioshop.cli.options import (
     leaves,
     load_registry_or_explain,
 )
+from trioshop.cluster.config import ClusterConfig, ClusterError, NodeStartError, node_arguments
 from trioshop.cluster.proxy_admin import ProxyAdminError
-from trioshop.cluster.runner import (
-    Cluster,
-    ClusterConfig,
-    ClusterError,
-    NodeStartError,
-    node_arguments,
-)
+from trioshop.cluster.runner import Cluster
 from trioshop.logs import log_event
 
 logger = logging.getLogger("trioshop.server")

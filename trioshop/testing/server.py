@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from trioshop.cluster.runner import free_ports
+from trioshop.cluster.config import free_ports
 
 LISTENING = re.compile(r"event=listening urls=(http://\S+)")
 STARTUP_TIMEOUT = 30.0
