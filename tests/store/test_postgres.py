@@ -206,6 +206,35 @@ async def test_writes_sent_together_commit_in_one_transaction_each_answered(
     assert not await b.has_cart("empty") and await b.cart_version("empty") == 0
 
 
+async def test_keyed_adds_go_in_the_batch_with_the_other_writes(nodes: Nodes) -> None:
+    """Adds with an idempotency key share the batch's one transaction: a fresh key commits
+    with its cart, a key used already is a conflict that stores nothing."""
+    a, b = nodes
+    await b.save_cart(CartWrite(user_id="again", lines=(LINE_A,), version=0, add_key=("k", LINE_A)))
+    before = a.statistics()
+    outcomes: dict[str, object] = {}
+
+    async def write(user: str, version: int, key: str | None) -> None:
+        add_key = None if key is None else (key, LINE_B)
+        write = CartWrite(user_id=user, lines=(LINE_B,), version=version, add_key=add_key)
+        try:
+            outcomes[user] = await a.save_cart(write)
+        except CartConflict as refusal:
+            outcomes[user] = refusal
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "plain", 0, None)
+        nursery.start_soon(write, "keyed", 0, "k")
+        nursery.start_soon(write, "again", 1, "k")  # its key was used: a conflict
+    assert a.statistics().transactions - before.transactions == 1
+    assert outcomes["plain"] == 1 and outcomes["keyed"] == 1
+    again = outcomes["again"]
+    assert isinstance(again, CartConflict) and again.current == StoredCart((LINE_A,), 1)
+    assert await b.added_with_key("keyed", "k") == LINE_B
+    assert await b.added_with_key("again", "k") == LINE_A
+    assert await b.load_cart("again") == StoredCart((LINE_A,), 1)
+
+
 async def test_a_write_the_database_refuses_fails_alone_in_its_batch(nodes: Nodes) -> None:
     """A batched write PostgreSQL refuses (a NUL in its id) fails alone; the others commit."""
     a, b = nodes

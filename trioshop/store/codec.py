@@ -12,10 +12,6 @@ def encode_lines(lines: tuple[CartLine, ...]) -> str:
     return json.dumps([[x.sku, x.title, x.price_cents, x.quantity] for x in lines])
 
 
-# An empty cart as stored: what a checked-out or cleared cart holds.
-EMPTY_LINES = "[]"
-
-
 def decode_lines(text: str) -> tuple[CartLine, ...]:
     """The lines :func:`encode_lines` wrote."""
     return tuple(CartLine(*record) for record in json.loads(text))
