@@ -53,7 +53,9 @@ class Asset:
         )
 
 
-REQUIRED = ("storefront.html", "ops.html", "signin.html", "style.css", "storefront.js", "ops.js")
+REQUIRED = (
+    "storefront.html", "ops.html", "signin.html", "style.css", "dom.js", "storefront.js", "ops.js"
+)
 
 
 def load_assets() -> dict[str, Asset]:

@@ -8,24 +8,13 @@
   const REOPEN_MS = 3000; // after the server refused a stream (EventSource gives up on those)
 
   const $ = (id) => document.getElementById(id);
+  const { el } = window.trioshopDom; // dom.js
   const SVG = "http://www.w3.org/2000/svg";
   const number = new Intl.NumberFormat();
   const stream = {
     source: null, epoch: null, lastSeq: 0, lastId: null, connections: 0, received: 0,
     lost: 0, explained: false, actors: new Map(),
   };
-
-  function el(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("data-") || key.startsWith("aria-") || key === "role") node.setAttribute(key, value);
-      else node[key] = value;
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";

@@ -14,22 +14,11 @@
   const DONE = new Set(["dispatched", "sent", "delivered", "done", "ok"]);
 
   const $ = (id) => document.getElementById(id);
+  const { el } = window.trioshopDom; // dom.js
   const money = new Intl.NumberFormat(undefined, { style: "currency", currency: CURRENCY });
   const state = { user: "", products: [], cart: null, orders: [], orderPolls: 0, orderTimer: 0, productTimer: 0 };
 
   // -- helpers ------------------------------------------------------------------------------
-
-  function el(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("data-") || key.startsWith("aria-") || key === "for") node.setAttribute(key, value);
-      else node[key] = value;
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
 
   function newKey() {
     const bytes = new Uint8Array(16);
