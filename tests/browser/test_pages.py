@@ -212,8 +212,16 @@ def test_pages_fit_a_phone_and_work_by_keyboard(browser: Any, server: ServerProc
     expect(ops.locator('#actor-rows tr[data-name="cart:kim"]')).to_be_visible()
     expect(ops.locator('#service-rows tr[data-service="notifier"]')).to_be_visible()
     assert ops.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    box = ops.locator('#service-rows tr[data-service="notifier"]').bounding_box()
-    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    # Rows are redrawn with every snapshot: measure the current one in the page, not a handle
+    # that a redraw may have detached (bounding_box() of a detached row is None).
+    ops.wait_for_function(
+        """(width) => {
+            const row = document.querySelector('#service-rows tr[data-service="notifier"]');
+            const box = row && row.getBoundingClientRect();
+            return box && box.width > 0 && box.right <= width;
+        }""",
+        arg=PHONE["width"],
+    )
     context.close()
 
 
