@@ -140,7 +140,10 @@ def test_an_empty_admin_token_is_an_error(command: str) -> None:
         where.append("--memory")
     given = run_trioshop(command, *where, "--admin-token", "", timeout=30)
     assert given.returncode == 2
-    assert "admin token" in given.stderr.strip().splitlines()[-1]
+    assert len(given.stderr.strip().splitlines()) == 1, given.stderr
+    assert "admin token" in given.stderr
     empty = run_trioshop(command, *where, env={"TRIOSHOP_ADMIN_TOKEN": ""}, timeout=30)
     assert empty.returncode == 2
-    assert "TRIOSHOP_ADMIN_TOKEN" in empty.stderr.strip().splitlines()[-1]
+    assert len(empty.stderr.strip().splitlines()) == 1, empty.stderr
+    assert "TRIOSHOP_ADMIN_TOKEN" in empty.stderr
+    assert "event=listening" not in given.stdout + empty.stdout

@@ -112,19 +112,6 @@ def test_data_dir_wins_over_the_database_environment_variable(tmp_path: Path) ->
         assert server.terminate() == 0
 
 
-@pytest.mark.parametrize(
-    ("args", "env"),
-    [(("--admin-token", ""), {}), ((), {"TRIOSHOP_ADMIN_TOKEN": ""})],
-    ids=["option", "environment"],
-)
-def test_empty_admin_token_is_refused(args: tuple[str, ...], env: dict[str, str]) -> None:
-    """An empty --admin-token or a set but empty $TRIOSHOP_ADMIN_TOKEN: exit 2, not "no token"."""
-    result = _run("--memory", "--bind", "127.0.0.1:0", *args, env=env)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "admin token is empty" in _refused(result, code=2)
-    assert "Traceback" not in result.stderr and "event=listening" not in result.stdout
-
-
 def test_listening_line_names_the_pid_and_the_bound_port() -> None:
     """A start on port 0 logs its OS pid and real port, and answers as the real address."""
     with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:
