@@ -35,6 +35,16 @@ def _quote(value: object) -> str:
     return text
 
 
+def event_field(event: str) -> str:
+    """The ``event=...`` field of *event*'s log line, exactly as printed (quoted if need be)."""
+    return f"event={_quote(event)}"
+
+
+def event_pattern(event: str, rest: str = "") -> re.Pattern[str]:
+    """A regex for *event*'s log line: its exact ``event=`` field, then the regex *rest*."""
+    return re.compile(re.escape(event_field(event)) + rest)
+
+
 class KeyValueFormatter(logging.Formatter):
     """Render a record as ``ts=... level=... logger=... event=... k=v ...`` on one line.
 
@@ -58,7 +68,7 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = (
             f"ts={self._timestamp(record)} level={record.levelname.lower()} "
-            f"logger={record.name} event={_quote(record.getMessage())}"
+            f"logger={record.name} {event_field(record.getMessage())}"
         )
         fields: dict[str, Any] | None = record.__dict__.get("fields")
         if fields:

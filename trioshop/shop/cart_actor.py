@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 
+from trioshop import events
 from trioshop.domain import (
     CartEmpty,
     CartLine,
@@ -138,12 +139,12 @@ class Cart:
     async def on_start(self, ctx: ActorContext) -> None:
         self._adopt(await self.deps.store.load_cart(self.user_id))
         log_event(
-            logger, "cart restored" if self._lines else "cart created", user_id=self.user_id,
-            pid=ctx.pid, items=len(self._lines),
+            logger, events.CART_RESTORED if self._lines else events.CART_CREATED,
+            user_id=self.user_id, pid=ctx.pid, items=len(self._lines),
         )
 
     async def on_stop(self, ctx: ActorContext, reason: str) -> None:
-        log_event(logger, "cart ended", user_id=self.user_id, pid=ctx.pid, reason=reason)
+        log_event(logger, events.CART_ENDED, user_id=self.user_id, pid=ctx.pid, reason=reason)
 
     async def handle(self, ctx: ActorContext, message: Any) -> Any:
         if isinstance(message, ViewCart):
@@ -237,7 +238,7 @@ class Cart:
             self._version = await store.save_cart(write, ticket=add.ticket)
             self._lines = lines
             log_event(
-                logger, "item added", user_id=self.user_id, pid=ctx.pid, sku=added.sku,
+                logger, events.ITEM_ADDED, user_id=self.user_id, pid=ctx.pid, sku=added.sku,
                 quantity=added.quantity,
             )
             return answer

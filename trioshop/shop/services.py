@@ -10,6 +10,7 @@ from functools import partial
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.domain import Order
 from trioshop.logs import log_event
 from trioshop.registry import ServiceDefinition, resolve_callable
@@ -108,7 +109,7 @@ async def consume_orders(
                 break
             ctx.processed += 1
             log_event(
-                logger, "order handled", service=ctx.name, order_id=entry.order.order_id,
+                logger, events.ORDER_HANDLED, service=ctx.name, order_id=entry.order.order_id,
                 status=status, seq=entry.seq,
             )
 

@@ -1,0 +1,48 @@
+"""The names of the log events something else reads: the ops page, the cluster, tests, benches.
+
+Each name is the ``event`` field of one log line, written here once; the code logs it, and
+readers match it through :func:`trioshop.logs.event_field`, never as typed text.
+"""
+
+from __future__ import annotations
+
+# A node's lifecycle (logger trioshop.server and trioshop.shop).
+SHOP_STARTED = "shop started"
+LISTENING = "listening"
+SHUTDOWN_REQUESTED = "shutdown requested"
+STOPPED = "stopped"
+REGISTRY_RELOADED = "registry reloaded"
+
+# One HTTP request (logger trioshop.access).
+REQUEST = "request"
+
+# Actors and services (the ops page's actor list and categories read these).
+CART_CREATED = "cart created"
+CART_RESTORED = "cart restored"
+CART_ENDED = "cart ended"
+ITEM_ADDED = "item added"
+ACTOR_CRASHED = "actor crashed"
+SERVICE_CRASHED = "service crashed"
+ORDER_HANDLED = "order handled"
+
+# The live feed.
+LIVE_VIEWER_CUT = "live viewer cut"
+
+# The cluster (logger trioshop.cluster).
+CLUSTER_READY = "cluster ready"
+CLUSTER_STOPPED = "cluster stopped"
+NODE_STARTED = "node started"
+NODE_EXITED = "node exited"
+NODE_RESTARTED = "node restarted"
+ROLLING_RESTART_DONE = "rolling restart done"
+PROXY_STARTED = "proxy started"
+HEALTH_CHECKS_NOT_PRINTED = "health checks not printed"
+
+# What the ops page's script reads by role (passed to it in the page, not typed in it).
+OPS_PAGE = {
+    "cartCreated": CART_CREATED,
+    "cartRestored": CART_RESTORED,
+    "cartEnded": CART_ENDED,
+    "actorCrashed": ACTOR_CRASHED,
+    "orderHandled": ORDER_HANDLED,
+}
