@@ -22,16 +22,17 @@ from trioshop.domain import (
     Placement,
 )
 from trioshop.runtime import (
+    CONFLICT_ATTEMPTS,
     Actor,
     ActorCrashed,
     ActorEnded,
     ActorHost,
     EventBus,
+    Ticket,
     open_actor_host,
     open_event_bus,
 )
 from trioshop.shop.cart_actor import (
-    CONFLICT_ATTEMPTS,
     AddItem,
     Cart,
     CartDeps,
@@ -470,6 +471,26 @@ async def test_keyed_add_stored_elsewhere_meanwhile_is_answered_not_repeated() -
         assert store.conflicts == 1
         assert (await world.view(cart)).lines == (MOUSE, qty(KEYBOARD, 2))  # not 4
         assert await store.load_cart("alice") == StoredCart((MOUSE, qty(KEYBOARD, 2)), 2)
+
+
+async def test_conflict_storm_stops_retrying_at_the_requests_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A cart changed elsewhere before every (slow) write gives up at its request's deadline."""
+    store = FailingStore()
+    async with open_world(store) as world:
+        cart = world.spawn()
+
+        async def slowly_elsewhere() -> None:
+            await trio.sleep(1)
+            await elsewhere(store, "alice", MOUSE)
+
+        meddle(store, slowly_elsewhere, times=None)
+        ticket = Ticket(deadline=trio.current_time() + 5)
+        with pytest.raises(StoreError, match="kept changing"):
+            await world.host.request(cart, AddItem(KEYBOARD, None, ticket), timeout=100)
+        assert store.conflicts <= 6  # one a second until the deadline, not CONFLICT_ATTEMPTS
+        assert trio.current_time() <= ticket.deadline + 1
 
 
 async def test_cart_changing_on_every_write_gives_up_with_store_error() -> None:

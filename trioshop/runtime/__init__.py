@@ -25,6 +25,11 @@ from trioshop.runtime.host import ActorHost, open_actor_host
 from trioshop.runtime.introspection import ActorInfo, HostStatistics
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.restart import RestartPolicy
+from trioshop.runtime.retry import (
+    ACTOR_ENDED_ATTEMPTS,
+    CONFLICT_ATTEMPTS,
+    RetryBudget,
+)
 from trioshop.runtime.supervisor import (
     ServiceState,
     ServiceStatus,
@@ -34,6 +39,8 @@ from trioshop.runtime.supervisor import (
 from trioshop.runtime.ticket import Ticket
 
 __all__ = [
+    "ACTOR_ENDED_ATTEMPTS",
+    "CONFLICT_ATTEMPTS",
     "Actor",
     "ActorContext",
     "ActorCrashed",
@@ -51,6 +58,7 @@ __all__ = [
     "MailboxFull",
     "Refusal",
     "RestartPolicy",
+    "RetryBudget",
     "ServiceState",
     "ServiceStatus",
     "SubscriberStatistics",

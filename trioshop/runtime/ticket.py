@@ -8,6 +8,8 @@ import math
 
 import attrs
 
+from trioshop.runtime.retry import RetryBudget
+
 
 class _State(enum.Enum):
     OPEN = "open"
@@ -43,6 +45,11 @@ class Ticket:
             return False
         self._state = _State.ABANDONED
         return True
+
+    @property
+    def budget(self) -> RetryBudget:
+        """The retries this request may still make: none past its deadline."""
+        return RetryBudget(deadline=self.deadline)
 
     @property
     def claimed(self) -> bool:

@@ -24,7 +24,7 @@ from trioshop.domain import (
 )
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
-from trioshop.runtime import ActorContext, EventBus, Ticket
+from trioshop.runtime import CONFLICT_ATTEMPTS, ActorContext, EventBus, RetryBudget, Ticket
 from trioshop.store import CartConflict, CartWrite, Store, StoredCart, StoreError
 
 T = TypeVar("T")
@@ -108,13 +108,6 @@ class CartDeps:
 # -- the actor --------------------------------------------------------------------------
 
 
-# How many times a change is re-applied to a cart another node changed meanwhile. A retry
-# goes at once, on the cart the conflict returned: a pause would only hand the row to the
-# other writer again (measured: with a 2-20 ms backoff, 2-3 % of 400 adds racing on two
-# nodes ran out of attempts; without, none did).
-CONFLICT_ATTEMPTS = 50
-
-
 @attrs.define
 class Cart:
     """The behaviour of a cart actor, registered as ``cart:{user_id}``.
@@ -193,10 +186,14 @@ class Cart:
         self._lines = {line.sku: line for line in stored.lines}
         self._version = stored.version
 
-    async def _until_stored(self, attempt: Callable[[], Awaitable[T]], during: str) -> T:
+    async def _until_stored(
+        self, attempt: Callable[[], Awaitable[T]], during: str, ticket: Ticket | None
+    ) -> T:
         """*attempt* until the store takes it; on a conflict, adopt the cart as stored and
-        attempt again (the command applied to the cart as it is now)."""
-        for _ in range(CONFLICT_ATTEMPTS):
+        attempt again (the command applied to the cart as it is now), at most
+        ``CONFLICT_ATTEMPTS`` times and never past the *ticket*'s deadline."""
+        budget = RetryBudget() if ticket is None else ticket.budget
+        for _ in budget.attempts(CONFLICT_ATTEMPTS):
             try:
                 return await attempt()
             except CartConflict as conflict:
@@ -218,7 +215,7 @@ class Cart:
             self._version = await self.deps.store.save_cart(write, ticket=ticket)
             self._lines = lines
 
-        await self._until_stored(attempt, "while this change was made")
+        await self._until_stored(attempt, "while this change was made", ticket)
 
     async def _add(self, ctx: ActorContext, add: AddItem) -> CartLine:
         store, key, added = self.deps.store, add.idempotency_key, add.line
@@ -243,7 +240,7 @@ class Cart:
             )
             return answer
 
-        return await self._until_stored(attempt, "while this item was added")
+        return await self._until_stored(attempt, "while this item was added", add.ticket)
 
     def _view(self) -> CartView:
         lines = tuple(self._lines.values())  # lines are frozen: sharing them is safe
@@ -264,7 +261,7 @@ class Cart:
                 order, version=self._version, ticket=ticket
             )
 
-        order, placement = await self._until_stored(attempt, "during checkout")
+        order, placement = await self._until_stored(attempt, "during checkout", ticket)
         if placement.replayed:
             # The key's earlier order of this user, returned as it was; this cart is another
             # session and stays.

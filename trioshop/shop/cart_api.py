@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,15 @@ from trioshop.domain import (
     Order,
     replay,
 )
-from trioshop.runtime import Actor, ActorCrashed, ActorEnded, ActorHost, Behaviour, Ticket
+from trioshop.runtime import (
+    ACTOR_ENDED_ATTEMPTS,
+    Actor,
+    ActorCrashed,
+    ActorEnded,
+    ActorHost,
+    Behaviour,
+    Ticket,
+)
 from trioshop.shop.cart_actor import (
     AddItem,
     CartDeps,
@@ -32,10 +41,6 @@ from trioshop.store import Store, StoredOrder
 
 # Builds the behaviour of one user's cart (the registry's ``process.actor`` handler).
 CartFactory = Callable[[str, CartDeps], Behaviour]
-
-# A cart can end between our lookup and our message (checkout, idle); a fresh one is then
-# spawned. Twice in a row is already unusual, a third time means something is wrong.
-_ADD_ATTEMPTS = 3
 
 
 @attrs.frozen
@@ -91,9 +96,10 @@ class Carts:
         cart would hold more than the stock, and ``ActorTimeout`` whose ``maybe_applied``
         says whether the add can still have happened.
         """
-        ticket = Ticket()
+        # One deadline, and so one retry budget, for every try.
+        ticket = Ticket(deadline=trio.current_time() + self._settings.read_timeout)
         message = AddItem(line, idempotency_key, ticket)
-        for _ in range(_ADD_ATTEMPTS):
+        for _ in ticket.budget.attempts(ACTOR_ENDED_ATTEMPTS):
             cart = self._spawn(user_id)
             try:
                 added: CartLine = await self._write(cart, message, ticket)
@@ -109,13 +115,15 @@ class Carts:
     ) -> Any:
         """A request whose change happens only if the cart starts it before the deadline.
 
-        At the deadline an unstarted change is abandoned (never applied); a started one is
-        waited for up to ``settle_timeout`` more, so a timeout tells the truth.
+        The deadline is the *ticket*'s if it has one (a retry gets what is left of it), else
+        *timeout* from now. At the deadline an unstarted change is abandoned (never applied);
+        a started one is waited for up to ``settle_timeout`` more, so a timeout tells the truth.
         """
-        timeout = timeout or self._settings.read_timeout
-        ticket.deadline = trio.current_time() + timeout  # the store bounds its lock waits by it
+        now = trio.current_time()
+        if ticket.deadline == math.inf:  # the store bounds its lock waits by it
+            ticket.deadline = now + (timeout or self._settings.read_timeout)
         return await self._host.request(
-            cart, message, timeout=timeout, ticket=ticket,
+            cart, message, timeout=ticket.deadline - now, ticket=ticket,
             settle_timeout=self._settings.settle_timeout,
         )
 
