@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from trioshop import events
 from trioshop.config import Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
@@ -103,9 +104,9 @@ async def serve_node(
         # the cyclic collector's way, and collect the young generation less often.
         gc.freeze()
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-        log_event(logger, "listening", urls=",".join(binds), pid=os.getpid())
+        log_event(logger, events.LISTENING, urls=",".join(binds), pid=os.getpid())
         # serve() returns after draining requests and running the lifespan shutdown.
-    log_event(logger, "stopped")
+    log_event(logger, events.STOPPED)
 
 
 async def _watch_signals(
@@ -130,7 +131,7 @@ async def _watch_signals(
                 continue
             if shutdown.is_set():
                 raise KeyboardInterrupt
-            log_event(logger, "shutdown requested", signal=signal.Signals(signum).name)
+            log_event(logger, events.SHUTDOWN_REQUESTED, signal=signal.Signals(signum).name)
             shutdown.set()
 
 

@@ -10,10 +10,14 @@ from collections.abc import Sequence
 
 import trio
 
+from trioshop import events
 from trioshop.cluster.haproxy import CHECK_INTERVAL, HEALTH_CHECK_PATH
-from trioshop.logs import log_event
+from trioshop.logs import event_field, log_event
 
 logger = logging.getLogger("trioshop.cluster")
+# The lines that say a node serves: its shop started, then its server listens.
+SHOP_STARTED = f"logger=trioshop.shop {event_field(events.SHOP_STARTED)}"
+LISTENING = f"logger=trioshop.server {event_field(events.LISTENING)}"
 
 # A stopped process has OUTPUT_DRAIN_TIMEOUT to finish printing.
 OUTPUT_DRAIN_TIMEOUT = 1.0
@@ -41,7 +45,8 @@ def exit_reason(code: int | None, lines: Sequence[str]) -> str:
 # The access line of one of HAProxy's health checks (every CHECK_INTERVAL on every node): the
 # cluster's console does not print these.
 HEALTH_CHECK_LINE = re.compile(
-    r"^ts=\S+ level=\w+ logger=trioshop\.access event=request (?:\w+=\S+ )*?"
+    rf"^ts=\S+ level=\w+ logger=trioshop\.access {re.escape(event_field(events.REQUEST))} "
+    r"(?:\w+=\S+ )*?"
     rf"path={re.escape(HEALTH_CHECK_PATH)} "
 )
 
@@ -76,9 +81,9 @@ class NodeOutput:
                 self.trailing.clear()
             else:
                 self.trailing.append(line)
-            if 'logger=trioshop.shop event="shop started"' in line:
+            if SHOP_STARTED in line:
                 self._shop_started = True
-            elif "logger=trioshop.server event=listening" in line and self._shop_started:
+            elif LISTENING in line and self._shop_started:
                 self.serving = True
                 self.settled.set()
         sys.stdout.flush()
@@ -87,7 +92,7 @@ class NodeOutput:
         if not self._checks_hidden:
             self._checks_hidden = True
             log_event(
-                logger, "health checks not printed", node=self.name,
+                logger, events.HEALTH_CHECKS_NOT_PRINTED, node=self.name,
                 checks=f"GET {HEALTH_CHECK_PATH} every {CHECK_INTERVAL}",
             )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.cluster.children import ChildProcess, start_child
 from trioshop.cluster.config import NODE_HOST, ClusterConfig, NodeStartError
 from trioshop.cluster.console import OUTPUT_DRAIN_TIMEOUT, NodeOutput, exit_reason
@@ -78,7 +79,8 @@ class Node:
             def serving(process: ChildProcess, waiting: list[_NextStart] = waiting) -> None:
                 nonlocal served_once, started_at
                 log_event(
-                    logger, "node started", node=name, pid=process.pid, bind=self.backend.address,
+                    logger, events.NODE_STARTED, node=name, pid=process.pid,
+                    bind=self.backend.address,
                 )
                 started_at = trio.current_time()
                 for each in waiting:
@@ -92,7 +94,7 @@ class Node:
             requested = self._restart_requested
             if served:
                 log_event(
-                    logger, "node exited", logging.INFO if requested else logging.WARNING,
+                    logger, events.NODE_EXITED, logging.INFO if requested else logging.WARNING,
                     node=name, pid=ended.pid, code=ended.code, reason=reason,
                 )
                 backoff.ran(trio.current_time() - started_at)

@@ -9,6 +9,7 @@ import signal
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.cluster.children import ChildProcess, start_child
 from trioshop.cluster.config import ClusterConfig, ClusterError
 from trioshop.cluster.supervision import Backoff, stop
@@ -46,7 +47,7 @@ class Proxy:
                 accepting = await _accepting(process, config.bind)
                 if accepting:
                     log_event(
-                        logger, "proxy started", pid=process.pid, bind=config.bind,
+                        logger, events.PROXY_STARTED, pid=process.pid, bind=config.bind,
                         config=str(config.config_path),
                     )
                     if not started:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.cluster.config import NODE_HOST, ClusterConfig, ClusterError, free_ports
 from trioshop.cluster.haproxy import Backend, haproxy_config
 from trioshop.cluster.node import Node
@@ -68,10 +69,10 @@ class Cluster:
                     await nodes.start(node.run)
                 await front.start(proxy.run)
                 self._admin = ProxyAdmin(str(admin_socket))
-                log_event(logger, "cluster ready", nodes=config.nodes, bind=config.bind)
+                log_event(logger, events.CLUSTER_READY, nodes=config.nodes, bind=config.bind)
                 task_status.started()
             nodes.cancel_scope.cancel()
-        log_event(logger, "cluster stopped")
+        log_event(logger, events.CLUSTER_STOPPED)
 
     def hurry(self) -> None:
         """Stop without waiting for the proxy's requests to finish (a second Ctrl-C)."""
@@ -112,8 +113,8 @@ class Cluster:
                 finally:  # its checks keep it out until it serves again
                     await admin.set_state(name, "ready")
                 await _poll_proxy(up, READY_TIMEOUT, f"the proxy did not see node {name} up")
-                log_event(logger, "node restarted", node=name)
-            log_event(logger, "rolling restart done", nodes=len(self._nodes))
+                log_event(logger, events.NODE_RESTARTED, node=name)
+            log_event(logger, events.ROLLING_RESTART_DONE, nodes=len(self._nodes))
 
 
 async def _poll_proxy(

@@ -13,6 +13,7 @@ import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
+from trioshop import events
 from trioshop.config import Settings
 from trioshop.http.admin import admin_routes, client_address
 from trioshop.http.auth import UserAuth
@@ -133,7 +134,7 @@ def create_app(
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.observe(rule, request.method, response.status_code, seconds)
         log_event(
-            access_logger, "request", method=request.method, path=request.path,
+            access_logger, events.REQUEST, method=request.method, path=request.path,
             status=response.status_code, duration_ms=round(seconds * 1000, 2),
             client=g.get("client", request.remote_addr),
         )

@@ -13,6 +13,7 @@ import attrs
 import outcome
 import trio
 
+from trioshop import events
 from trioshop.logs import log_event
 from trioshop.runtime.actor import (
     Actor,
@@ -282,7 +283,7 @@ class ActorHost:
             self._counters.crashed += 1
             crash = group.exceptions[0] if len(group.exceptions) == 1 else group
             log_event(
-                logger, "actor crashed", logging.ERROR, pid=actor.pid, actor=actor.name,
+                logger, events.ACTOR_CRASHED, logging.ERROR, pid=actor.pid, actor=actor.name,
                 error=repr(crash), exc_info=crash,
             )
         finally:

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.logs import log_event
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.restart import RestartPolicy
@@ -143,7 +144,7 @@ class Supervisor:
                         state.consecutive_failures += 1
                         state.last_error = repr(exc)
                         log_event(
-                            logger, "service crashed", logging.ERROR, service=state.name,
+                            logger, events.SERVICE_CRASHED, logging.ERROR, service=state.name,
                             attempt=state.consecutive_failures,
                             max_attempts=policy.max_attempts, error=repr(exc), exc_info=exc,
                         )

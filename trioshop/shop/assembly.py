@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from trioshop import events
 from trioshop.config import Settings
 from trioshop.logs import log_event
 from trioshop.registry import Registry
@@ -68,7 +69,7 @@ async def open_shop(
                 )
                 await services.start_all(registry.services)
                 log_event(
-                    logger, "shop started", products=len(shop.catalog),
+                    logger, events.SHOP_STARTED, products=len(shop.catalog),
                     services=",".join(services.names), store=_describe(settings),
                 )
                 yield shop

@@ -7,6 +7,7 @@ import logging
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.config import Settings
 from trioshop.logs import log_event
 from trioshop.registry import Registry, resolve_callable
@@ -124,7 +125,7 @@ class Shop:
             for name in plan.restart + plan.start:
                 await self.services.start(services[name])
             log_event(
-                logger, "registry reloaded", version=registry.version,
+                logger, events.REGISTRY_RELOADED, version=registry.version,
                 products=len(self.catalog), restarted=",".join(plan.restart) or "-",
                 started=",".join(plan.start) or "-", stopped=",".join(plan.stop) or "-",
             )

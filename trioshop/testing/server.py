@@ -16,9 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from trioshop import events
 from trioshop.cluster.config import free_ports
+from trioshop.logs import event_pattern
 
-LISTENING = re.compile(r"event=listening urls=(http://\S+)")
+LISTENING = event_pattern(events.LISTENING, r" urls=(http://\S+)")
 STARTUP_TIMEOUT = 30.0
 
 
@@ -28,7 +30,7 @@ class ServerProcess:
     # The command line before the caller's arguments, and the line that says it is ready.
     command: tuple[str, ...] = ("run", "--bind", "127.0.0.1:0")
     ready: re.Pattern[str] = LISTENING
-    stopped: re.Pattern[str] = re.compile(r"event=stopped")
+    stopped: re.Pattern[str] = event_pattern(events.STOPPED)
     new_session = False  # its own process group (for kill() of a tree)
 
     def __init__(self, *args: str, cwd: str | None = None) -> None:
@@ -155,11 +157,11 @@ class ClusterProcess(ServerProcess):
     """``trioshop cluster`` as a subprocess: ``base_url`` is the proxy's; give it ``--bind``."""
 
     command = ("cluster",)
-    ready = re.compile(r"event=\"cluster ready\" nodes=\d+ bind=(\S+)")
-    stopped = re.compile(r"event=\"cluster stopped\"")
+    ready = event_pattern(events.CLUSTER_READY, r" nodes=\d+ bind=(\S+)")
+    stopped = event_pattern(events.CLUSTER_STOPPED)
     new_session = True  # kill() takes the nodes and the proxy down with it
-    NODE_STARTED = re.compile(r'event="node started" node=(\S+) pid=(\d+)')  # node, pid
-    PROXY_STARTED = re.compile(r'event="proxy started" pid=(\d+)')
+    NODE_STARTED = event_pattern(events.NODE_STARTED, r" node=(\S+) pid=(\d+)")  # node, pid
+    PROXY_STARTED = event_pattern(events.PROXY_STARTED, r" pid=(\d+)")
 
     def start(self) -> None:
         super().start()

@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from trioshop import events
 from trioshop.domain.money import to_json_number
 from trioshop.http.live.hub import LiveHub
 from trioshop.http.live.rates import RequestWindow
@@ -142,7 +143,7 @@ class LiveFeed:
                 while True:
                     for viewer in self.hub.cut_overdue(trio.current_time()):
                         log_event(
-                            logger, "live viewer cut", logging.WARNING,
+                            logger, events.LIVE_VIEWER_CUT, logging.WARNING,
                             reason="still sending past the end of its stream: not reading",
                             buffered=viewer.buffered,
                         )

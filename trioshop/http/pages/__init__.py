@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 from quart import Blueprint, Response, request
 
+from trioshop import events
 from trioshop.domain.money import CURRENCY
 from trioshop.http.admin import check_admin_access, check_same_origin, request_client
 from trioshop.http.errors import ApiError
@@ -119,6 +120,7 @@ def page_routes(
     and ``GET /pages/<file>``."""
     pages = Blueprint("pages", __name__)
     assets = load_assets()
+    ops_event_names = json.dumps(events.OPS_PAGE)  # what ops.js reads by role
     storefront = render(
         assets["storefront.html"], api_prefix=api_prefix, currency=CURRENCY,
         token_box="" if user_auth else "hidden",
@@ -147,7 +149,9 @@ def page_routes(
             check_ops_access(admin_token)
         except ApiError as error:
             return denied(error, "Sign in with the server's admin token to watch this node.")
-        response = answer(render(assets["ops.html"], data=live.snapshot()))
+        response = answer(
+            render(assets["ops.html"], data=live.snapshot(), event_names=ops_event_names)
+        )
         response.headers["Cache-Control"] = "no-store"
         return response
 

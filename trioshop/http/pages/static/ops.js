@@ -8,6 +8,8 @@
   const REOPEN_MS = 3000; // after the server refused a stream (EventSource gives up on those)
 
   const $ = (id) => document.getElementById(id);
+  // The log event names this page reads, from the server's trioshop/events.py (OPS_PAGE).
+  const EVENT = JSON.parse(document.querySelector('meta[name="event-names"]').content);
   const { el } = window.trioshopDom; // dom.js
   const SVG = "http://www.w3.org/2000/svg";
   const number = new Intl.NumberFormat();
@@ -116,7 +118,7 @@
     if (event.level === "error" || event.level === "critical" || /crash|fail/.test(name)) return "problem";
     if (name.startsWith("DELIVERY")) return "delivery";
     if (name.startsWith("EMAIL")) return "email";
-    if (name.startsWith("service") || name === "order handled") return "service";
+    if (name.startsWith("service") || name === EVENT.orderHandled) return "service";
     if (name.startsWith("checkout")) return "checkout";
     if (name.startsWith("cart") || name.startsWith("item")) return "cart";
     return "other";
@@ -141,18 +143,18 @@
   function trackActors(event) {
     const f = event.fields || {};
     let text = null;
-    if (event.event === "cart created" || event.event === "cart restored") {
+    if (event.event === EVENT.cartCreated || event.event === EVENT.cartRestored) {
       const name = `cart:${f.user_id}`;
-      text = `spawned ${name} (pid ${f.pid})${event.event === "cart restored" ? ", restored from the store" : ""}`;
+      text = `spawned ${name} (pid ${f.pid})${event.event === EVENT.cartRestored ? ", restored from the store" : ""}`;
       stream.actors.set(f.pid, { pid: f.pid, name, mailbox_depth: 0, age_seconds: 0, last_message_seconds_ago: 0 });
       renderActors();
-    } else if (event.event === "cart ended") {
+    } else if (event.event === EVENT.cartEnded) {
       const name = `cart:${f.user_id}`;
       const how = { idle: "passivated (idle)", stopped: "ended", crashed: "crashed", cancelled: "cancelled (shutdown)" };
       text = `${how[f.reason] || `ended (${f.reason})`}: ${name} (pid ${f.pid})`;
       stream.actors.delete(f.pid);
       renderActors();
-    } else if (event.event === "actor crashed") {
+    } else if (event.event === EVENT.actorCrashed) {
       text = `crashed: ${f.actor || "actor"} (pid ${f.pid})`;
     }
     if (text === null) return;
