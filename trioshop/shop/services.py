@@ -23,16 +23,9 @@ logger = logging.getLogger("trioshop.services")
 # Handles one order and returns the status to record, e.g. "dispatched".
 OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
 
-OUTBOX_BATCH = 100
-# On a shared store a look claims its entries for a while (the store's claim timeout): a small
-# batch is handled well within it, so no live node's claim runs out under another's.
-SHARED_OUTBOX_BATCH = 10
 # A service whose store does not answer (a database restart) waits this long, then looks
 # again: an outage is not the service's crash, and must not use up its restarts.
 STORE_RETRY_SECONDS = 1.0
-# A shared store's services also look at the outbox this often, should a wake-up from another
-# node be lost (LISTEN/NOTIFY is best effort across reconnects).
-OUTBOX_POLL_SECONDS = 5.0
 
 
 @attrs.define
@@ -50,20 +43,18 @@ class ServiceContext:
 
 
 async def _wait_for_news(ctx: ServiceContext) -> None:
-    """Until new orders may be waiting: a local checkout's event, or (shared stores) another
-    node's wake-up or the poll interval, whichever comes first."""
-    if ctx.store.exclusive:
-        await ctx.events.receive()
-    else:
-        async with trio.open_nursery() as nursery:
+    """Until new orders may be waiting: a local checkout's event, another node's wake-up or
+    the store's poll interval (the last two never come on an exclusive store), whichever
+    comes first."""
+    async with trio.open_nursery() as nursery:
 
-            async def first(wait: Callable[[], Awaitable[object]]) -> None:
-                await wait()
-                nursery.cancel_scope.cancel()
+        async def first(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
 
-            nursery.start_soon(first, ctx.events.receive)
-            nursery.start_soon(first, ctx.store.wait_for_outbox)
-            nursery.start_soon(first, partial(trio.sleep, OUTBOX_POLL_SECONDS))
+        nursery.start_soon(first, ctx.events.receive)
+        nursery.start_soon(first, ctx.store.wait_for_outbox)
+        nursery.start_soon(first, partial(trio.sleep, ctx.store.outbox_poll_seconds))
     while True:  # one look at the outbox serves every event that came meanwhile
         try:
             ctx.events.receive_nowait()
@@ -92,8 +83,7 @@ async def consume_orders(
     task_status.started()
     while True:
         try:
-            batch = OUTBOX_BATCH if ctx.store.exclusive else SHARED_OUTBOX_BATCH
-            entries = await ctx.store.pending(ctx.name, batch)
+            entries = await ctx.store.pending(ctx.name, ctx.store.outbox_batch)
         except StoreError as exc:
             await _store_trouble(ctx, exc)
             continue

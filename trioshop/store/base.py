@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import enum
 import logging
+import math
 from collections.abc import Collection, Mapping
 from typing import ClassVar
 
@@ -188,12 +189,17 @@ class Store(abc.ABC):
     that is no longer stored raises :class:`CartConflict`; trouble with the storage itself is
     a :class:`StoreError`. Memory use is bounded by what is live, never by what is stored.
 
-    ``exclusive`` stores (memory, SQLite) are written by this process only: a cart actor's
-    copy is then the truth and reads need not ask the store. A shared store (PostgreSQL) is
-    written by many nodes: reads check the stored version first.
+    Exclusive stores (memory, SQLite) are written by this process only: a cart actor's copy
+    is then the truth and reads need not ask the store. A shared store (PostgreSQL) is
+    written by many nodes: it overrides :meth:`changed_elsewhere`, :meth:`wait_for_outbox`
+    and the outbox attributes below, and reads check the stored version first.
     """
 
-    exclusive: ClassVar[bool] = True
+    # How many outbox entries a service takes at a look (see :meth:`pending`).
+    outbox_batch: ClassVar[int] = 100
+    # How often a service with no news looks at the outbox anyway: never on an exclusive
+    # store, where only this process's checkouts (which ring the bus) queue orders.
+    outbox_poll_seconds: ClassVar[float] = math.inf
 
     # -- carts ----------------------------------------------------------------------------
 
@@ -212,7 +218,7 @@ class Store(abc.ABC):
     async def changed_elsewhere(self, user_id: str, version: int) -> bool:
         """Whether another writer stored the user's cart since *version*: one cheap read on a
         shared store; ``False`` at once, without I/O, on an exclusive one."""
-        return not self.exclusive and await self.cart_version(user_id) != version
+        return False
 
     @abc.abstractmethod
     async def save_cart(self, write: CartWrite, *, ticket: Ticket | None = None) -> int:

@@ -68,7 +68,12 @@ class PostgresStore(Store):
     Use :func:`open_postgres_store`, or ``await nursery.start(store.run, initial_stock)``.
     """
 
-    exclusive: ClassVar[bool] = False
+    # A look claims its entries for claim_seconds: a small batch is handled well within it,
+    # so no live node's claim runs out under another's.
+    outbox_batch: ClassVar[int] = 10
+    # Should a wake-up from another node be lost (LISTEN/NOTIFY is best effort across
+    # reconnects), services look at the outbox this often all the same.
+    outbox_poll_seconds: ClassVar[float] = 5.0
 
     url: str
     pool_size: int = POOL_SIZE
@@ -131,6 +136,9 @@ class PostgresStore(Store):
 
     async def cart_version(self, user_id: str) -> int:
         return await self._carts.version(user_id)
+
+    async def changed_elsewhere(self, user_id: str, version: int) -> bool:
+        return await self.cart_version(user_id) != version
 
     async def has_cart(self, user_id: str) -> bool:
         def read(conn: Connection) -> bool:
