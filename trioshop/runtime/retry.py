@@ -20,6 +20,10 @@ ACTOR_ENDED_ATTEMPTS = 3
 # other writer again (measured: with a 2-20 ms backoff, 2-3 % of 400 adds racing on two
 # nodes ran out of attempts; without, none did).
 CONFLICT_ATTEMPTS = 50
+# A conditional stock decrement (PostgreSQL checkout) that failed while the figure read just
+# after suffices: the stock rose in between; tries in all. They run inside one transaction
+# on a worker thread, whose lock waits the request's deadline already bounds.
+STOCK_ATTEMPTS = 3
 
 
 @attrs.frozen(kw_only=True)

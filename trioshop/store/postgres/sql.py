@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from trioshop.domain import Order, ServiceOutcome, check_stock, quantities
+from trioshop.runtime import STOCK_ATTEMPTS
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     NO_CART,
@@ -20,9 +21,6 @@ from trioshop.store.codec import decode_lines
 Connection = psycopg.Connection[Any]
 Row = tuple[Any, ...]
 
-# A conditional decrement that failed while the figure read just after suffices: the stock
-# rose in between; try again this many times in all.
-STOCK_ATTEMPTS = 3
 # Old add keys deleted a statement (a statement must end within STATEMENT_TIMEOUT).
 PRUNE_CHUNK = 10_000
 # How long an add key is remembered, in seconds, for SQL intervals.
