@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 from collections.abc import Callable
 
@@ -11,7 +10,9 @@ import httpx
 
 from tests.browser.sse import Frame, FrameBuffer
 from tests.helpers import REGISTRY_DIR
+from trioshop import events
 from trioshop.http.live.hub import MAX_VIEWERS
+from trioshop.logs import event_pattern
 from trioshop.testing.server import running_server, wait_for_count
 
 IDLE = "2"  # --connection-idle: streams of 1.5 s, then a reconnect
@@ -96,7 +97,7 @@ STALLED_IDLE = "8"
 STALLED_RECEIVE_BUFFER = 1024  # bytes: a viewer that stops reading fills this at once
 STALLED_VIEWERS = MAX_VIEWERS  # every slot
 REPLAYED_ADDS = 300  # adds before the stalled viewers connect: their replay fills every buffer
-CUT = re.compile(r'event="live viewer cut"')
+CUT = event_pattern(events.LIVE_VIEWER_CUT)
 CUT_TIMEOUT = 40.0  # one stream's life (6 s) and the cut, on a loaded machine
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.helpers import REGISTRY_DIR, run_trioshop
+from trioshop import events
 from trioshop.testing.server import ServerProcess, running_server
 
 WIDE = {"width": 1280, "height": 900}
@@ -54,7 +55,7 @@ def test_shopping_shows_up_live_on_the_ops_page(browser: Any, server: ServerProc
     actor = ops.locator('#actor-rows tr[data-name="cart:ann"]')
     expect(actor).to_be_visible(timeout=1000)
     expect(ops.locator("#lifecycle")).to_contain_text("spawned cart:ann")
-    expect(ops.locator('#events li[data-event="item added"]')).to_have_count(1)
+    expect(ops.locator(f'#events li[data-event="{events.ITEM_ADDED}"]')).to_have_count(1)
 
     shop.get_by_role("button", name="Add Wireless Mouse to the cart").click()
     expect(shop.locator("#cart-lines tr")).to_have_count(2)
@@ -125,7 +126,7 @@ def test_the_ops_stream_survives_idle_connection_cuts(browser: Any) -> None:
         page.goto(f"{server.base_url}/ops")
         conn = page.locator("#conn")
         expect(conn).to_have_attribute("data-state", "live")
-        added = page.locator('#events li[data-event="item added"]')
+        added = page.locator(f'#events li[data-event="{events.ITEM_ADDED}"]')
         for n in range(3):
             expect(conn).to_have_attribute("data-state", "reconnecting", timeout=10_000)
             assert http.post(
@@ -153,7 +154,7 @@ def test_pages_left_open_two_minutes_still_update(browser: Any, server: ServerPr
         expect(conn).to_have_attribute("data-state", "live")
         stock = shop.locator('li[data-sku="HP-005"] .stock')
         expect(stock).to_have_text("150 in stock")
-        added = ops.locator('#events li[data-event="item added"]')
+        added = ops.locator(f'#events li[data-event="{events.ITEM_ADDED}"]')
         started, cuts = time.monotonic(), 0
         # Each round waits for the server's idle cut (event-driven, ~30 s), then for news.
         while time.monotonic() - started < 120:

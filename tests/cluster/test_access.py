@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import required
 from tests.postgres import fresh_schema
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
 
 ADMIN = "/api/admin/processes"
@@ -59,7 +61,9 @@ def test_remote_clients_cannot_reach_admin_or_ops(open_cluster: ClusterProcess) 
                 assert refused.headers["content-type"] == "application/json"
         assert http.get("/api/products").status_code == 200
     open_cluster.wait_for_line(
-        re.compile(rf"event=request .*path={ADMIN} status=403 .*client={re.escape(address)} ")
+        event_pattern(
+            events.REQUEST, rf" .*path={ADMIN} status=403 .*client={re.escape(address)} "
+        )
     )
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as local:
         assert local.get(ADMIN, headers={"X-Forwarded-For": "192.0.2.9"}).status_code == 200

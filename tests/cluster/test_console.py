@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import httpx
 
 from tests.postgres import fresh_schema
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.server import free_port, running_cluster
 
 NODES = ("n1", "n2")
 # Printed once per node process when the first of its health-check lines is dropped.
-HIDDEN = re.compile(r'event="health checks not printed" node=(\w+)')
+HIDDEN = event_pattern(events.HEALTH_CHECKS_NOT_PRINTED, r" node=(\w+)")
 # The first checks come within a check interval of the proxy's start; generous for a busy host.
 FIRST_CHECK_TIMEOUT = 30.0
 
@@ -25,7 +26,7 @@ def test_health_checks_are_not_printed(ample_registry: Path) -> None:
         f"127.0.0.1:{free_port()}", "--registry", str(ample_registry),
     ) as cluster:
         for node in NODES:
-            notice = re.compile(rf'event="health checks not printed" node={node} ')
+            notice = event_pattern(events.HEALTH_CHECKS_NOT_PRINTED, rf" node={node} ")
             cluster.wait_for_line(notice, timeout=FIRST_CHECK_TIMEOUT)
         served: dict[str, str] = {}
         with httpx.Client(base_url=cluster.base_url, timeout=10) as http:
@@ -38,7 +39,9 @@ def test_health_checks_are_not_printed(ample_registry: Path) -> None:
         assert sorted(served) == sorted(NODES)
         for node, user in served.items():
             cluster.wait_for_line(
-                re.compile(rf"event=request .*method=GET path=/api/cart/{user} .* node={node}$")
+                event_pattern(
+                    events.REQUEST, rf" .*method=GET path=/api/cart/{user} .* node={node}$"
+                )
             )
         assert cluster.terminate() == 0
         printed = cluster.output()

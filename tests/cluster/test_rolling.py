@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.postgres import fresh_schema
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.server import free_port, running_cluster, wait_for_count
 
 LOAD = Path(__file__).parents[2] / "bench" / "load.py"
-REQUEST = re.compile(r"event=request .*node=n\d")
-RESTARTED = re.compile(r'event="node restarted" node=(n\d)')
+REQUEST = event_pattern(events.REQUEST, r" .*node=n\d")
+RESTARTED = event_pattern(events.NODE_RESTARTED, r" node=(n\d)")
 
 
 def test_rolling_restart_under_load_fails_no_request(ample_registry: Path) -> None:
@@ -31,7 +32,7 @@ def test_rolling_restart_under_load_fails_no_request(ample_registry: Path) -> No
         wait_for_count([cluster], REQUEST, 50)  # the shoppers are at it
         assert cluster.process is not None
         cluster.process.send_signal(signal.SIGHUP)
-        cluster.wait_for_line(re.compile(r'event="rolling restart done"'), timeout=60)
+        cluster.wait_for_line(event_pattern(events.ROLLING_RESTART_DONE), timeout=60)
         out, err = load.communicate(timeout=90)
         assert out, err
         summary = json.loads(out)

@@ -15,8 +15,10 @@ import httpx
 import trio
 
 from tests.postgres import fresh_schema
+from trioshop import events
 from trioshop.cluster.proxy_admin import ProxyAdmin
 from trioshop.cluster.runner import PROXY_POLL
+from trioshop.logs import event_pattern
 from trioshop.testing.server import (
     ClusterProcess,
     free_port,
@@ -26,7 +28,7 @@ from trioshop.testing.server import (
     wait_for_count,
 )
 
-REQUEST = re.compile(r"event=request .*node=n\d")
+REQUEST = event_pattern(events.REQUEST, r" .*node=n\d")
 SHOPPERS = 8
 EXIT_TIMEOUT = 60.0  # seconds the cluster may take to drain and stop, far above what it needs
 
@@ -114,7 +116,7 @@ def test_a_stop_during_startup_exits_cleanly(registry: Path) -> None:
             "--nodes", "3", "--database", database, "--bind", f"127.0.0.1:{free_port()}",
             "--registry", str(registry),
         )
-        cluster.ready = re.compile(r'event="node started" node=(n1) ')
+        cluster.ready = event_pattern(events.NODE_STARTED, " node=(n1) ")
         with running(cluster):
             assert cluster.process is not None
             cluster.process.send_signal(signal.SIGTERM)

@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import REGISTRY_DIR, run_trioshop
 from tests.postgres import fresh_schema
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
 
@@ -88,7 +90,7 @@ def test_a_failed_restart_is_retried_with_backoff_until_it_can(
         delays = [float(m.group(2)) for m in retries]
         assert delays == sorted(delays) and delays[0] < delays[-1], delays
         (own_registry / "products.yaml").write_text(original)
-        wait_for_count([cluster], re.compile(r'event="node started" node=n1 '), 2, timeout=120)
+        wait_for_count([cluster], event_pattern(events.NODE_STARTED, " node=n1 "), 2, timeout=120)
         assert cluster.terminate() == 0
 
 
@@ -108,7 +110,7 @@ def test_a_rolling_restart_with_a_bad_registry_names_the_node_and_why(
         assert "invalid registry" in stopped.group(1), stopped.group(0)
         n2 = cluster.node_pid("n2")
         (own_registry / "products.yaml").write_text(original)
-        wait_for_count([cluster], re.compile(r'event="node started" node=n1 '), 2, timeout=120)
+        wait_for_count([cluster], event_pattern(events.NODE_STARTED, " node=n1 "), 2, timeout=120)
         assert cluster.node_pid("n2") == n2  # the restart did not go on to the next node
         assert not any("rolling restart done" in line for line in cluster.lines)
         assert cluster.terminate() == 0

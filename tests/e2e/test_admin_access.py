@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from tests.helpers import REGISTRY_DIR, run_trioshop
+from trioshop import events
+from trioshop.logs import event_field, event_pattern
 from trioshop.testing.server import ServerProcess, running_server
 
 ADMIN = "/api/admin/processes"
@@ -21,7 +23,7 @@ JSON_ONLY = {"Accept": "application/json"}
 
 def access_client(server: ServerProcess, path: str) -> str:
     """The ``client`` of the server's latest access-log line for *path*."""
-    pattern = re.compile(rf"event=request .*path={re.escape(path)} .*client=(\S+)")
+    pattern = event_pattern(events.REQUEST, rf" .*path={re.escape(path)} .*client=(\S+)")
     server.wait_for_line(pattern)
     return [m.group(1) for line in server.lines if (m := pattern.search(line))][-1]
 
@@ -146,4 +148,4 @@ def test_an_empty_admin_token_is_an_error(command: str) -> None:
     assert empty.returncode == 2
     assert len(empty.stderr.strip().splitlines()) == 1, empty.stderr
     assert "TRIOSHOP_ADMIN_TOKEN" in empty.stderr
-    assert "event=listening" not in given.stdout + empty.stdout
+    assert event_field(events.LISTENING) not in given.stdout + empty.stdout

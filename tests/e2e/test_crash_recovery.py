@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import REGISTRY_DIR, registry_with
+from trioshop import events
+from trioshop.logs import event_field, event_pattern
 from trioshop.testing.server import ServerProcess, running_server
 
 ROOT = Path(__file__).parents[2]
@@ -25,7 +27,7 @@ def serve(registry: Path, data_dir: Path, **env: str) -> ServerProcess:
 def wait_handled(server: ServerProcess, service: str, order_ids: list[str]) -> None:
     for order_id in order_ids:
         server.wait_for_line(
-            re.compile(rf"event=\"order handled\" service={service} order_id={order_id}")
+            event_pattern(events.ORDER_HANDLED, rf" service={service} order_id={order_id}")
         )
 
 
@@ -110,7 +112,7 @@ def test_crashing_service_still_processes_every_order_once(tmp_path: Path) -> No
     finally:
         server.stop_if_running()
     output = server.output()
-    assert output.count('event="service crashed" service=delivery') == 3
+    assert output.count(f"{event_field(events.SERVICE_CRASHED)} service=delivery") == 3
     for order_id in order_ids:
         assert len(re.findall(rf"package dispatched for user \S+ order_id={order_id}", output)) == 1
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.server import running_server
 
 
@@ -50,7 +52,7 @@ def test_stock_idempotency_orders_and_passivation_over_http(
             ]
 
             # bob's cart goes idle, its actor ends, and the next request brings it back
-            server.wait_for_line(re.compile(r"event=\"cart ended\" user_id=bob \S+ reason=idle"))
+            server.wait_for_line(event_pattern(events.CART_ENDED, r" user_id=bob \S+ reason=idle"))
             assert http.get("/api/admin/processes").json()["count"] == 0
             cart = http.get("/api/cart/bob").json()
             assert [(i["sku"], i["quantity"]) for i in cart["items"]] == [("KB-002", 1)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import select
 import socket
 import sqlite3
@@ -14,6 +13,8 @@ import httpx
 from hypercorn.config import Config as HypercornConfig
 
 from tests.helpers import REGISTRY_DIR
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.store.sqlite import DATABASE_FILE
 from trioshop.testing.server import running_server
 
@@ -136,7 +137,7 @@ def test_a_client_that_never_reads_is_reset_and_does_not_hold_the_shutdown() -> 
             client.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: shop\r\n\r\n" * PIPELINED_REQUESTS)
             # Answering has begun; the buffers fill and the server's write blocks. Before the
             # send deadline, that write held the graceful shutdown forever.
-            server.wait_for_line(re.compile(r"event=request .*path=/openapi.json"))
+            server.wait_for_line(event_pattern(events.REQUEST, r" .*path=/openapi.json"))
             assert server.terminate(timeout=ANSWER_TIMEOUT) == 0
         finally:
             client.close()

@@ -18,6 +18,8 @@ from schemathesis.checks import (
 )
 
 from tests.helpers import REGISTRY_DIR
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.server import running_server
 
 EXAMPLES_PER_OPERATION = 25
@@ -30,7 +32,7 @@ def test_sighup_reloads_the_registry(registry_copy: Path) -> None:
         assert server.process is not None
         products.write_text(products.read_text().replace("price: 599.99", "price: 549.00"))
         server.process.send_signal(signal.SIGHUP)
-        server.wait_for_line(re.compile(r'event="registry reloaded"'))
+        server.wait_for_line(event_pattern(events.REGISTRY_RELOADED))
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             prices = {p["sku"]: p["price"] for p in http.get("/api/products").json()["products"]}
             assert prices["MON-004"] == 549
@@ -136,7 +138,7 @@ def test_control_characters_in_a_path_never_reach_the_log_raw() -> None:
                         b"Connection: close\r\n\r\n")
             while raw.recv(4096):
                 pass
-        line = server.wait_for_line(re.compile(r"event=request .*injected"))
+        line = server.wait_for_line(event_pattern(events.REQUEST, r" .*injected"))
         assert server.terminate() == 0
     assert "\\x1b[31m\\r\\ninjected" in line.string
     assert all(logged.isprintable() for logged in server.output().splitlines())

@@ -16,11 +16,10 @@ import pytest
 from tests.helpers import REGISTRY_DIR, AddTally, buy_one
 from tests.postgres import fresh_schema
 from trioshop.testing.registry import registry_with_stock
-from trioshop.testing.server import ServerProcess, running, wait_for_count
+from trioshop.testing.server import ORDER_HANDLED, ServerProcess, running, wait_for_count
 
 DISPATCHED = re.compile(r"DELIVERY package dispatched.* order_id=(\w+)")
 EMAILED = re.compile(r"EMAIL sent to .* order_id=(\w+)")
-HANDLED = re.compile(r'event="order handled" service=(\w+) order_id=(\w+)')  # after its ack
 
 
 @pytest.fixture
@@ -141,7 +140,7 @@ def test_a_killed_node_loses_nothing_acknowledged(registry: Path, database: str)
         # Each pass waits for one more line, whatever it says. A node killed right after
         # recording an order may not have printed its line: the order's status then says so.
         while not all(recorded(*pending) for pending in wanted - acked):
-            found = wait_for_count(everyone, HANDLED, len(found) + 1)
+            found = wait_for_count(everyone, ORDER_HANDLED, len(found) + 1)
             acked = {(m.group(1), m.group(2)) for m in found}
         for pattern in (DISPATCHED, EMAILED):
             handled = Counter(m.group(1) for each in everyone for line in each.lines

@@ -19,7 +19,7 @@ from tests.helpers import REGISTRY_DIR
 from tests.postgres import fresh_schema
 from trioshop.config import Settings
 from trioshop.testing.registry import registry_with_stock
-from trioshop.testing.server import ServerProcess, running, wait_for_count
+from trioshop.testing.server import ORDER_HANDLED, ServerProcess, running, wait_for_count
 
 STUCK_SKU = "KB-002"
 OTHER_SKU = "MON-004"
@@ -30,7 +30,6 @@ STUCK_LIMIT = Settings().checkout_timeout + 2.0
 FREE_LIMIT = Settings().read_timeout
 # How long the test waits for SIGTERM to end the node (the graceful shutdown, and slack).
 EXIT_LIMIT = Settings().shutdown_timeout + 3.0
-HANDLED = re.compile(r'event="order handled" service=(\w+) order_id=(\w+)')
 
 Answer = tuple[str, int, dict[str, object], float]
 Call = tuple[str, str, str, dict[str, object]]
@@ -243,7 +242,7 @@ def test_sessions_the_database_ended_cost_no_request(registry: Path, database: s
         for what, status, body, _ in answers:
             assert status == 200, (what, status, body)
         # The services' outbox claims and acks went through too: both orders handled twice.
-        wait_for_count([node], HANDLED, 4)
+        wait_for_count([node], ORDER_HANDLED, 4)
         assert node.terminate() == 0
     assert not [line for line in node.lines if "store unavailable" in line]
     assert not [line for line in node.lines if "Traceback" in line]

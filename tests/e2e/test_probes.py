@@ -16,13 +16,15 @@ import httpx
 import pytest
 
 from tests.helpers import REGISTRY_DIR
+from trioshop import events
+from trioshop.logs import event_pattern
 from trioshop.testing.server import ServerProcess, running_server
 
 ADMIN_TOKEN = "probe-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 EXPLODING_MODULE = "probe_explodes_at_import"
 ADD_PATH = "/api/cart/prober/items"
-ACCESS_5XX = re.compile(r"event=request .* status=5\d\d ")
+ACCESS_5XX = event_pattern(events.REQUEST, r" .* status=5\d\d ")
 STORM_GROWTH_LIMIT = 10_000
 
 

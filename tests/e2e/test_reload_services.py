@@ -3,7 +3,6 @@ orders go only to the services that exist when they are placed."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import httpx
 import pytest
 
 from tests.postgres import fresh_schema
-from trioshop.testing.server import ServerProcess, running
+from trioshop import events
+from trioshop.logs import event_pattern
+from trioshop.testing.server import ORDER_HANDLED, ServerProcess, running
 
-HANDLED = re.compile(r'event="order handled" service=(\w+) order_id=(\w+)')
 HANDLED_TIMEOUT = 60.0  # the services of a loaded machine answer within this
 NOTIFIER = "\n  - name: notifier"
 AUDIT = """
@@ -49,7 +49,7 @@ def buy(http: httpx.Client, user_id: str) -> str:
 
 def wait_handled(server: ServerProcess, service: str, order_id: str) -> None:
     server.wait_for_line(
-        re.compile(rf'event="order handled" service={service} order_id={order_id}\b'),
+        event_pattern(events.ORDER_HANDLED, rf" service={service} order_id={order_id}\b"),
         timeout=HANDLED_TIMEOUT,
     )
 
@@ -84,7 +84,7 @@ def test_a_removed_service_gets_no_orders_and_services_added_start_from_new_ones
             wait_handled(server, service, after)
 
         handled = {(m.group(1), m.group(2)) for line in server.output().splitlines()
-                   if (m := HANDLED.search(line))}
+                   if (m := ORDER_HANDLED.search(line))}
         assert handled == {
             (service, order) for service in ("delivery", "notifier") for order in (before, after)
         } | {("delivery", while_gone), ("audit", after)}
@@ -109,7 +109,7 @@ def test_a_service_removed_while_the_node_was_down_comes_back_without_a_backlog(
                 wait_handled(server, service, order)
             assert server.terminate() == 0
         return order, {
-            (m.group(1), m.group(2)) for line in server.lines if (m := HANDLED.search(line))
+            (m.group(1), m.group(2)) for line in server.lines if (m := ORDER_HANDLED.search(line))
         }
 
     run_once("before", "delivery", "notifier")

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 
 from tests.helpers import REGISTRY_DIR
+from trioshop import events
+from trioshop.logs import event_field, event_pattern
 from trioshop.testing.server import running_server
 
 
@@ -26,9 +28,11 @@ def test_seed_flow_over_real_http(tmp_path: Path) -> None:
         assert server.terminate() == 0
     output = server.output()
     assert "Traceback" not in output
-    assert 'event="cart created" user_id=alice' in output
+    assert f"{event_field(events.CART_CREATED)} user_id=alice" in output
     assert re.search(
-        r"event=request request_id=\w+ method=POST path=/api/cart/bob/checkout status=200", output
+        event_pattern(
+            events.REQUEST, r" request_id=\w+ method=POST path=/api/cart/bob/checkout status=200"
+        ), output
     )
 
 

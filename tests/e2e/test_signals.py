@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import time
 
+from trioshop import events
 from trioshop.config import Settings
+from trioshop.logs import event_pattern
 from trioshop.testing.server import running_server
 
 
@@ -29,7 +30,7 @@ def test_second_interrupt_exits_at_once_without_traceback() -> None:
             assert answer.startswith(b"HTTP/1.1 100")
             assert server.process is not None
             server.process.send_signal(signal.SIGINT)
-            server.wait_for_line(re.compile(r"event=\"shutdown requested\""))
+            server.wait_for_line(event_pattern(events.SHUTDOWN_REQUESTED))
             server.process.send_signal(signal.SIGINT)
             code = server.process.wait(timeout=30)
         output = server.output()

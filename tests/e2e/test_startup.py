@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from tests.helpers import REGISTRY_DIR, run_trioshop
+from trioshop import events
+from trioshop.logs import event_field, event_pattern
 from trioshop.testing.server import running_server
 
 # The port-in-use start used to crash now and then (a segmentation fault: the SQLite store was
@@ -36,7 +38,7 @@ def _refused(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("trioshop"), result.stderr
-    for unwanted in ("Traceback", "Lifespan failure", "event=listening"):
+    for unwanted in ("Traceback", "Lifespan failure", event_field(events.LISTENING)):
         assert unwanted not in result.stdout + result.stderr
     return lines[0]
 
@@ -108,7 +110,7 @@ def test_data_dir_wins_over_the_database_environment_variable(tmp_path: Path) ->
         env={"TRIOSHOP_DATABASE": "postgresql://nobody@127.0.0.1:1/none"},
     ) as server:
         store = re.escape(str(tmp_path))
-        server.wait_for_line(re.compile(rf"event=\"shop started\".* store={store}"))
+        server.wait_for_line(event_pattern(events.SHOP_STARTED, rf".* store={store}"))
         assert server.terminate() == 0
 
 
@@ -116,7 +118,7 @@ def test_listening_line_names_the_pid_and_the_bound_port() -> None:
     """A start on port 0 logs its OS pid and real port, and answers as the real address."""
     with running_server("--registry", str(REGISTRY_DIR), "--memory") as server:
         assert server.process is not None
-        line = server.wait_for_line(re.compile(r"event=listening .*")).group(0)
+        line = server.wait_for_line(event_pattern(events.LISTENING, r" .*")).group(0)
         assert f"pid={server.process.pid}" in line
         host, port = server.address
         served_by = httpx.get(f"{server.base_url}/healthz", timeout=10).headers["X-Served-By"]
