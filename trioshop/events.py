@@ -12,6 +12,7 @@ LISTENING = "listening"
 SHUTDOWN_REQUESTED = "shutdown requested"
 STOPPED = "stopped"
 REGISTRY_RELOADED = "registry reloaded"
+REGISTRY_RELOAD_REFUSED = "registry reload refused, the previous registry keeps serving"
 
 # One HTTP request (logger trioshop.access).
 REQUEST = "request"
@@ -24,6 +25,7 @@ ITEM_ADDED = "item added"
 ACTOR_CRASHED = "actor crashed"
 SERVICE_CRASHED = "service crashed"
 ORDER_HANDLED = "order handled"
+CHECKOUT_COMPLETED = "checkout completed"
 
 # The live feed.
 LIVE_VIEWER_CUT = "live viewer cut"
@@ -34,8 +36,11 @@ CLUSTER_STOPPED = "cluster stopped"
 NODE_STARTED = "node started"
 NODE_EXITED = "node exited"
 NODE_RESTARTED = "node restarted"
+NODE_RESTART_FAILED = "node restart failed"
 ROLLING_RESTART_DONE = "rolling restart done"
+ROLLING_RESTART_STOPPED = "rolling restart stopped"
 PROXY_STARTED = "proxy started"
+PROXY_EXITED = "proxy exited"
 HEALTH_CHECKS_NOT_PRINTED = "health checks not printed"
 
 # What the ops page's script reads by role (passed to it in the page, not typed in it).

@@ -145,7 +145,7 @@ async def _reload(lifetime: ShopLifetime) -> None:
         await shop.reload_from_disk()
     except RegistryError as exc:
         log_event(
-            logger, "registry reload refused, the previous registry keeps serving",
+            logger, events.REGISTRY_RELOAD_REFUSED,
             logging.ERROR, problems=" | ".join(exc.problems),
         )
     except Exception as exc:  # e.g. the store refused the new stock: the server stays up

@@ -73,7 +73,7 @@ def test_shopping_shows_up_live_on_the_ops_page(browser: Any, server: ServerProc
 
     expect(actor).to_have_count(0)
     expect(ops.locator("#lifecycle")).to_contain_text("ended: cart:ann")
-    for event in ["checkout completed", "DELIVERY package dispatched for user ann",
+    for event in [events.CHECKOUT_COMPLETED, "DELIVERY package dispatched for user ann",
                   "EMAIL sent to ann"]:
         expect(ops.locator(f'#events li[data-event="{event}"]')).to_have_count(1)
     expect(ops.locator('#service-rows tr[data-service="delivery"]')).to_contain_text("running")

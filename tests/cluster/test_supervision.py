@@ -5,7 +5,6 @@ reason; a dead HAProxy is started again."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,9 @@ from trioshop.logs import event_pattern
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ClusterProcess, free_port, running_cluster, wait_for_count
 
-RETRY = re.compile(
-    r'event="node restart failed" node=n1 .*reason="([^"]*invalid registry[^"]*)".* '
-    r"retry_in=([\d.]+)"
+RETRY = event_pattern(
+    events.NODE_RESTART_FAILED,
+    r' node=n1 .*reason="([^"]*invalid registry[^"]*)".* retry_in=([\d.]+)',
 )
 CLUSTER_TIMEOUT = 90  # seconds a failing cluster may take to give up, far above its start
 
@@ -104,7 +103,7 @@ def test_a_rolling_restart_with_a_bad_registry_names_the_node_and_why(
         assert cluster.process is not None
         cluster.process.send_signal(signal.SIGHUP)
         stopped = cluster.wait_for_line(
-            re.compile(r'event="rolling restart stopped" .*node=n1 .*reason="([^"]*)"'),
+            event_pattern(events.ROLLING_RESTART_STOPPED, r' .*node=n1 .*reason="([^"]*)"'),
             timeout=120,
         )
         assert "invalid registry" in stopped.group(1), stopped.group(0)
@@ -121,7 +120,7 @@ def test_a_dead_proxy_is_started_again(registry: Path, database: str) -> None:
     with running_cluster(*cluster_args(registry, database)) as cluster:
         first = cluster.proxy_pid()
         os.kill(first, signal.SIGKILL)
-        cluster.wait_for_line(re.compile(r'event="proxy exited" .*code=-9'), timeout=60)
+        cluster.wait_for_line(event_pattern(events.PROXY_EXITED, " .*code=-9"), timeout=60)
         wait_for_count([cluster], ClusterProcess.PROXY_STARTED, 2, timeout=60)
         assert cluster.proxy_pid() != first
         with httpx.Client(base_url=cluster.base_url, timeout=30) as http:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 from pathlib import Path
@@ -39,7 +38,7 @@ def test_sighup_reloads_the_registry(registry_copy: Path) -> None:
 
             products.write_text(products.read_text().replace("stock: 75", "stock: lots"))
             server.process.send_signal(signal.SIGHUP)
-            refused = server.wait_for_line(re.compile(r'event="registry reload refused.*'))
+            refused = server.wait_for_line(event_pattern(events.REGISTRY_RELOAD_REFUSED, ".*"))
             assert "app:product.monitor" in refused.group(0)
             assert http.get("/api/products").json()["products"][3]["price"] == 549
         assert server.terminate() == 0

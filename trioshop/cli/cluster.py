@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from trioshop import logs
+from trioshop import events, logs
 from trioshop.cli.options import (
     DATABASE_ENV,
     add_admin_token,
@@ -136,7 +136,7 @@ async def _rolling_restart(cluster: Cluster) -> None:
         await cluster.rolling_restart()
     except NodeStartError as exc:
         log_event(
-            logger, "rolling restart stopped", logging.ERROR, node=exc.node, reason=exc.reason
+            logger, events.ROLLING_RESTART_STOPPED, logging.ERROR, node=exc.node, reason=exc.reason
         )
     except (ClusterError, ProxyAdminError) as exc:
-        log_event(logger, "rolling restart stopped", logging.ERROR, error=str(exc))
+        log_event(logger, events.ROLLING_RESTART_STOPPED, logging.ERROR, error=str(exc))

@@ -110,7 +110,7 @@ class Node:
             delay = backoff.next()
             if not served:
                 log_event(
-                    logger, "node restart failed", logging.ERROR, node=name, code=ended.code,
+                    logger, events.NODE_RESTART_FAILED, logging.ERROR, node=name, code=ended.code,
                     reason=reason, retry_in=delay,
                 )
             await trio.sleep(delay)

@@ -55,7 +55,9 @@ class Proxy:
                         task_status.started()
                     since = trio.current_time()
                     code = await process.wait()
-                    log_event(logger, "proxy exited", logging.WARNING, pid=process.pid, code=code)
+                    log_event(
+                        logger, events.PROXY_EXITED, logging.WARNING, pid=process.pid, code=code
+                    )
                     backoff.ran(trio.current_time() - since)
                 elif not started:
                     raise ClusterError(

@@ -271,7 +271,7 @@ class Cart:
         self.deps.counters.checkouts += 1
         self.deps.counters.revenue_cents += order.total_cents
         log_event(
-            logger, "checkout completed", user_id=self.user_id, pid=ctx.pid,
+            logger, events.CHECKOUT_COMPLETED, user_id=self.user_id, pid=ctx.pid,
             order_id=order.order_id, total=to_json_number(order.total_cents),
             items=len(order.lines),
         )
