@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from trioshop.logs import KeyValueFormatter, log_event, request_id
+from trioshop import events
+from trioshop.logs import KeyValueFormatter, event_field, event_pattern, log_event, request_id
 
 
 class Captured:
@@ -149,6 +150,16 @@ def test_event_is_quoted_like_a_value(captured: Captured) -> None:
     first, second = captured.lines()
     assert first.endswith(" event=started")
     assert second.endswith(' event="shop started"')
+
+
+@pytest.mark.parametrize("event", [events.LISTENING, events.CART_CREATED, 'say "hi" = \\'])
+def test_event_pattern_matches_the_printed_line(captured: Captured, event: str) -> None:
+    """event_pattern finds an event's line as printed, bare or quoted, and not another's."""
+    log_event(captured.logger, event, pid=7)
+    log_event(captured.logger, event + " later", pid=8)
+    pattern = event_pattern(event, r" pid=(\d+)")
+    assert [m.group(1) for line in captured.lines() if (m := pattern.search(line))] == ["7"]
+    assert event_field(event) in captured.lines()[0]
 
 
 def test_below_level_logs_nothing(captured: Captured) -> None:
