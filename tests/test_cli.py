@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REGISTRY_DIR, run_trioshop
+from trioshop.testing.server import running_server
 
 
 def test_check_accepts_the_shipped_registry() -> None:
@@ -55,6 +56,13 @@ def test_check_lists_import_errors_with_structural_ones(registry_copy: Path) -> 
     assert "field 'sku' must be a non-empty string" in lines[0]
     assert "has no attribute 'missing'" in lines[2]
     assert f"{registry_copy / 'zz.yaml'}: invalid YAML at line 4, column 3:" in lines[1]
+
+
+def test_bind_with_an_empty_host_listens_on_every_interface() -> None:
+    """`--bind :PORT`, the registry's own form, is accepted and means all interfaces."""
+    with running_server("--registry", str(REGISTRY_DIR), "--memory", "--bind", ":0") as server:
+        assert server.base_url.startswith("http://0.0.0.0:")
+        assert server.terminate() == 0
 
 
 def test_help_names_every_command_in_plain_text() -> None:

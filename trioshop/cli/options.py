@@ -14,6 +14,7 @@ import attrs
 
 from trioshop.config import ADMIN_TOKEN_ENV, DEFAULT_REGISTRY, Settings
 from trioshop.registry import Registry, RegistryError
+from trioshop.registry.entries import listen_address
 from trioshop.shop import load_runnable_registry
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -66,13 +67,14 @@ def count(text: str) -> int:
 
 
 def bind_address(text: str) -> str:
-    """``HOST:PORT`` with a port from 0 (any free one) to 65535."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    """``HOST:PORT`` or ``:PORT`` (all interfaces) with a port from 0 (any free one) to 65535;
+    returned as ``HOST:PORT``."""
+    _, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT with a port from 0 to 65535, got {text!r}"
+            f"expected HOST:PORT or :PORT with a port from 0 to 65535, got {text!r}"
         )
-    return text
+    return listen_address(text)
 
 
 def secret_file(path: str) -> str:

@@ -93,6 +93,13 @@ class Entry:
         return self.id.partition(":")[0]
 
 
+def listen_address(addr: str) -> str:
+    """``HOST:PORT`` from *addr*, ``HOST:PORT`` or ``:PORT``: an empty host means all
+    interfaces (``0.0.0.0``), as in the registry's ``http.service`` and ``--bind``."""
+    host, _, port = addr.rpartition(":")
+    return f"{host or '0.0.0.0'}:{port}"
+
+
 @attrs.frozen
 class HttpService(Entry):
     """``http.service``: where the HTTP server listens (``addr`` as ``host:port`` or ``:port``)."""
@@ -109,9 +116,8 @@ class HttpService(Entry):
 
     @property
     def bind(self) -> str:
-        """The address in hypercorn's form (an empty host means all interfaces)."""
-        host, _, port = self.addr.rpartition(":")
-        return f"{host or '0.0.0.0'}:{port}"
+        """The address in hypercorn's form (see :func:`listen_address`)."""
+        return listen_address(self.addr)
 
 
 @attrs.frozen
