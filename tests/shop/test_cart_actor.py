@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pytest
@@ -45,6 +45,8 @@ from trioshop.shop.cart_actor import (
 )
 from trioshop.store import CartConflict, CartWrite, MemoryStore, Store, StoredCart, StoreError
 
+T = TypeVar("T")
+
 STOCK = {"KB-002": 200, "MOUSE-003": 300, "LAPTOP-001": 5}
 KEYBOARD = CartLine("KB-002", "Mechanical Keyboard", 14999, 1)
 MOUSE = CartLine("MOUSE-003", "Wireless Mouse", 7999, 1)
@@ -69,27 +71,29 @@ class FailingStore(MemoryStore):
     conflicts: int = attrs.field(default=0, init=False)
     before_write: Callable[[], Awaitable[None]] | None = attrs.field(default=None, init=False)
 
-    async def save_cart(self, write: CartWrite, **options: Any) -> int:
-        if self.fail_saves:
-            raise StoreError("disk full")
+    async def _write(self, failure: str | None, write: Callable[[], Awaitable[T]]) -> T:
+        """*write*, unless *failure* says why it fails; *before_write* first, conflicts counted."""
+        if failure is not None:
+            raise StoreError(failure)
         if self.before_write is not None:
             await self.before_write()
         try:
-            return await super().save_cart(write, **options)
+            return await write()
         except CartConflict:
             self.conflicts += 1
             raise
 
+    async def save_cart(self, write: CartWrite, **options: Any) -> int:
+        failure = "disk full" if self.fail_saves else None
+        return await self._write(
+            failure, lambda: super(FailingStore, self).save_cart(write, **options)
+        )
+
     async def checkout(self, order: Order, **options: Any) -> Placement:
-        if self.fail_checkouts:
-            raise StoreError("database locked")
-        if self.before_write is not None:
-            await self.before_write()
-        try:
-            return await super().checkout(order, **options)
-        except CartConflict:
-            self.conflicts += 1
-            raise
+        failure = "database locked" if self.fail_checkouts else None
+        return await self._write(
+            failure, lambda: super(FailingStore, self).checkout(order, **options)
+        )
 
 
 @attrs.define

@@ -28,7 +28,6 @@ from trioshop.runtime.restart import RestartPolicy
 from trioshop.runtime.retry import (
     ACTOR_ENDED_ATTEMPTS,
     CONFLICT_ATTEMPTS,
-    STOCK_ATTEMPTS,
     RetryBudget,
 )
 from trioshop.runtime.supervisor import (
@@ -42,7 +41,6 @@ from trioshop.runtime.ticket import Ticket
 __all__ = [
     "ACTOR_ENDED_ATTEMPTS",
     "CONFLICT_ATTEMPTS",
-    "STOCK_ATTEMPTS",
     "Actor",
     "ActorContext",
     "ActorCrashed",

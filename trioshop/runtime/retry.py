@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import attrs
 import trio
 
-# The caps, stated once (docs/architecture.md, "Retry budgets"). A loop that reaches one
-# tells its caller to retry later; none retries past its request's deadline.
+# The request's caps, stated once (docs/architecture.md, "Retry budgets"; the store's own,
+# such as PostgreSQL's STOCK_ATTEMPTS, stay with the store). A loop that reaches one tells
+# its caller to retry later; none retries past its request's deadline.
 
 # A cart can end between our lookup and our message (checkout, idle); a fresh one is then
 # spawned. Twice in a row is already unusual, a third time means something is wrong.
@@ -20,10 +21,6 @@ ACTOR_ENDED_ATTEMPTS = 3
 # other writer again (measured: with a 2-20 ms backoff, 2-3 % of 400 adds racing on two
 # nodes ran out of attempts; without, none did).
 CONFLICT_ATTEMPTS = 50
-# A conditional stock decrement (PostgreSQL checkout) that failed while the figure read just
-# after suffices: the stock rose in between; tries in all. They run inside one transaction
-# on a worker thread, whose lock waits the request's deadline already bounds.
-STOCK_ATTEMPTS = 3
 
 
 @attrs.frozen(kw_only=True)

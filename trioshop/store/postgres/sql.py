@@ -8,7 +8,6 @@ from typing import Any
 import psycopg
 
 from trioshop.domain import Order, ServiceOutcome, check_stock, quantities
-from trioshop.runtime import STOCK_ATTEMPTS
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     NO_CART,
@@ -33,6 +32,11 @@ WITH_OUTCOMES = (
     f"SELECT {ORDER_COLUMNS}, b.service, b.status, extract(epoch FROM b.at)::float8 "
     "FROM orders o LEFT JOIN outbox b ON b.order_id = o.order_id AND b.status IS NOT NULL "
 )
+
+# A conditional stock decrement (checkout) that failed while the figure read just after
+# suffices: the stock rose in between; tries in all. They run inside one transaction on a
+# worker thread, whose lock waits the request's deadline already bounds.
+STOCK_ATTEMPTS = 3
 
 
 def order_of(row: Row) -> Order:
