@@ -153,7 +153,7 @@ class IdleBetweenRequests(TCPServer):
                 try:
                     data = await self.stream.receive_some(MAX_RECV)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    break
+                    data = b""  # gone: as if the client closed
             self._reading = None
             if data is None or data == b"":  # idle too long (cancelled), or the client closed
                 break

@@ -133,9 +133,6 @@ class Supervisor:
                     state.started_at = trio.current_time()
                     try:
                         await target(*args, task_status=_Readiness(state, report_ready))
-                    except trio.Cancelled:
-                        state.status = ServiceStatus.STOPPED
-                        raise
                     except Exception as exc:
                         ran_for = trio.current_time() - state.started_at
                         if ran_for >= policy.stable_threshold:

@@ -17,11 +17,18 @@ from psycopg_pool import ConnectionPool
 
 from trioshop.domain import DomainError
 from trioshop.runtime import Ticket
-from trioshop.store.base import CartConflict, FailureKind, StoreClosed, StoreError, claim
+from trioshop.store.base import (
+    ADD_KEY_RETENTION_SECONDS,
+    CartConflict,
+    FailureKind,
+    StoreClosed,
+    StoreError,
+    claim,
+)
 from trioshop.store.postgres.errors import POOL_TIMEOUT, reason, translate, where
 from trioshop.store.postgres.gates import Gates
 from trioshop.store.postgres.schema import migrate
-from trioshop.store.postgres.sql import RETENTION, Connection, delete_old_add_keys, seed_stock
+from trioshop.store.postgres.sql import Connection, delete_old_add_keys, seed_stock
 
 T = TypeVar("T")
 
@@ -51,10 +58,10 @@ APPLICATION_NAME = "trioshop"
 class Database:
     """The database at ``url`` through a ``psycopg_pool`` pool of ``size`` connections.
 
-    Every operation runs in a worker thread holding a token of ``limiter`` (as many as the
-    pool has connections, so no thread ever waits for one; ``READ_RESERVE`` of them for
-    reads only, see :class:`~trioshop.store.postgres.gates.Gates`). Every statement gives
-    up after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in all, and a
+    Every operation runs in a worker thread once it holds a place at ``gates`` (a reading or
+    writing token, as many as the pool has connections, so no thread ever waits for one;
+    ``READ_RESERVE`` of them for reads only, see :class:`~trioshop.store.postgres.gates.Gates`).
+    Every statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in all, and a
     connection the server ended is replaced and the operation tried once more.
     Use :meth:`opened`.
     """
@@ -99,7 +106,7 @@ class Database:
                 version = migrate(conn)
                 with conn.transaction():
                     seed_stock(conn, initial)
-                    delete_old_add_keys(conn, RETENTION)
+                    delete_old_add_keys(conn, float(ADD_KEY_RETENTION_SECONDS))
             pool: ConnectionPool[Connection] = ConnectionPool(
                 self.url, min_size=1, max_size=self.size, open=False,
                 timeout=POOL_TIMEOUT, name="trioshop", configure=_bound_statements,
@@ -177,7 +184,7 @@ class Database:
             return await self.run_held(_within_deadline(work, ticket), writes=writes)
 
     async def run_held(self, work: Callable[[Connection], T], *, writes: int = 0) -> T:
-        """:meth:`run` for a caller already holding a token of ``limiter``."""
+        """:meth:`run` for a caller already holding its place at ``gates`` (a batch)."""
         pool = self._pool
         if pool is None:
             raise StoreClosed("the store is not open")

@@ -9,7 +9,6 @@ import psycopg
 
 from trioshop.domain import Order, ServiceOutcome, check_stock, quantities
 from trioshop.store.base import (
-    ADD_KEY_RETENTION_SECONDS,
     NO_CART,
     StoredCart,
     StoredOrder,
@@ -22,8 +21,6 @@ Row = tuple[Any, ...]
 
 # Old add keys deleted a statement (a statement must end within STATEMENT_TIMEOUT).
 PRUNE_CHUNK = 10_000
-# How long an add key is remembered, in seconds, for SQL intervals.
-RETENTION = float(ADD_KEY_RETENTION_SECONDS)
 KEY_CONSTRAINT = "orders_idempotency_key"
 ORDER_COLUMNS = (
     "o.order_id, o.user_id, o.lines::text, o.total_cents, o.created_at, o.idempotency_key"

@@ -34,7 +34,6 @@ from trioshop.store.postgres.pool import POOL_SIZE, Database
 from trioshop.store.postgres.sql import (
     KEY_CONSTRAINT,
     ORDER_COLUMNS,
-    RETENTION,
     WITH_OUTCOMES,
     Connection,
     delete_old_add_keys,
@@ -157,7 +156,7 @@ class PostgresStore(Store):
             row = conn.execute(
                 "SELECT line::text FROM add_keys WHERE user_id = %s AND key = %s "
                 "AND created_at > now() - make_interval(secs => %s)",
-                (user_id, key, RETENTION),
+                (user_id, key, float(ADD_KEY_RETENTION_SECONDS)),
             ).fetchone()
             return None if row is None else decode_lines(row[0])[0]
 

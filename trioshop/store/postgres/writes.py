@@ -10,6 +10,7 @@ import trio
 from trioshop.domain import DomainError
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
+    ADD_KEY_RETENTION_SECONDS,
     NO_CART,
     CartConflict,
     CartWrite,
@@ -24,7 +25,7 @@ from trioshop.store.codec import decode_lines, encode_lines
 from trioshop.store.postgres.errors import Step, batch_policy, transaction
 from trioshop.store.postgres.gates import cart_row
 from trioshop.store.postgres.pool import Database
-from trioshop.store.postgres.sql import RETENTION, Connection
+from trioshop.store.postgres.sql import Connection
 
 # The first key of the advisory locks a batch of cart writes takes, one a user (the second
 # key is a hash of the user id), in key order: two nodes' batches never deadlock.
@@ -126,7 +127,10 @@ def _used_keys(conn: Connection, writes: list[CartWrite]) -> set[tuple[str, str]
         "SELECT a.user_id, a.key FROM add_keys a "
         "JOIN unnest(%s::text[], %s::text[]) AS v(user_id, key) USING (user_id, key) "
         "WHERE a.created_at > now() - make_interval(secs => %s)",
-        ([user for user, _ in keyed], [key for _, key in keyed], RETENTION),
+        (
+            [user for user, _ in keyed], [key for _, key in keyed],
+            float(ADD_KEY_RETENTION_SECONDS),
+        ),
     ).fetchall()
     return {(row[0], row[1]) for row in rows}
 
