@@ -61,8 +61,9 @@ class Database:
     Every operation runs in a worker thread once it holds a place at ``gates`` (a reading or
     writing token, as many as the pool has connections, so no thread ever waits for one;
     ``READ_RESERVE`` of them for reads only, see :class:`~trioshop.store.postgres.gates.Gates`).
-    Every statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and ``STATEMENT_TIMEOUT`` in all, and a
-    connection the server ended is replaced and the operation tried once more.
+    Every statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and
+    ``STATEMENT_TIMEOUT`` in all, and a connection the server ended is replaced and the
+    operation tried once more.
     Use :meth:`opened`.
     """
 
