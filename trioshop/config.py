@@ -13,6 +13,10 @@ DEFAULT_REGISTRY = "registry"
 DEFAULT_DATA_DIR = "data"
 # The environment variable that holds the admin token (``trioshop run`` and ``cluster`` read it).
 ADMIN_TOKEN_ENV = "TRIOSHOP_ADMIN_TOKEN"
+# The environment variable that turns the orders relay to Redis Streams on (``--events-redis``).
+EVENTS_REDIS_ENV = "TRIOSHOP_EVENTS_REDIS"
+# The environment variable that turns tracing on (``--otel-exporter``).
+OTEL_EXPORTER_ENV = "TRIOSHOP_OTEL_EXPORTER"
 
 _positive = [v.instance_of(float), v.gt(0.0)]
 
@@ -92,4 +96,22 @@ class Settings:
     )
     sqlite_synchronous: str = attrs.field(
         default="FULL", validator=v.in_(["OFF", "NORMAL", "FULL", "EXTRA"])
+    )
+    # A redis:// URL: every order is also published to the Redis stream ``events_stream``
+    # (the registry's relay service); None: orders stay inside the shop.
+    events_redis: str | None = attrs.field(
+        default=None, repr=False, validator=v.optional(v.instance_of(str))
+    )
+    events_stream: str = attrs.field(
+        default="trioshop.orders", validator=[v.instance_of(str), v.min_len(1)]
+    )
+    # The stream keeps about this many entries (XADD MAXLEN ~): older ones are trimmed.
+    events_maxlen: int = attrs.field(default=100_000, validator=[v.instance_of(int), v.gt(0)])
+    # Where traces go: "console", "otlp-file:PATH" or "otlp:URL"; None: tracing is off.
+    otel_exporter: str | None = attrs.field(
+        default=None, validator=v.optional(v.instance_of(str))
+    )
+    # The share of new traces sampled (a request with a traceparent follows its parent).
+    otel_sample_ratio: float = attrs.field(
+        default=1.0, converter=float, validator=[v.ge(0.0), v.le(1.0)]
     )

@@ -132,6 +132,38 @@ def database_url(text: str) -> str:
     return text
 
 
+def redis_url(text: str) -> str:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL."""
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(
+            f"expected a URL such as redis://127.0.0.1:6379/0, got {text!r}"
+        )
+    return text
+
+
+def otel_exporter(text: str) -> str:
+    """``console``, ``otlp-file:PATH`` or ``otlp:URL`` (an OTLP/HTTP collector)."""
+    kind, sep, where = text.partition(":")
+    if text == "console" or (sep and kind == "otlp-file" and where) or (
+        sep and kind == "otlp" and where.startswith(("http://", "https://"))
+    ):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected console, otlp-file:PATH or otlp:http://HOST:4318, got {text!r}"
+    )
+
+
+def ratio(text: str) -> float:
+    """A number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
 def add_registry(parser: argparse.ArgumentParser) -> None:
     """``--registry DIR``."""
     parser.add_argument(

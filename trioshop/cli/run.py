@@ -26,9 +26,12 @@ from trioshop.cli.options import (
     ip_address,
     leaves,
     load_registry_or_explain,
+    ratio,
+    redis_url,
     seconds,
 )
-from trioshop.config import DEFAULT_DATA_DIR, Settings
+from trioshop.cli.options import otel_exporter as otel_exporter_option
+from trioshop.config import DEFAULT_DATA_DIR, EVENTS_REDIS_ENV, OTEL_EXPORTER_ENV, Settings
 from trioshop.http.auth import SECRET_ENV, UserAuth
 from trioshop.http.serving import LifespanFailed, bind_sockets
 from trioshop.node import bound_address, hypercorn_config, serve_node
@@ -120,6 +123,34 @@ def add_run_command(commands: Any) -> None:
         "(default: %(default)s)",
     )
     run.add_argument(
+        "--events-redis", type=redis_url, default=os.environ.get(EVENTS_REDIS_ENV) or None,
+        metavar="URL",
+        help="redis://host:port/db: publish every order to a Redis stream too (default: "
+        f"${EVENTS_REDIS_ENV}; none: orders stay inside the shop)",
+    )
+    run.add_argument(
+        "--events-stream", default=default_of("events_stream"), metavar="NAME",
+        help="the Redis stream orders are published to (default: %(default)s)",
+    )
+    run.add_argument(
+        "--events-maxlen", type=count, default=default_of("events_maxlen"), metavar="N",
+        help="entries the stream keeps, about (XADD MAXLEN ~; default: %(default)s)",
+    )
+    run.add_argument(
+        "--otel-exporter", type=otel_exporter_option,
+        default=os.environ.get(OTEL_EXPORTER_ENV) or None,
+        metavar="console|otlp-file:PATH|otlp:URL",
+        help=f"trace requests, actors, store batches and services with OpenTelemetry, to the "
+        f"console, a file of OTLP JSON lines or an OTLP/HTTP collector (default: "
+        f"${OTEL_EXPORTER_ENV}; none: off)",
+    )
+    run.add_argument(
+        "--otel-sample-ratio", type=ratio, default=default_of("otel_sample_ratio"),
+        metavar="R",
+        help="share of new traces sampled, 0 to 1; a request with a traceparent follows its "
+        "parent's choice (default: %(default)s)",
+    )
+    run.add_argument(
         "--log-level", default="info", choices=LOG_LEVELS,
         help="least severe level logged (default: %(default)s)",
     )
@@ -156,6 +187,11 @@ def _run(args: argparse.Namespace) -> int:
         sqlite_synchronous=args.sqlite_synchronous,
         admin_token=args.admin_token or None,
         trusted_proxies=args.trusted_proxies,
+        events_redis=args.events_redis,
+        events_stream=args.events_stream,
+        events_maxlen=args.events_maxlen,
+        otel_exporter=args.otel_exporter,
+        otel_sample_ratio=args.otel_sample_ratio,
     )
     config = hypercorn_config(settings, bind)
     with ExitStack() as held:
