@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -34,16 +35,32 @@ def _positive_or_none(
         )
 
 
-def _addresses(
-    instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
-) -> None:
-    for address in value:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise ValueError(
-                f"{attribute.name} must hold IP addresses (such as 127.0.0.1), got {address!r}"
-            ) from None
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(text: object) -> IPAddress:
+    """The IPv4 or IPv6 address *text* names (an address is returned as it is).
+
+    Raises :class:`ValueError` saying what is expected (a name, a network or a number is not
+    an address).
+    """
+    if isinstance(text, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return text
+    try:
+        if isinstance(text, str):
+            return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    raise ValueError(f"expected an IP address such as 127.0.0.1, got {text!r}")
+
+
+def _ip_set(values: object) -> frozenset[IPAddress]:
+    """*values* (addresses, or one address as a string) parsed once, as a set to look up."""
+    if isinstance(values, str):
+        values = (values,)
+    if not isinstance(values, Iterable):
+        raise TypeError(f"expected IP addresses such as ['127.0.0.1'], got {values!r}")
+    return frozenset(parse_ip(value) for value in values)
 
 
 @attrs.frozen
@@ -91,9 +108,7 @@ class Settings:
     admin_token: str | None = attrs.field(default=None, repr=False)
     # Peers whose X-Forwarded-For names the client (a proxy in front, such as the cluster's
     # HAProxy); from any other peer the header is ignored: the TCP peer is the client.
-    trusted_proxies: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_addresses
-    )
+    trusted_proxies: frozenset[IPAddress] = attrs.field(default=(), converter=_ip_set)
     sqlite_synchronous: str = attrs.field(
         default="FULL", validator=v.in_(["OFF", "NORMAL", "FULL", "EXTRA"])
     )

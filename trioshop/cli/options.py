@@ -4,7 +4,6 @@ line), and loading the registry."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import os
 import sys
@@ -12,7 +11,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from trioshop.config import ADMIN_TOKEN_ENV, DEFAULT_REGISTRY, Settings
+from trioshop.config import ADMIN_TOKEN_ENV, DEFAULT_REGISTRY, IPAddress, Settings, parse_ip
 from trioshop.registry import Registry, RegistryError
 from trioshop.registry.entries import listen_address
 from trioshop.shop import load_runnable_registry
@@ -113,14 +112,12 @@ def add_admin_token(parser: argparse.ArgumentParser, default_help: str) -> None:
     )
 
 
-def ip_address(text: str) -> str:
-    """An IPv4 or IPv6 address."""
+def ip_address(text: str) -> IPAddress:
+    """An IPv4 or IPv6 address (parsed as :class:`~trioshop.config.Settings` does)."""
     try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an IP address such as 127.0.0.1, got {text!r}"
-        ) from None
+        return parse_ip(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def database_url(text: str) -> str:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import attrs
 from quart import Blueprint, g, request
 
-from trioshop.config import ADMIN_TOKEN_ENV
+from trioshop.config import ADMIN_TOKEN_ENV, IPAddress
 from trioshop.http.errors import ApiError
 from trioshop.http.shapes import PROCESSES, REGISTRY_VIEW, RELOAD_REPORT
 from trioshop.registry import Registry, RegistryError
@@ -25,7 +25,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_OPTIONS = f"--admin-token (or {ADMIN_TOKEN_ENV}, or --admin-token-file)"
 
 
-def _ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip(address: str | None) -> IPAddress | None:
     try:
         return ipaddress.ip_address((address or "").split("%")[0])
     except ValueError:
@@ -38,13 +38,13 @@ def is_loopback(address: str | None) -> bool:
 
 
 def client_address(
-    peer: str | None, forwarded_for: list[str], trusted_proxies: tuple[str, ...]
+    peer: str | None, forwarded_for: list[str], trusted_proxies: frozenset[IPAddress]
 ) -> str | None:
     """Who the client is: the TCP *peer*, or, when the peer is one of *trusted_proxies*, the
     last address of its ``X-Forwarded-For`` (the one that proxy saw; "unknown" if it is not an
     address, which no loopback rule lets in). A header from any other peer is ignored."""
     ip = _ip(peer)
-    if ip is None or not forwarded_for or ip not in {_ip(p) for p in trusted_proxies}:
+    if ip is None or not forwarded_for or ip not in trusted_proxies:
         return peer
     last = ",".join(forwarded_for).rsplit(",", 1)[-1].strip()
     return last if _ip(last) is not None else "unknown"
