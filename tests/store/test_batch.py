@@ -238,3 +238,38 @@ async def test_a_bug_in_apply_answers_its_batch_and_the_batcher_goes_on() -> Non
             await batcher.submit(1)
         assert await batcher.submit(2) == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_an_inline_batcher_applies_each_request_at_submit() -> None:
+    """Inline, a request is a batch of one applied at submit, without a task or a checkpoint."""
+    batches: list[list[int]] = []
+
+    async def pure(requests: list[int]) -> list[Outcome]:  # never checkpoints
+        batches.append(requests)
+        return [outcome.Error(ValueError(n)) if n < 0 else outcome.Value(n * 10) for n in requests]
+
+    batcher = Batcher(pure, inline=True)
+    with trio.CancelScope() as scope:
+        scope.cancel()  # any checkpoint in submit would raise Cancelled
+        assert await batcher.submit(2) == 20
+        with pytest.raises(ValueError):
+            await batcher.submit(-1)
+    assert batches == [[2], [-1]] and batcher.batches == 2 and batcher.running
+
+
+async def test_an_inline_batcher_refuses_an_abandoned_ticket_and_answers_failures() -> None:
+    """Inline, an abandoned ticket is never applied and apply's failure is the caller's."""
+    db = FakeDatabase()
+    batcher = Batcher(db.apply, inline=True)
+    gone = Ticket()
+    gone.abandon()
+    with pytest.raises(OperationAbandoned):
+        await batcher.submit(1, gone)
+    kept = Ticket()
+    assert await batcher.submit(3, kept) == 30 and kept.claimed
+    db.failure = StoreError("disk full")
+    with pytest.raises(StoreError, match="disk full"):
+        await batcher.submit(4)
+    assert db.batches == [[3], [4]]
+    with pytest.raises(RuntimeError, match="no task"):
+        await batcher.run()

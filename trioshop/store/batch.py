@@ -53,19 +53,27 @@ class Batcher(Generic[R]):
     Run it with ``await nursery.start(batcher.run)``; when that task ends (cancelled, or
     after :meth:`close` once the queue is drained), queued requests are answered
     :class:`StoreClosed`.
+
+    An ``inline`` batcher has no task and no queue: :meth:`submit` claims the ticket and
+    hands ``apply`` a batch of one at once, with the same answers and failures. It is for a
+    store whose ``apply`` is pure and never checkpoints (memory): there is no trip to
+    share, so grouping would only add a task hop per write, and applying in place keeps each
+    of that store's operations free of checkpoints (atomic under Trio) and usable without a
+    running task (the registry check, benches and tests build one bare).
     """
 
     apply: Callable[[list[R]], Awaitable[list[Outcome]]]
     gate: Callable[[], AbstractAsyncContextManager[object]] | None = None
     max_batch: int = 256
     queue_size: int = 10_000
+    inline: bool = False
     _send: trio.MemorySendChannel[_Pending[R]] | None = attrs.field(default=None, init=False)
     _batches: int = attrs.field(default=0, init=False)
 
     @property
     def running(self) -> bool:
-        """Whether :meth:`run` is serving requests."""
-        return self._send is not None
+        """Whether :meth:`run` is serving requests (an inline batcher always is)."""
+        return self.inline or self._send is not None
 
     @property
     def batches(self) -> int:
@@ -73,7 +81,9 @@ class Batcher(Generic[R]):
         return self._batches
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve requests until cancelled or closed; ready at once."""
+        """Serve requests until cancelled or closed; ready at once (never for an inline one)."""
+        if self.inline:
+            raise RuntimeError("an inline batcher applies at submit; it has no task to run")
         send, receive = trio.open_memory_channel[_Pending[R]](self.queue_size)
         self._send = send
         task_status.started()
@@ -103,18 +113,23 @@ class Batcher(Generic[R]):
             receive.close()
 
     async def _answer(self, batch: list[_Pending[R]]) -> None:
-        try:
-            outcomes = await self.apply([pending.request for pending in batch])
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} requests")
-        except StoreError as exc:
-            outcomes = [outcome.Error(exc) for _ in batch]
-        except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
-            failure = unexpected(exc)
-            outcomes = [outcome.Error(failure) for _ in batch]
-        self._batches += 1
+        outcomes = await self._outcomes([pending.request for pending in batch])
         for pending, result in zip(batch, outcomes, strict=True):
             pending.answer(result)
+
+    async def _outcomes(self, requests: list[R]) -> list[Outcome]:
+        """``apply``'s outcomes for *requests*; its failure as every request's outcome."""
+        try:
+            outcomes = await self.apply(requests)
+            if len(outcomes) != len(requests):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(requests)} requests")
+        except StoreError as exc:
+            outcomes = [outcome.Error(exc) for _ in requests]
+        except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
+            failure = unexpected(exc)
+            outcomes = [outcome.Error(failure) for _ in requests]
+        self._batches += 1
+        return outcomes
 
     def close(self) -> None:
         """Take no more requests; the queued ones are still answered, then :meth:`run` ends."""
@@ -125,8 +140,12 @@ class Batcher(Generic[R]):
         """*request*'s result once its batch is done, or the exception it was answered with.
 
         :class:`StoreClosed` when the batcher is not running; :class:`StoreError` when its
-        queue is full (``queue_size`` requests waiting).
+        queue is full (``queue_size`` requests waiting). Inline, it is applied at once.
         """
+        if self.inline:
+            claim(ticket)
+            [result] = await self._outcomes([request])
+            return result.unwrap()
         if self._send is None:
             raise StoreClosed("the store is not open")
         reply, answer = trio.open_memory_channel[Outcome](1)

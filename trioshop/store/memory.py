@@ -1,7 +1,8 @@
 """The in-memory store (``--memory``): the store contract in dictionaries, kept for nothing.
 
 It applies the same domain rules as the other stores; every method completes without a
-checkpoint, which makes each one atomic under Trio.
+checkpoint, which makes each one atomic under Trio. Cart writes go behind the stores' one
+:class:`~trioshop.store.batch.Batcher`, inline: a loop over the pure :meth:`MemoryStore._apply`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,22 @@ import time
 from collections.abc import Collection, Mapping
 
 import attrs
+import outcome
 
-from trioshop.domain import CartLine, Order, Placement, ServiceOutcome, replay, reserve_stock
+from trioshop.domain import (
+    CartLine,
+    DomainError,
+    Order,
+    Placement,
+    ServiceOutcome,
+    replay,
+    reserve_stock,
+)
 from trioshop.runtime import Ticket
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     NO_CART,
+    CartConflict,
     CartWrite,
     OutboxEntry,
     Store,
@@ -26,6 +37,7 @@ from trioshop.store.base import (
     claim,
     settle_write,
 )
+from trioshop.store.batch import Batcher, Outcome
 
 
 @attrs.define
@@ -44,6 +56,11 @@ class MemoryStore(Store):
     _add_keys: dict[tuple[str, str], tuple[CartLine, float]] = attrs.field(
         factory=dict, init=False
     )
+    _cart_writes: Batcher[CartWrite] = attrs.field(init=False, repr=False)
+
+    @_cart_writes.default
+    def _cart_writer(self) -> Batcher[CartWrite]:
+        return Batcher(self._apply_all, inline=True)
 
     # -- carts ----------------------------------------------------------------------------
 
@@ -70,10 +87,19 @@ class MemoryStore(Store):
             self._add_keys[user_id, write.add_key[0]] = (write.add_key[1], time.time())
         return version
 
+    async def _apply_all(self, writes: list[CartWrite]) -> list[Outcome]:
+        """Each of *writes* in turn, a refusal its own outcome (no checkpoint: atomic)."""
+        outcomes: list[Outcome] = []
+        for write in writes:
+            self._writes += 1
+            try:
+                outcomes.append(outcome.Value(self._apply(write)))
+            except (DomainError, CartConflict) as refusal:
+                outcomes.append(outcome.Error(refusal))
+        return outcomes
+
     async def save_cart(self, write: CartWrite, *, ticket: Ticket | None = None) -> int:
-        claim(ticket)
-        self._writes += 1
-        return self._apply(write)
+        return int(await self._cart_writes.submit(write, ticket))
 
     def _prune(self, retention: float) -> int:
         now, pruned = time.time(), 0
