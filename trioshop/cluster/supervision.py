@@ -10,6 +10,7 @@ import trio
 
 from trioshop.cluster.children import ChildProcess
 from trioshop.logs import log_event
+from trioshop.runtime.restart import RestartBackoff
 
 logger = logging.getLogger("trioshop.cluster")
 
@@ -26,7 +27,10 @@ PROXY_DRAIN_TIMEOUT = 10.0
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 15.0
 STABLE_AFTER = 30.0
-
+RESTART_BACKOFF = RestartBackoff(
+    initial_delay=RESTART_BACKOFF_FIRST, max_delay=RESTART_BACKOFF_MAX, jitter=0.0,
+    stable_threshold=STABLE_AFTER,
+)
 
 async def stop(
     process: ChildProcess, what: str, *, drain: signal.Signals | None = None,
@@ -71,18 +75,19 @@ async def cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
 
 @attrs.define
 class Backoff:
-    """Delays before starting a process that keeps failing again: doubling, capped."""
+    """The delays before starting again a process that keeps failing, by
+    :data:`RESTART_BACKOFF`."""
 
-    failures: int = 0
+    failures: int = 0  # in a row
+    _ran_for: float = 0.0  # the longest run that served since the last failure
 
     def next(self) -> float:
         """The delay before the next start; counts one more failure."""
-        delay = min(RESTART_BACKOFF_FIRST * (1 << min(self.failures, 32)), RESTART_BACKOFF_MAX)
-        self.failures += 1
-        return delay
+        self.failures = RESTART_BACKOFF.failures_in_a_row(self.failures, self._ran_for)
+        self._ran_for = 0.0
+        return RESTART_BACKOFF.delay(self.failures)
 
     def ran(self, seconds: float) -> None:
-        """A process ran for *seconds* before it exited: long enough, and the count starts
-        again."""
-        if seconds >= STABLE_AFTER:
-            self.failures = 0
+        """The process ran (served) for *seconds* before it exited: if long enough, the next
+        failure is counted as the first."""
+        self._ran_for = max(self._ran_for, seconds)

@@ -135,10 +135,10 @@ class Supervisor:
                         await target(*args, task_status=_Readiness(state, report_ready))
                     except Exception as exc:
                         ran_for = trio.current_time() - state.started_at
-                        if ran_for >= policy.stable_threshold:
-                            state.consecutive_failures = 0
                         state.failures += 1
-                        state.consecutive_failures += 1
+                        state.consecutive_failures = policy.failures_in_a_row(
+                            state.consecutive_failures, ran_for
+                        )
                         state.last_error = repr(exc)
                         log_event(
                             logger, events.SERVICE_CRASHED, logging.ERROR, service=state.name,
