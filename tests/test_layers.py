@@ -12,7 +12,12 @@ PACKAGE = Path(__file__).parents[1] / "trioshop"
 
 # Lowest first. A module may import its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("trioshop", "trioshop.logs", "trioshop.config"),  # foundations: no shop concept
+    # foundations: no shop concept (telemetry: the OpenTelemetry API's helpers every layer may
+    # use; telemetry_sdk: the SDK's set-up from Settings, which only the CLI calls)
+    (
+        "trioshop", "trioshop.logs", "trioshop.config",
+        "trioshop.telemetry", "trioshop.telemetry_sdk",
+    ),
     ("trioshop.runtime",),  # actors, bus, supervisor: knows nothing of the shop
     ("trioshop.domain",),  # values, refusals, the pure rules
     ("trioshop.registry",),  # the YAML registry's entries

@@ -36,6 +36,7 @@ from trioshop.http.auth import SECRET_ENV, UserAuth
 from trioshop.http.serving import LifespanFailed, bind_sockets
 from trioshop.node import bound_address, hypercorn_config, serve_node
 from trioshop.store.dirlock import DataDirInUse, lock_data_dir
+from trioshop.telemetry_sdk import process_tracing
 
 
 def add_run_command(commands: Any) -> None:
@@ -209,10 +210,15 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         for sock in sockets:
             held.enter_context(sock)
-        node_id = args.node_id or bound_address(bind, sockets)
+        settings = attrs.evolve(settings, node_id=args.node_id or bound_address(bind, sockets))
+        try:  # exported and flushed from the SDK's own thread; shut down after the node's run
+            held.enter_context(process_tracing(settings))
+        except OSError as exc:
+            print(f"trioshop: cannot write traces to {settings.otel_exporter}: {exc}; choose "
+                  "a writable otlp-file:PATH", file=sys.stderr)
+            return 1
         try:
-            trio.run(serve_node, registry, attrs.evolve(settings, node_id=node_id), config,
-                     sockets, auth)
+            trio.run(serve_node, registry, settings, config, sockets, auth)
         except KeyboardInterrupt:
             return _interrupted()
         except BaseExceptionGroup as group:

@@ -23,6 +23,7 @@ from trioshop.http.metrics import CONTENT_TYPE, Metrics
 from trioshop.http.openapi import openapi_document
 from trioshop.http.pages import page_routes
 from trioshop.http.routes import api_routes, health_routes
+from trioshop.http.tracing import trace_requests
 from trioshop.logs import log_event, request_id
 from trioshop.registry import Registry
 from trioshop.shop import CartFactory, Shop
@@ -80,6 +81,8 @@ def create_app(
     # Werkzeug would answer '/api//products' with an HTML 308 redirect that no error handler
     # can reshape; without merging, such a path is a JSON 404 like any unknown route.
     app.url_map.merge_slashes = False
+    if settings.otel_exporter is not None:  # off: no request does any tracing work
+        trace_requests(app)
     lifetime = ShopLifetime()
     metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
