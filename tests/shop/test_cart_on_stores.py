@@ -13,8 +13,15 @@ import trio.testing
 
 from tests.shop.test_cart_actor import KEYBOARD, LAPTOP, MOUSE, STOCK, qty
 from tests.store.support import BACKENDS, Opener, backend_opener
-from trioshop.domain import CartLine, CartView, InsufficientStock, Placement
-from trioshop.runtime import Actor, ActorHost, EventBus, open_actor_host, open_event_bus
+from trioshop.domain import CartLine, CartView, InsufficientStock, ItemNotInCart, Placement
+from trioshop.runtime import (
+    Actor,
+    ActorEnded,
+    ActorHost,
+    EventBus,
+    open_actor_host,
+    open_event_bus,
+)
 from trioshop.shop.cart_actor import (
     ORDER_KIND,
     ORDER_SYSTEM,
@@ -84,6 +91,7 @@ async def test_adds_merge_and_are_stored_before_the_reply(world: World) -> None:
     cart = world.spawn()
     assert await world.ask(cart, AddItem(KEYBOARD)) == KEYBOARD
     assert await world.store.load_cart("alice") == StoredCart((KEYBOARD,), 1)
+    assert await world.store.has_cart("alice")
     await world.ask(cart, AddItem(qty(MOUSE, 3)))
     await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
     lines = (qty(KEYBOARD, 3), qty(MOUSE, 3))
@@ -97,9 +105,14 @@ async def test_an_add_past_the_stock_is_refused_and_changes_nothing(world: World
     await world.ask(cart, AddItem(qty(LAPTOP, 3)))
     with pytest.raises(InsufficientStock) as refused:
         await world.ask(cart, AddItem(qty(LAPTOP, 3)))
-    assert (refused.value.requested, refused.value.available) == (6, 5)
+    assert (refused.value.sku, refused.value.requested, refused.value.available) == (
+        "LAPTOP-001", 6, 5,
+    )
+    assert world.host.lookup(cart_name("alice")) is cart
     assert (await world.view(cart)).lines == (qty(LAPTOP, 3),)
     assert await world.store.load_cart("alice") == StoredCart((qty(LAPTOP, 3),), 1)
+    await world.ask(cart, AddItem(qty(LAPTOP, 2)))  # still serving: up to the stock is fine
+    assert (await world.view(cart)).lines == (qty(LAPTOP, 5),)
 
 
 async def test_a_keyed_add_sent_twice_is_added_once(world: World) -> None:
@@ -127,6 +140,11 @@ async def test_a_change_over_a_cart_changed_elsewhere_reloads_and_reapplies(
     view = await world.ask(cart, RemoveItem("KB-002"))
     assert view.lines == (qty(MOUSE, 2), LAPTOP)
     assert await world.store.load_cart("alice") == StoredCart(view.lines, 5)
+    await world.elsewhere("alice", LAPTOP)
+    with pytest.raises(ItemNotInCart):  # removed elsewhere meanwhile
+        await world.ask(cart, RemoveItem("MOUSE-003"))
+    assert (await world.view(cart)).lines == (LAPTOP,)
+    assert world.host.lookup(cart_name("alice")) is cart
 
 
 async def test_checkout_stores_the_order_takes_the_stock_and_ends_the_cart(
@@ -141,26 +159,45 @@ async def test_checkout_stores_the_order_takes_the_stock_and_ends_the_cart(
     placement = await world.ask(cart, Checkout("key-1"))
     assert isinstance(placement, Placement)
     assert not placement.replayed
-    assert placement.order.lines == (qty(KEYBOARD, 2), MOUSE)
-    assert subscription.receive_nowait().data == placement.order
-    stored = await world.store.order(placement.order.order_id)
+    order = placement.order
+    assert (order.user_id, order.lines, order.idempotency_key) == (
+        "alice", (qty(KEYBOARD, 2), MOUSE), "key-1",
+    )
+    assert order.total_cents == 2 * 14999 + 7999
+    event = subscription.receive_nowait()
+    assert (event.system, event.kind, event.path) == (ORDER_SYSTEM, ORDER_KIND, "/orders/alice")
+    assert event.data == order
+    with pytest.raises(trio.WouldBlock):  # published once
+        subscription.receive_nowait()
+    stored = await world.store.order(order.order_id)
     assert stored is not None
-    assert stored.order == placement.order
-    assert await world.store.order_by_key("key-1") == placement.order
+    assert stored.order == order
+    assert await world.store.order_by_key("key-1") == order
     assert await world.store.load_cart("alice") == StoredCart((), 3)
     assert await world.store.stock_levels() == {**STOCK, "KB-002": 198, "MOUSE-003": 299}
+    counters = world.deps.counters
+    assert (counters.checkouts, counters.revenue_cents) == (1, order.total_cents)
     assert world.host.lookup(cart_name("alice")) is None
+    await trio.testing.wait_all_tasks_blocked()  # the actor unwinds (no I/O)
+    assert cart.ended
+    assert len(world.host) == 0
+    with pytest.raises(ActorEnded):
+        await world.ask(cart, ViewCart())
 
 
 async def test_checkout_over_a_cart_changed_elsewhere_orders_the_stored_lines(
     world: World,
 ) -> None:
     """A checkout over a cart another writer changed orders the lines as stored now."""
+    subscription = world.bus.subscribe(ORDER_SYSTEM, ORDER_KIND, name="test")
     cart = world.spawn()
     await world.ask(cart, AddItem(qty(KEYBOARD, 2)))
     await world.elsewhere("alice", MOUSE)
     placement = await world.ask(cart, Checkout())
     assert placement.order.lines == (MOUSE,)
+    assert placement.order.total_cents == 7999
+    assert subscription.receive_nowait().data == placement.order
+    assert world.host.lookup(cart_name("alice")) is None
     assert await world.store.stock_levels() == {**STOCK, "MOUSE-003": 299}
     assert await world.store.load_cart("alice") == StoredCart((), 3)
 
@@ -175,8 +212,10 @@ async def test_checkout_short_of_stock_is_refused_and_the_cart_stays(world: Worl
         await world.ask(bob, Checkout())
     assert (refused.value.requested, refused.value.available) == (2, 1)
     assert world.host.lookup(cart_name("bob")) is bob
+    assert (await world.view(bob)).lines == (qty(LAPTOP, 2),)
     assert await world.store.load_cart("bob") == StoredCart((qty(LAPTOP, 2),), 1)
     assert await world.store.stock_levels() == {**STOCK, "LAPTOP-001": 1}
+    assert world.bus.published == 1
 
 
 async def test_a_passivated_cart_comes_back_with_its_lines(world: World) -> None:
