@@ -34,6 +34,13 @@ bench cannot silently compare errors with work.
    Besides the trioshop process's CPU, the CPU of the PostgreSQL backends serving that
    server (its connections, found in pg_stat_activity by their application_name) is read
    from /proc. Ratios: PostgreSQL / SQLite for add (target >= 0.7) and cart_read.
+
+4. The orders relay to Redis Streams: checkouts/s with it on over off (target >= 0.9), and
+   every order placed in the stream at the end (bench/_outbound.py).
+
+5. Tracing: server CPU per request at 1 % and 100 % sampling against tracing off.
+
+    python bench/throughput.py --only relay --only tracing   # parts 4 and 5 alone
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _outbound
 from bench._http import Connection, HttpError
 from bench.load import ample_stock_registry, percentile
 from trioshop.testing.postgres import DEFAULT_URL, scratch_schema, with_schema
@@ -68,6 +76,7 @@ USERS = 100
 TARGETS = {"cart_read": 0.85, "add": 0.75}
 DURABLE_TARGET = 0.6
 POSTGRES_TARGET = 0.7  # PostgreSQL add / SQLite add
+PARTS = ["memory", "postgres", "relay", "tracing"]
 
 # Appended to every endpoint's script: counts the answers by status in each wrk thread and
 # prints them (and the exact request count) after wrk's own summary.
@@ -581,10 +590,19 @@ def main() -> int:
                         help="leave out the PostgreSQL against SQLite comparison")
     parser.add_argument("--only-postgres", action="store_true",
                         help="run only the PostgreSQL against SQLite comparison (part 3)")
+    parser.add_argument("--only", action="append", default=[], choices=PARTS,
+                        help="run only this part (repeatable): memory (1 and 2), postgres (3), "
+                        "relay (4), tracing (5)")
+    parser.add_argument("--redis", default=_outbound.DEFAULT_REDIS, metavar="URL",
+                        help="Redis for the relay's part; the bench adds a stream and deletes "
+                        "it (default: %(default)s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.only_postgres and args.skip_postgres:
-        parser.error("--only-postgres and --skip-postgres leave nothing to run")
+    if args.only_postgres:
+        args.only.append("postgres")
+    parts = set(args.only or PARTS) - ({"postgres"} if args.skip_postgres else set())
+    if not parts:
+        parser.error("--only postgres and --skip-postgres leave nothing to run")
     generator, run = choose_generator(args.generator)
     print(f"generator: {generator}"
           + ("" if generator == "wrk" else " (install Debian's wrk for a lighter generator)"),
@@ -596,7 +614,7 @@ def main() -> int:
         registry = ample_stock_registry(scratch / "registry")
         server_args = ["--registry", str(registry), *args.server_arg]
         schema = None
-        if not args.skip_postgres:
+        if "postgres" in parts:
             try:  # before any measurement: no PostgreSQL should fail at once, not at the end
                 schema = stack.enter_context(scratch_schema(args.database, "bench"))
             except Exception as exc:
@@ -606,7 +624,7 @@ def main() -> int:
 
         results: dict[str, list[Result]] = {}
         durability: dict[str, dict[str, list[Result]]] = {}
-        if not args.only_postgres:
+        if "memory" in parts:
             results, durability = measure_memory_and_sqlite(
                 run, server_args, scratch, args, logs
             )
@@ -635,6 +653,10 @@ def main() -> int:
                                      args.rounds, args.connections),
                 "lost_backends": backends.lost if backends else 0,
             }
+        relay = (_outbound.measure_relay(server_args, scratch, args, logs)
+                 if "relay" in parts else None)
+        tracing = (_outbound.measure_tracing(server_args, scratch, args, logs)
+                   if "tracing" in parts else None)
 
     summary = summarize(results) if results else {}
     durable_summary = (
@@ -645,18 +667,21 @@ def main() -> int:
         summarize_pair(postgres["results"], "postgres", "sqlite", {"add": POSTGRES_TARGET})
         if postgres else None
     )
+    pairs = [durable_summary, pg_summary or {}, relay["summary"] if relay else {},
+             *(tracing or {}).values()]
     refused = [row["refused"] for row in summary.values()] + [
-        pair["refused"] for part in (durable_summary, pg_summary or {}) for pair in part.values()
+        pair["refused"] for part in pairs for pair in part.values()
     ]
-    clean = not any(refused)
+    clean = not any(refused) and (relay is None or relay["published"] >= relay["placed"])
     if args.json:
         print(json.dumps({
             "generator": generator, "connections": args.connections, "rounds": args.rounds,
             "seconds": args.seconds, "endpoints": summary, "durability": durable_summary,
-            "postgres": pg_summary, "server_logs": logs, "clean": clean,
+            "postgres": pg_summary, "relay": relay, "tracing": tracing,
+            "server_logs": logs, "clean": clean,
         }, indent=2))
     else:
-        if not args.only_postgres:
+        if "memory" in parts:
             print_table(summary, f"1. throughput ({generator}, {args.connections} connections, "
                         f"{args.rounds} rounds x {args.seconds:g} s, medians, --memory)")
             print_pair(durable_summary, "2. add to cart: SQLite (fsync per commit) vs --memory",
@@ -667,11 +692,17 @@ def main() -> int:
             if postgres["lost_backends"]:
                 print(f"  {postgres['lost_backends']} backends ended during a round: "
                       "their CPU is missing from PG CPU")
-        else:
+        elif "memory" in parts:
             print("\n3. PostgreSQL vs SQLite: skipped (--skip-postgres)")
+        if relay is not None:
+            _outbound.print_relay(relay)
+        if tracing is not None:
+            _outbound.print_tracing(tracing)
         print_logs(logs)
-        if not clean:
+        if any(refused):
             print("\nsome answers were not 2xx: no ratio was reported for those endpoints")
+        if relay is not None and relay["published"] < relay["placed"]:
+            print("\nthe stream misses orders the relay server placed: the relay lost some")
     return 0 if clean else 1
 
 
