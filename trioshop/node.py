@@ -17,7 +17,6 @@ from trioshop.config import Settings
 from trioshop.http import create_app
 from trioshop.http.app import ShopLifetime
 from trioshop.http.auth import UserAuth
-from trioshop.http.connection_close import CloseAfterLastAnswer
 from trioshop.http.serving import quiet_startup_traceback, serve
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
@@ -82,9 +81,6 @@ async def serve_node(
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(_watch_signals, shutdown, app.extensions["trioshop"])
-        # quart-trio cancels hypercorn's close after an HTTP/1.0 or Connection: close answer,
-        # leaving the socket open: see trioshop/http/connection_close.py.
-        served = CloseAfterLastAnswer(app)
         live = app.extensions["trioshop.live"]
 
         async def stop_serving() -> None:
@@ -93,7 +89,7 @@ async def serve_node(
 
         async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(
-                served, config, sockets, idle_timeout=settings.idle_connection_timeout,
+                app, config, sockets, idle_timeout=settings.idle_connection_timeout,
                 shutdown_trigger=stop_serving, task_status=task_status,
             )
             nursery.cancel_scope.cancel()  # drained: the signal watcher is done too

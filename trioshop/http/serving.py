@@ -122,12 +122,16 @@ class IdleBetweenRequests(TCPServer):
                 self._set_deadline(trio.current_time() + self.idle_timeout)
                 return  # no checkpoint here: quart-trio is cancelling this task
             self._set_deadline(math.inf)  # a request head arrived: handling is never cut
-        elif isinstance(event, Closed):
-            # The protocol ends the connection (e.g. after hypercorn's keep_alive_max_requests
-            # answer). Its close below may be cancelled by quart-trio; ending the read makes
-            # the connection's own task close it.
-            self._set_deadline(-math.inf)
         await super().protocol_send(event)
+
+    async def _close(self) -> None:
+        """Close the connection, shielded: the protocol ends it from inside the app's final
+        ``send`` (HTTP/1.0, ``Connection: close``, an answer before the request body), after
+        handing the app ``http.disconnect``, on which quart-trio cancels that task; unshielded,
+        the close would be cancelled and the socket left open until the idle deadline. It
+        takes no time (``send_eof`` and ``aclose`` only checkpoint)."""
+        with trio.CancelScope(shield=True):
+            await super()._close()
 
     async def _send(self, data: bytes) -> None:
         """Send *data*, shielded from cancellation as hypercorn does (an answer is never cut
