@@ -324,6 +324,60 @@ async def test_a_batch_chosen_as_a_deadlock_victim_is_tried_again(
     assert written == [version + 1]
 
 
+async def test_a_deadlock_victim_batch_is_not_tried_again_past_its_requests_deadline(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch aborted (40P01) after its request's deadline is answered, not tried again."""
+    monkeypatch.setattr(pool, "_LOCK_BOUND", "20s")
+    monkeypatch.setattr(pool, "STATEMENT_TIMEOUT", 20.0)
+    named = f"{url}{quote(' -cdeadlock_timeout=1s')}&application_name=late_victim"
+    async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
+        version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
+        failed: list[StoreError] = []
+
+        async def write() -> None:
+            # The deadlock is found after 1 s: the request gave up waiting by then.
+            ticket = Ticket(deadline=trio.current_time() + 0.2)
+            with pytest.raises(StoreError) as caught:
+                await store.save_cart(
+                    CartWrite(user_id="u", lines=(LINE_B,), version=version), ticket=ticket
+                )
+            failed.append(caught.value)
+
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("SET deadlock_timeout = '60s'")
+            other.execute("BEGIN")
+            other.execute("SELECT 1 FROM carts WHERE user_id = 'u' FOR UPDATE")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                await wait_for_lock_waiter(url, "late_victim")
+                await trio.to_thread.run_sync(
+                    other.execute, "SELECT pg_advisory_xact_lock(%s, hashtext('u'))", (CART_LOCK,)
+                )
+                other.execute("ROLLBACK")
+        assert failed and "deadlock" in str(failed[0])
+        assert await store.load_cart("u") == StoredCart((LINE_A,), version)
+
+
+async def test_an_ended_session_is_not_tried_again_past_the_requests_deadline(url: str) -> None:
+    """After the server ended the pool's sessions, a request past its deadline is not tried
+    again on a fresh connection (it fails, nothing changed); one with time left is."""
+    named = f"{url}&application_name=ended_late"
+    async with open_postgres_store(named, INITIAL_STOCK, pool_size=2) as store:
+        await place(store, "o1", "alice", ONE_A)
+        sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = 'ended_late'")
+        version = await store.save_cart(CartWrite(user_id="bob", lines=(ONE_A,), version=0))
+        sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = 'ended_late'")
+        late = Ticket(deadline=trio.current_time() - 1)
+        with pytest.raises(StoreError):
+            await store.checkout(order("o2", "bob", ONE_A), version=version, ticket=late)
+        assert await store.order("o2") is None
+        placed = await store.checkout(order("o2", "bob", ONE_A), version=version)
+        assert placed.order.order_id == "o2"
+
+
 async def test_sessions_the_server_ended_do_not_fail_a_batch(url: str) -> None:
     """After the server ends every pooled session (as in a restart), batched writes commit."""
     named = f"{url}&application_name=ended_sessions"

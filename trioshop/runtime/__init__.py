@@ -28,7 +28,9 @@ from trioshop.runtime.restart import RestartPolicy
 from trioshop.runtime.retry import (
     ACTOR_ENDED_ATTEMPTS,
     CONFLICT_ATTEMPTS,
-    RetryBudget,
+    attempts,
+    may_retry,
+    thread_deadline,
 )
 from trioshop.runtime.supervisor import (
     ServiceState,
@@ -58,7 +60,6 @@ __all__ = [
     "MailboxFull",
     "Refusal",
     "RestartPolicy",
-    "RetryBudget",
     "ServiceState",
     "ServiceStatus",
     "SubscriberStatistics",
@@ -66,8 +67,11 @@ __all__ = [
     "Supervisor",
     "Ticket",
     "TooManyActors",
+    "attempts",
+    "may_retry",
     "open_actor_host",
     "open_event_bus",
     "open_service_nursery",
     "open_supervisor",
+    "thread_deadline",
 ]

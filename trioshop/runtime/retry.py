@@ -1,17 +1,18 @@
-"""One request's retry budget: every retry loop a request runs stops at its cap or at the
+"""One request's retries: every retry loop a request runs stops at its cap or at the
 request's deadline, whichever comes first."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
-import attrs
 import trio
 
-# The request's caps, stated once (docs/architecture.md, "Retry budgets"; the store's own,
-# such as PostgreSQL's STOCK_ATTEMPTS, stay with the store). A loop that reaches one tells
-# its caller to retry later; none retries past its request's deadline.
+# The request's caps, stated once (docs/architecture.md, "Retry budgets", lists them with
+# the store's own, such as PostgreSQL's STOCK_ATTEMPTS, which stay with the store). Every
+# loop counts its tries with :func:`attempts` on the request's deadline (its Ticket's):
+# none retries past it. A loop that reaches its cap tells its caller to retry later.
 
 # A cart can end between our lookup and our message (checkout, idle); a fresh one is then
 # spawned. Twice in a row is already unusual, a third time means something is wrong.
@@ -23,20 +24,25 @@ ACTOR_ENDED_ATTEMPTS = 3
 CONFLICT_ATTEMPTS = 50
 
 
-@attrs.frozen(kw_only=True)
-class RetryBudget:
-    """Until when one request may try again (Trio time; ``inf``: no deadline of its own)."""
+def attempts(
+    cap: int, deadline: float = math.inf, *, clock: Callable[[], float] = trio.current_time
+) -> Iterator[int]:
+    """Attempt numbers ``0, 1, ...``: at most *cap*, and after the first, only while
+    *clock* (Trio's by default) is before *deadline* (the first attempt always goes)."""
+    for attempt in range(cap):
+        if attempt and not may_retry(deadline, clock=clock):
+            return
+        yield attempt
 
-    deadline: float = math.inf
 
-    def attempts(self, cap: int) -> Iterator[int]:
-        """Attempt numbers ``0, 1, ...``: at most *cap*, and after the first, only while the
-        deadline has not passed (the first attempt always goes)."""
-        for attempt in range(cap):
-            if attempt and not self.allows_retry():
-                return
-            yield attempt
+def may_retry(deadline: float, *, clock: Callable[[], float] = trio.current_time) -> bool:
+    """Whether a request giving up at *deadline* may still start another try."""
+    return clock() < deadline
 
-    def allows_retry(self) -> bool:
-        """Whether the request's deadline leaves time for another attempt."""
-        return trio.current_time() < self.deadline
+
+def thread_deadline(deadline: float) -> float:
+    """*deadline* (Trio time) on ``time.monotonic``'s clock, for a loop in a worker thread,
+    where Trio's clock cannot be read: ``attempts(cap, until, clock=time.monotonic)``."""
+    if deadline == math.inf:
+        return math.inf
+    return time.monotonic() + (deadline - trio.current_time())

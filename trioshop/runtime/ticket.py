@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterator
 
 import attrs
 
-from trioshop.runtime.retry import RetryBudget
+from trioshop.runtime.retry import attempts, thread_deadline
 
 
 class _State(enum.Enum):
@@ -46,10 +47,14 @@ class Ticket:
         self._state = _State.ABANDONED
         return True
 
-    @property
-    def budget(self) -> RetryBudget:
-        """The retries this request may still make: none past its deadline."""
-        return RetryBudget(deadline=self.deadline)
+    def attempts(self, cap: int) -> Iterator[int]:
+        """The request's tries of one thing: at most *cap*, none after the first past its
+        deadline (see :func:`~trioshop.runtime.retry.attempts`)."""
+        return attempts(cap, self.deadline)
+
+    def thread_deadline(self) -> float:
+        """The deadline on ``time.monotonic``'s clock, for retries in a worker thread."""
+        return thread_deadline(self.deadline)
 
     @property
     def claimed(self) -> bool:

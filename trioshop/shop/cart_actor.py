@@ -24,7 +24,7 @@ from trioshop.domain import (
 )
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
-from trioshop.runtime import CONFLICT_ATTEMPTS, ActorContext, EventBus, RetryBudget, Ticket
+from trioshop.runtime import CONFLICT_ATTEMPTS, ActorContext, EventBus, Ticket
 from trioshop.store import CartConflict, CartWrite, Store, StoredCart, StoreError
 
 T = TypeVar("T")
@@ -192,8 +192,7 @@ class Cart:
         """*attempt* until the store takes it; on a conflict, adopt the cart as stored and
         attempt again (the command applied to the cart as it is now), at most
         ``CONFLICT_ATTEMPTS`` times and never past the *ticket*'s deadline."""
-        budget = RetryBudget() if ticket is None else ticket.budget
-        for _ in budget.attempts(CONFLICT_ATTEMPTS):
+        for _ in (ticket or Ticket()).attempts(CONFLICT_ATTEMPTS):
             try:
                 return await attempt()
             except CartConflict as conflict:

@@ -99,7 +99,7 @@ class Carts:
         # One deadline, and so one retry budget, for every try.
         ticket = Ticket(deadline=trio.current_time() + self._settings.read_timeout)
         message = AddItem(line, idempotency_key, ticket)
-        for _ in ticket.budget.attempts(ACTOR_ENDED_ATTEMPTS):
+        for _ in ticket.attempts(ACTOR_ENDED_ATTEMPTS):
             cart = self._spawn(user_id)
             try:
                 added: CartLine = await self._write(cart, message, ticket)

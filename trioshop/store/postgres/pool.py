@@ -5,6 +5,7 @@ translated."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from trioshop.domain import DomainError
-from trioshop.runtime import Ticket
+from trioshop.runtime import Ticket, attempts, thread_deadline
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     CartConflict,
@@ -50,6 +51,8 @@ LOCK_TIMEOUT = 1.0
 # operation made without a deadline of its own is bounded too, below the requests' deadlines.
 STATEMENT_TIMEOUT = 2.0
 _LOCK_BOUND = f"{round(LOCK_TIMEOUT * 1000)}ms"
+# Tries of an operation whose pooled connection the server had closed: once more.
+CLOSED_CONNECTION_ATTEMPTS = 2
 # The name the store's sessions show in pg_stat_activity, unless the URL names one.
 APPLICATION_NAME = "trioshop"
 
@@ -63,7 +66,7 @@ class Database:
     ``READ_RESERVE`` of them for reads only, see :class:`~trioshop.store.postgres.gates.Gates`).
     Every statement gives up after ``LOCK_TIMEOUT`` waiting for a lock and
     ``STATEMENT_TIMEOUT`` in all, and a connection the server ended is replaced and the
-    operation tried once more.
+    operation tried once more, unless its request's deadline has passed.
     Use :meth:`opened`.
     """
 
@@ -141,8 +144,11 @@ class Database:
                 await trio.to_thread.run_sync(pool.close, limiter=self.limiter)
 
     @staticmethod
-    def _work(pool: ConnectionPool[Connection], work: Callable[[Connection], T]) -> T:
-        """*work* on a pooled connection; once more on another if the server had closed it.
+    def _work(
+        pool: ConnectionPool[Connection], work: Callable[[Connection], T], until: float
+    ) -> T:
+        """*work* on a pooled connection; once more on another if the server had closed it,
+        unless *until* (its request's deadline on ``time.monotonic``'s clock) has passed.
 
         A pooled connection the server ended (a restart, ``pg_terminate_backend``) fails its
         first statement, before anything is applied (a failed commit is an
@@ -152,17 +158,21 @@ class Database:
         the store changes nothing the second time (acks, registrations, seeding) or only
         delays (an outbox claim taken twice runs out after ``claim_seconds``).
         """
-        used: Connection | None = None
-        try:
-            with pool.connection() as conn:
-                used = conn
-                return work(conn)
-        except psycopg.OperationalError:
-            if used is None or not (used.broken or used.closed):
-                raise
-        pool.check()
-        with pool.connection() as conn:
-            return work(conn)
+        failure: psycopg.OperationalError | None = None
+        for _ in attempts(CLOSED_CONNECTION_ATTEMPTS, until, clock=time.monotonic):
+            if failure is not None:
+                pool.check()
+            used: Connection | None = None
+            try:
+                with pool.connection() as conn:
+                    used = conn
+                    return work(conn)
+            except psycopg.OperationalError as exc:
+                if used is None or not (used.broken or used.closed):
+                    raise
+                failure = exc
+        assert failure is not None
+        raise failure
 
     async def run(
         self,
@@ -182,15 +192,24 @@ class Database:
         # Trio thread, no hop back from the worker): a caller still queued can give up.
         async with self.gates.writing(rows) if writes else self.gates.reading():
             claim(ticket)
-            return await self.run_held(_within_deadline(work, ticket), writes=writes)
+            deadline = math.inf if ticket is None else ticket.deadline
+            return await self.run_held(
+                _within_deadline(work, ticket), writes=writes, deadline=deadline
+            )
 
-    async def run_held(self, work: Callable[[Connection], T], *, writes: int = 0) -> T:
-        """:meth:`run` for a caller already holding its place at ``gates`` (a batch)."""
+    async def run_held(
+        self, work: Callable[[Connection], T], *, writes: int = 0, deadline: float = math.inf
+    ) -> T:
+        """:meth:`run` for a caller already holding its place at ``gates`` (a batch), whose
+        request gives up at *deadline* (Trio time): no retry starts after it."""
         pool = self._pool
         if pool is None:
             raise StoreClosed("the store is not open")
+        until = thread_deadline(deadline)
         try:
-            result = await trio.to_thread.run_sync(self._work, pool, work, limiter=self._hop)
+            result = await trio.to_thread.run_sync(
+                self._work, pool, work, until, limiter=self._hop
+            )
         except (DomainError, CartConflict, StoreError):
             raise
         except Exception as exc:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 
 from trioshop.domain import Order, ServiceOutcome, check_stock, quantities
+from trioshop.runtime import attempts
 from trioshop.store.base import (
     NO_CART,
     StoredCart,
@@ -31,8 +34,8 @@ WITH_OUTCOMES = (
 )
 
 # A conditional stock decrement (checkout) that failed while the figure read just after
-# suffices: the stock rose in between; tries in all. They run inside one transaction on a
-# worker thread, whose lock waits the request's deadline already bounds.
+# suffices: the stock rose in between; tries in all, none after the first past the
+# request's deadline. They run inside one transaction on a worker thread.
 STOCK_ATTEMPTS = 3
 
 
@@ -72,12 +75,13 @@ def order_by_key(conn: Connection, key: str) -> Order | None:
     return None if row is None else order_of(row)
 
 
-def take_stock(conn: Connection, order: Order) -> None:
+def take_stock(conn: Connection, order: Order, until: float = math.inf) -> None:
     """Take every line's quantity from stock, SKU by SKU in name order (no deadlocks between
-    checkouts); :class:`InsufficientStock` as soon as one SKU has too little."""
+    checkouts); :class:`InsufficientStock` as soon as one SKU has too little. No retry
+    starts after *until* (the request's deadline on ``time.monotonic``'s clock)."""
     wanted = quantities(order.lines)
     for sku in sorted(wanted):
-        for _ in range(STOCK_ATTEMPTS):
+        for _ in attempts(STOCK_ATTEMPTS, until, clock=time.monotonic):
             taken = conn.execute(
                 "UPDATE stock SET available = available - %s WHERE sku = %s AND available >= %s",
                 (wanted[sku], sku, wanted[sku]),

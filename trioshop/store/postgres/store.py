@@ -4,6 +4,7 @@ transaction of the node's pool, on a database many nodes share."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import ClassVar
@@ -184,6 +185,7 @@ class PostgresStore(Store):
     ) -> Placement:
         key = order.idempotency_key
         services = sorted(self._services)  # as registered when the checkout starts
+        until = math.inf if ticket is None else ticket.thread_deadline()
 
         def replayed(conn: Connection) -> Placement | None:
             earlier = None if key is None else replay(order_by_key(conn, key), order.user_id)
@@ -203,7 +205,7 @@ class PostgresStore(Store):
                         if (placement := replayed(conn)) is not None:
                             return placement
                         raise
-                    take_stock(conn, order)
+                    take_stock(conn, order, until)
                     conn.execute(
                         "INSERT INTO orders (order_id, user_id, lines, total_cents, created_at,"
                         " idempotency_key) VALUES (%s, %s, %s, %s, %s, %s)",

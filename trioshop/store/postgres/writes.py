@@ -3,12 +3,14 @@ checks of views in one query, and what a batch that failed whole does next."""
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import outcome
 import trio
 
 from trioshop.domain import DomainError
-from trioshop.runtime import Ticket
+from trioshop.runtime import Ticket, may_retry
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     NO_CART,
@@ -169,6 +171,27 @@ def cart_versions(conn: Connection, user_ids: list[str]) -> list[Outcome]:
 
 
 
+@attrs.frozen
+class _Queued:
+    """A cart write waiting for its batch, and when its request gives up (Trio time)."""
+
+    write: CartWrite
+    deadline: float
+
+
+def _still_waited_for(
+    queued: list[_Queued], live: list[int], answers: dict[int, Outcome], failure: StoreError
+) -> list[int]:
+    """The writes of *live* whose requests may still retry; the others answered *failure*."""
+    kept = []
+    for i in live:
+        if may_retry(queued[i].deadline):
+            kept.append(i)
+        else:
+            answers[i] = outcome.Error(failure)
+    return kept
+
+
 @attrs.define
 class CartWrites:
     """The cart writes and the version checks of views on ``db``, in batches: one worker
@@ -184,7 +207,7 @@ class CartWrites:
     # Users whose cart write waited out a lock alone, and until when their writes skip the
     # batches (trio time), oldest first.
     _stuck: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
-    _writes: Batcher[CartWrite] = attrs.field(init=False)
+    _writes: Batcher[_Queued] = attrs.field(init=False)
     _versions: Batcher[str] = attrs.field(init=False)
 
     @property
@@ -202,53 +225,68 @@ class CartWrites:
     async def save(self, write: CartWrite, ticket: Ticket | None) -> int:
         """Apply *write* (in a batch, or alone if its user is stuck); the cart's new version.
 
-        Raises what refused it: :class:`CartConflict`, a domain refusal, or StoreError.
+        Raises what refused it: :class:`CartConflict`, a domain refusal, or StoreError. A
+        batch that failed whole is tried again for *write* only until *ticket*'s deadline.
         """
         if self._is_stuck(write.user_id):
             return await self._write_alone(write, ticket)
-        return int(await self._writes.submit(write, ticket))
+        deadline = math.inf if ticket is None else ticket.deadline
+        return int(await self._writes.submit(_Queued(write, deadline), ticket))
 
     async def version(self, user_id: str) -> int:
         """The stored version of *user_id*'s cart (0: none)."""
         return int(await self._versions.submit(user_id))
 
-    @_writes.default
-    def _cart_writer(self) -> Batcher[CartWrite]:
-        async def write(writes: list[CartWrite]) -> list[Outcome]:
+    async def _write(self, queued: list[_Queued]) -> list[Outcome]:
+        """*queued* in one transaction; a lone write that waited out a lock marks its user."""
+        writes = [q.write for q in queued]
+        try:
+            return await self.db.run_held(
+                lambda conn: write_carts(conn, writes), writes=len(writes),
+                deadline=max(q.deadline for q in queued),
+            )
+        except StoreError as exc:
+            if len(writes) == 1:
+                self._note_stuck(writes[0].user_id, exc)
+            raise
+
+    async def _apply(self, queued: list[_Queued]) -> list[Outcome]:
+        """*queued* as one batch; if it fails whole, on as :func:`batch_policy` says, and a
+        write whose request's deadline has passed is answered that failure, not tried again."""
+        answers: dict[int, Outcome] = {}
+        live = list(range(len(queued)))
+        failure = StoreError("the batch failed")
+        for attempt in range(self.db.size + 1):
             try:
-                return await self.db.run_held(
-                    lambda conn: write_carts(conn, writes), writes=len(writes)
-                )
+                answers.update(zip(live, await self._write([queued[i] for i in live]),
+                                   strict=True))
+                return [answers[i] for i in range(len(queued))]
             except StoreError as exc:
-                if len(writes) == 1:
-                    self._note_stuck(writes[0].user_id, exc)
-                raise
+                step, failure = batch_policy(exc.kind), exc
+                if step is Step.FAIL or (step is Step.SPLIT and len(live) == 1):
+                    raise
+                live = _still_waited_for(queued, live, answers, exc)
+                if step is Step.SPLIT or not live:
+                    break
+                if attempt == self.db.size:
+                    raise
+        # Refused for what one write held, or a lock waited on too long (nothing was
+        # committed): one at a time, so that write fails alone and the others go through.
+        for done, i in enumerate(live):
+            if not _still_waited_for(queued, [i], answers, failure):
+                continue
+            try:
+                answers.update(zip([i], await self._write([queued[i]]), strict=True))
+            except StoreError as exc:
+                if batch_policy(exc.kind) is Step.FAIL:  # the rest would fail alike, slowly
+                    answers.update((j, outcome.Error(exc)) for j in live[done:])
+                    break
+                answers[i] = outcome.Error(exc)
+        return [answers[i] for i in range(len(queued))]
 
-        async def apply(writes: list[CartWrite]) -> list[Outcome]:
-            for attempt in range(self.db.size + 1):
-                try:
-                    return await write(writes)
-                except StoreError as exc:
-                    step = batch_policy(exc.kind)
-                    if step is Step.FAIL or (step is Step.RETRY and attempt == self.db.size):
-                        raise
-                    if step is Step.SPLIT:
-                        if len(writes) == 1:
-                            raise
-                        break
-            # Refused for what one write held, or a lock waited on too long (nothing was
-            # committed): one at a time, so that write fails alone and the others go through.
-            outcomes: list[Outcome] = []
-            for done, one in enumerate(writes):
-                try:
-                    outcomes += await write([one])
-                except StoreError as exc:
-                    if batch_policy(exc.kind) is Step.FAIL:  # the rest would fail alike, slowly
-                        return outcomes + [outcome.Error(exc) for _ in writes[done:]]
-                    outcomes.append(outcome.Error(exc))
-            return outcomes
-
-        return Batcher(apply, gate=self.db.gates.writing)
+    @_writes.default
+    def _cart_writer(self) -> Batcher[_Queued]:
+        return Batcher(self._apply, gate=self.db.gates.writing)
 
     @_versions.default
     def _version_reader(self) -> Batcher[str]:
