@@ -14,7 +14,8 @@ def test_check_accepts_the_shipped_registry() -> None:
     """`trioshop check` exits 0 and summarises a valid registry."""
     result = run_trioshop("check", "--registry", str(REGISTRY_DIR))
     assert result.returncode == 0, result.stderr
-    assert "5 products, 2 services" in result.stdout
+    assert "5 products, 3 services" in result.stdout
+    assert "service relay runs only when events_redis is set" in result.stdout
 
 
 def test_check_names_file_and_entry_at_fault(registry_copy: Path) -> None:

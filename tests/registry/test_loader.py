@@ -56,7 +56,7 @@ def test_shipped_registry_loads_seed_entries() -> None:
     ]
     assert registry.get("app:product.laptop").meta["title"] == "Laptop Pro 16"
     services = {s.name: s.restart for s in registry.services}
-    assert set(services) == {"delivery", "notifier"}
+    assert set(services) == {"delivery", "notifier", "relay"}
     assert services["delivery"].max_attempts == 10
     assert services["delivery"].initial_delay == 1.0
     assert isinstance(registry.actor("cart"), ActorDefinition)

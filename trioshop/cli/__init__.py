@@ -70,4 +70,7 @@ def _check(args: argparse.Namespace) -> int:
         f"registry {args.registry} is valid: {len(registry)} entries, "
         f"{len(registry.products)} products, {len(registry.services)} services"
     )
+    for service in registry.services:
+        if service.enabled_by is not None:
+            print(f"service {service.name} runs only when {service.enabled_by} is set")
     return 0

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import attrs
 from attrs import validators as v
 
+from trioshop.config import Settings
 from trioshop.domain.limits import MAX_PRICE_CENTS, MAX_SKU_LENGTH, MAX_STOCK
 from trioshop.runtime import RestartPolicy
 
@@ -197,6 +198,12 @@ class ActorDefinition(Entry):
     mailbox: int = attrs.field(kw_only=True, default=256, validator=_whole(1))
 
 
+# The settings a service may be turned on by: those that are None (off) unless given.
+OPTIONAL_SETTINGS = frozenset(
+    field.name for field in attrs.fields(Settings) if field.default is None
+)
+
+
 @attrs.frozen
 class ServiceDefinition(Entry):
     """``process.service``: a long-running callable (``module:function``) run under a supervisor."""
@@ -206,3 +213,18 @@ class ServiceDefinition(Entry):
     process: str = attrs.field(kw_only=True, validator=_is_reference)
     restart: RestartPolicy = attrs.field(kw_only=True, validator=v.instance_of(RestartPolicy))
     subscribe: tuple[str, str] | None = attrs.field(kw_only=True, default=None)
+    # The run setting (a ``Settings`` field, off by default) without which the service is
+    # neither started nor registered in the store: ``events_redis`` for the orders relay.
+    enabled_by: str | None = attrs.field(kw_only=True, default=None)
+
+    @enabled_by.validator
+    def _check_enabled_by(self, attribute: attrs.Attribute[str | None], value: object) -> None:
+        if value is not None and (not isinstance(value, str) or value not in OPTIONAL_SETTINGS):
+            raise ValueError(
+                f"field 'enabled_by' must name a setting that is off by default, one of "
+                f"{sorted(OPTIONAL_SETTINGS)}, got {value!r}"
+            )
+
+    def enabled(self, settings: Settings) -> bool:
+        """Whether the service runs with *settings*: always, or when its setting is set."""
+        return self.enabled_by is None or getattr(settings, self.enabled_by) is not None

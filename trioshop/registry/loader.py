@@ -163,7 +163,7 @@ def _process_actor(id: str, source: str, meta: Mapping[str, Any], raw: Mapping[s
 def _process_service(
     id: str, source: str, meta: Mapping[str, Any], raw: Mapping[str, Any]
 ) -> Entry:
-    _allow_only(raw, {"process", "lifecycle", "subscribe"})
+    _allow_only(raw, {"process", "lifecycle", "subscribe", "enabled_by"})
     subscribe = None
     if "subscribe" in raw:
         topic = raw["subscribe"]
@@ -182,7 +182,8 @@ def _process_service(
         **_present(restart, "backoff_factor", "jitter"),
     )
     return ServiceDefinition(
-        id, source, meta, process=_required(raw, "process"), restart=policy, subscribe=subscribe
+        id, source, meta, process=_required(raw, "process"), restart=policy, subscribe=subscribe,
+        **_present(raw, "enabled_by"),
     )
 
 

@@ -62,7 +62,7 @@ async def open_shop(
             async with open_supervisor() as supervisor:
                 counters = OrderCounters()
                 carts = Carts(host, store, CartDeps(bus, store, counters), settings, definition)
-                services = Services(supervisor, bus, store)
+                services = Services(supervisor, bus, store, settings)
                 shop = Shop(
                     registry, Catalog.from_registry(registry), carts, services, settings,
                     host, bus, store, counters, blocking, cart_factory,

@@ -4,13 +4,14 @@ and starting and stopping them under the supervisor."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 
 import attrs
 import trio
 
 from trioshop import events
+from trioshop.config import Settings
 from trioshop.domain import Order
 from trioshop.logs import log_event
 from trioshop.registry import ServiceDefinition, resolve_callable
@@ -34,27 +35,34 @@ class ServiceContext:
 
     Orders come from the store's outbox, not from the bus: an event only says "new orders
     may be waiting", so an event missed while the service was down loses nothing.
+    ``settings`` are the node's run settings, read by a service that needs its own (the
+    relay's Redis URL, stream and length).
     """
 
     name: str
     store: Store
     events: Subscription
+    settings: Settings
     processed: int = 0
 
 
 async def _wait_for_news(ctx: ServiceContext) -> None:
     """Until new orders may be waiting: a local checkout's event, another node's wake-up or
-    the store's poll interval (the last two never come on an exclusive store), whichever
-    comes first."""
-    async with trio.open_nursery() as nursery:
+    the store's poll interval, whichever comes first. On an exclusive store the last two
+    never come (its poll is infinite), so only the event is waited for: no task started."""
+    poll = ctx.store.outbox_poll_seconds
+    if math.isinf(poll) and type(ctx.store).wait_for_outbox is Store.wait_for_outbox:
+        await ctx.events.receive()
+    else:
+        with trio.move_on_after(poll):
+            async with trio.open_nursery() as nursery:
 
-        async def first(wait: Callable[[], Awaitable[object]]) -> None:
-            await wait()
-            nursery.cancel_scope.cancel()
+                async def first(wait: Callable[[], Awaitable[object]]) -> None:
+                    await wait()
+                    nursery.cancel_scope.cancel()
 
-        nursery.start_soon(first, ctx.events.receive)
-        nursery.start_soon(first, ctx.store.wait_for_outbox)
-        nursery.start_soon(first, partial(trio.sleep, ctx.store.outbox_poll_seconds))
+                nursery.start_soon(first, ctx.events.receive)
+                nursery.start_soon(first, ctx.store.wait_for_outbox)
     while True:  # one look at the outbox serves every event that came meanwhile
         try:
             ctx.events.receive_nowait()
@@ -114,37 +122,53 @@ class ServiceStatistics:
 
 @attrs.define
 class Services:
-    """The shop's running services, each supervised with its own doorbell subscription."""
+    """The shop's running services, each supervised with its own doorbell subscription.
+
+    A service whose registry entry is ``enabled_by`` a setting these *settings* leave off
+    (the relay without ``events_redis``) is neither started nor registered in the store, so
+    no orders are queued for it.
+    """
 
     _supervisor: Supervisor
     _bus: EventBus
     _store: Store
+    _settings: Settings
     _running: dict[str, ServiceContext] = attrs.field(factory=dict)
 
     async def start(self, entry: ServiceDefinition) -> None:
-        """Supervise the service *entry*; returns once it is ready or its first try failed."""
+        """Supervise the service *entry*; returns once it is ready or its first try failed.
+        A service its setting leaves off is skipped (logged)."""
+        if not entry.enabled(self._settings):
+            log_event(logger, "service off", service=entry.name, enabled_by=entry.enabled_by)
+            return
         target = resolve_callable(entry.process)
         system, kind = entry.subscribe or (ORDER_SYSTEM, ORDER_KIND)
         await self._store.register_service(entry.name)
         events = self._bus.subscribe(system, kind, name=entry.name)
-        ctx = ServiceContext(entry.name, self._store, events)
+        ctx = ServiceContext(entry.name, self._store, events, self._settings)
         self._running[entry.name] = ctx
         await self._supervisor.start(entry.name, target, entry.restart, ctx)
 
     async def start_all(self, entries: Sequence[ServiceDefinition]) -> None:
         """Start every service of *entries* (as :meth:`start`), then unregister from the
         store the services it still knew that *entries* lack (removed while the node was
-        down): added back later, they start from the next order, as after a reload."""
+        down) or that this node's settings leave off: added back later, they start from the
+        next order, as after a reload. Every node of one store is given the same settings
+        (the cluster passes its options to each), or they would unregister each other's."""
         for entry in entries:
             await self.start(entry)
-        gone = await self._store.keep_services([entry.name for entry in entries])
+        gone = await self._store.keep_services(
+            [entry.name for entry in entries if entry.enabled(self._settings)]
+        )
         if gone:
             log_event(logger, "services unregistered", services=",".join(gone),
-                      reason="no longer in the registry")
+                      reason="no longer in the registry or off")
 
     async def stop(self, name: str) -> None:
         """Stop the service *name* and drop its subscription (its outbox cursor stays: a
-        restart goes on from where it was)."""
+        restart goes on from where it was); nothing to do for a service that is off."""
+        if name not in self._running:
+            return
         await self._supervisor.stop(name)
         self._running.pop(name).events.close()
 

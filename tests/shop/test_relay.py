@@ -1,0 +1,173 @@
+"""Tests of the orders relay against a real Redis: the entry, the ack after XADD, outages."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import coredis
+import trio
+import trio.testing
+
+from tests.helpers import ShopClient, open_shop_client, service
+from tests.redis import fresh_stream, private_redis
+from trioshop import events
+from trioshop.config import Settings
+from trioshop.registry import load_registry
+from trioshop.shop import relay
+from trioshop.store import open_store
+
+RELAY = "relay"
+
+
+class LogWaiter(logging.Handler):
+    """Counts the records of one event (and service) and wakes whoever waits for a count.
+
+    Records are emitted on the Trio thread, so a waiter's event can be set in ``emit``.
+    """
+
+    def __init__(self, event: str, service: str | None = None) -> None:
+        super().__init__()
+        self.event, self.service = event, service
+        self.count = 0
+        self._changed = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = record.__dict__.get("fields", {})
+        if record.msg == self.event and self.service in (None, fields.get("service")):
+            self.count += 1
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        """Until *count* records were seen (a test's timeout bounds it)."""
+        while self.count < count:
+            await self._changed.wait()
+
+
+@contextmanager
+def watching(event: str, service: str | None = None) -> Iterator[LogWaiter]:
+    waiter = LogWaiter(event, service)
+    root = logging.getLogger()
+    root.addHandler(waiter)
+    previous = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield waiter
+    finally:
+        root.removeHandler(waiter)
+        root.setLevel(previous)
+
+
+@asynccontextmanager
+async def shop_with_relay(
+    registry_copy: Path, url: str, stream: str
+) -> AsyncIterator[ShopClient]:
+    settings = Settings(events_redis=url, events_stream=stream)
+    async with open_shop_client(load_registry(registry_copy), settings) as client:
+        yield client
+
+
+async def checkout(client: ShopClient, user: str) -> str:
+    await client.add(user, "LAPTOP-001")
+    await client.add(user, "KB-002", 2)
+    status, body, _ = await client.request("POST", f"/api/cart/{user}/checkout")
+    assert status == 200, body
+    return str(body["order"]["order_id"])
+
+
+async def relay_status(client: ShopClient, order_id: str) -> str | None:
+    """What the outbox recorded for the relay and *order_id* (None: not acknowledged)."""
+    _, body, _ = await client.request("GET", f"/api/orders/{order_id}")
+    outcome = body["order"]["services"].get(RELAY)
+    return None if outcome is None else str(outcome["status"])
+
+
+async def stream_entries(url: str, stream: str) -> list[dict[str, str]]:
+    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with redis:
+        return [dict(entry.field_values) for entry in await redis.xrange(stream)]
+
+
+async def test_an_order_becomes_one_entry_with_the_documented_fields(
+    registry_copy: Path,
+) -> None:
+    """A checkout is XADDed once: order id, user id, schema and the order as JSON."""
+    url, stream = fresh_stream()
+    with watching(events.ORDER_HANDLED, RELAY) as handled:
+        async with shop_with_relay(registry_copy, url, stream) as client:
+            order_id = await checkout(client, "alice")
+            await handled.wait_for(1)
+            assert await relay_status(client, order_id) == relay.PUBLISHED
+            _, body, _ = await client.request("GET", f"/api/orders/{order_id}")
+    entries = await stream_entries(url, stream)
+    order = body["order"]
+    assert entries == [{
+        "order_id": order_id,
+        "user_id": "alice",
+        "schema": relay.SCHEMA_VERSION,
+        "order": entries[0]["order"],
+    }]
+    assert json.loads(entries[0]["order"]) == {
+        "items": order["items"], "total": order["total"], "timestamp": order["timestamp"],
+    }
+
+
+async def test_without_a_redis_url_the_relay_is_neither_started_nor_registered(
+    registry_copy: Path, tmp_path: Path
+) -> None:
+    """events_redis None: no relay service, and the store queues no orders for it."""
+    registry = load_registry(registry_copy)
+    async with open_shop_client(registry, Settings(data_dir=str(tmp_path))) as client:
+        assert client.shop.services.names == ["delivery", "notifier"]
+        await checkout(client, "bob")
+    async with open_store(tmp_path, {}, trio.CapacityLimiter(1)) as store:
+        assert await store.keep_services(["delivery", "notifier"]) == []
+
+
+async def test_an_order_is_acknowledged_only_after_redis_answered(
+    registry_copy: Path,
+) -> None:
+    """Redis paused: the XADD times out, nothing is acked; resumed: published and acked."""
+    with private_redis() as redis, watching(relay.REDIS_DOWN) as down, \
+            watching(events.ORDER_HANDLED, RELAY) as handled:
+        async with shop_with_relay(registry_copy, redis.url, "orders") as client:
+            redis.pause()
+            order_id = await checkout(client, "carol")  # answered while Redis hangs
+            await down.wait_for(1)
+            assert await relay_status(client, order_id) is None
+            assert service(client.shop, RELAY).processed == 0
+            redis.resume()
+            await handled.wait_for(1)
+            assert await relay_status(client, order_id) == relay.PUBLISHED
+        # The XADD that timed out may have been applied too: at least once, one order.
+        assert {e["order_id"] for e in await stream_entries(redis.url, "orders")} == {order_id}
+
+
+async def test_redis_down_backs_off_then_publishes_the_backlog_in_order(
+    registry_copy: Path,
+) -> None:
+    """Redis stopped: checkouts succeed, the outage is logged once, nothing is acked; Redis
+    back: every order is published once, in outbox order, with no service restart."""
+    with private_redis() as redis, watching(relay.REDIS_DOWN) as down, \
+            watching(relay.REDIS_BACK) as back, \
+            watching(events.ORDER_HANDLED, RELAY) as handled:
+        async with shop_with_relay(registry_copy, redis.url, "orders") as client:
+            redis.stop()
+            first = await checkout(client, "dave")
+            await down.wait_for(1)
+            later = [await checkout(client, user) for user in ("erin", "dave", "erin")]
+            await trio.testing.wait_all_tasks_blocked()
+            assert service(client.shop, RELAY).processed == 0
+            assert [await relay_status(client, o) for o in [first, *later]] == [None] * 4
+            redis.start()
+            await handled.wait_for(4)
+            await back.wait_for(1)
+            relay_service = service(client.shop, RELAY).state
+            assert relay_service.restarts == 0
+        published = await stream_entries(redis.url, "orders")
+    assert [e["order_id"] for e in published] == [first, *later]
+    assert down.count == 1

@@ -1,0 +1,130 @@
+"""The orders relay: the registry's ``relay`` service publishes every order to a Redis stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import attrs
+import coredis
+import trio
+from coredis.exceptions import RedisError
+from coredis.tokens import PureToken
+
+from trioshop.domain import Order
+from trioshop.domain.money import to_json_number
+from trioshop.logs import log_event
+from trioshop.shop.services import ServiceContext, consume_orders
+
+logger = logging.getLogger("trioshop.relay")
+
+# The entry's layout; a consumer reads ``schema`` first and refuses a version it does not know.
+SCHEMA_VERSION = "1"
+# One XADD (connecting included) that has not answered within this is given up and retried:
+# a Redis that hangs (stopped, swapping) holds the relay, never a checkout.
+PUBLISH_TIMEOUT_SECONDS = 2.0
+# Between tries while Redis does not answer: doubling from the first to the cap.
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 5.0
+# Logged once per outage, when it starts and when it ends.
+REDIS_DOWN = "relay waiting for redis"
+REDIS_BACK = "relay publishing again"
+# The status the outbox records for an order Redis acknowledged.
+PUBLISHED = "published"
+
+
+def stream_entry(order: Order) -> dict[str, str]:
+    """The stream entry of *order*, the one place its fields are written:
+
+    - ``order_id``: the event's id; the same order may come twice (at least once), so
+      consumers de-duplicate by it;
+    - ``user_id``: the ordering key: one user's orders are added in the order they were placed;
+    - ``schema``: :data:`SCHEMA_VERSION`;
+    - ``order``: JSON ``{"items": [{"sku", "title", "price", "quantity"}], "total",
+      "timestamp"}``, amounts as the HTTP API writes them (``1799.97``), timestamp in unix
+      seconds.
+    """
+    body = {
+        "items": [
+            {"sku": line.sku, "title": line.title, "price": to_json_number(line.price_cents),
+             "quantity": line.quantity}
+            for line in order.lines
+        ],
+        "total": to_json_number(order.total_cents),
+        "timestamp": order.timestamp,
+    }
+    return {
+        "order_id": order.order_id,
+        "user_id": order.user_id,
+        "schema": SCHEMA_VERSION,
+        "order": json.dumps(body, separators=(",", ":")),
+    }
+
+
+@attrs.define
+class _Relay:
+    """Publishes orders to one stream; remembers whether Redis is down, to log an outage once."""
+
+    _client: coredis.Redis[str]
+    _stream: str
+    _maxlen: int
+    _outage: str | None = None
+
+    async def publish(self, ctx: ServiceContext, order: Order) -> str:
+        """XADD *order*'s entry and return once Redis acknowledged it (``published``).
+
+        While Redis does not answer (refused, timed out, an error reply) it tries again with
+        a capped backoff, however long that takes: the order waits in the outbox, this
+        service does not crash (an outage must not use up its restarts), and the orders
+        after it wait behind it, so one user's orders are published in order.
+        """
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                with trio.fail_after(PUBLISH_TIMEOUT_SECONDS):
+                    await self._client.xadd(
+                        self._stream, stream_entry(order), trim_strategy=PureToken.MAXLEN,
+                        threshold=self._maxlen, trim_operator=PureToken.APPROXIMATELY,
+                    )
+            except (RedisError, OSError, trio.TooSlowError) as exc:
+                self._down(exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            if self._outage is not None:
+                log_event(logger, REDIS_BACK, service=ctx.name, stream=self._stream,
+                          after=self._outage)
+                self._outage = None
+            return PUBLISHED
+
+    def _down(self, error: Exception, delay: float) -> None:
+        """Log the outage's start, once, with its reason."""
+        if self._outage is not None:
+            return
+        reason = (
+            f"no answer within {PUBLISH_TIMEOUT_SECONDS}s" if isinstance(error, trio.TooSlowError)
+            else f"{type(error).__name__}: {error}"
+        )
+        self._outage = reason
+        log_event(logger, REDIS_DOWN, logging.WARNING, stream=self._stream, error=reason,
+                  retry_in=delay, retry_max=RETRY_MAX_SECONDS)
+
+
+async def run(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
+    """The registry's ``relay`` service: publish every order to ``settings.events_stream``
+    on ``settings.events_redis``, trimmed to about ``settings.events_maxlen`` entries.
+
+    Ready as soon as it listens for orders; it connects on the first order, so a Redis that
+    is down at start is waited for like any outage. Raises ``ValueError`` when
+    ``events_redis`` is not set (the registry's ``enabled_by`` keeps it from starting then).
+    """
+    settings = ctx.settings
+    if settings.events_redis is None:
+        raise ValueError("the relay needs a Redis URL: pass --events-redis redis://HOST:PORT/DB")
+    client: coredis.Redis[str] = coredis.Redis.from_url(
+        settings.events_redis, decode_responses=True, connect_timeout=PUBLISH_TIMEOUT_SECONDS,
+        stream_timeout=PUBLISH_TIMEOUT_SECONDS,
+    )
+    relay = _Relay(client, settings.events_stream, settings.events_maxlen)
+    async with client:
+        await consume_orders(ctx, relay.publish, task_status=task_status)
