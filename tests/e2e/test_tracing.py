@@ -1,0 +1,80 @@
+"""The real server traces to an OTLP JSON file, continuing a caller's trace, flushed on exit."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers import run_trioshop
+from trioshop.testing.server import running_server
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+SERVER_KIND = 2  # OTLP's SPAN_KIND_SERVER
+
+
+def spans_in(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every (resource attributes, span) of an OTLP JSON lines file."""
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for line in path.read_text().splitlines():
+        for resource in json.loads(line)["resourceSpans"]:
+            attributes = {
+                item["key"]: item["value"]["stringValue"]
+                for item in resource["resource"]["attributes"]
+                if "stringValue" in item["value"]
+            }
+            for scope in resource["scopeSpans"]:
+                found.extend((attributes, span) for span in scope["spans"])
+    return found
+
+
+def test_otlp_file_holds_the_request_span(tmp_path: Path) -> None:
+    """One request with a traceparent, then SIGINT: the file holds its server span in the
+    caller's trace, ids in hex, with the node as the resource's instance."""
+    path = tmp_path / "traces.jsonl"
+    with running_server(
+        "--memory", "--node-id", "n1", "--otel-exporter", f"otlp-file:{path}"
+    ) as server:
+        answer = httpx.post(
+            f"{server.base_url}/api/cart/alice/items", json={"sku": "MOUSE-003"},
+            headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"}, timeout=10,
+        )
+        assert answer.status_code == 200
+        assert server.process is not None
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=30) == 0
+    in_trace = [(resource, span) for resource, span in spans_in(path)
+                if span["traceId"] == TRACE_ID]
+    servers = [(resource, span) for resource, span in in_trace
+               if span["name"] == "POST /api/cart/<user_id>/items"]
+    assert len(servers) == 1, in_trace
+    resource, span = servers[0]
+    assert span["kind"] == SERVER_KIND
+    assert span["parentSpanId"] == CALLER_SPAN_ID
+    assert resource["service.name"] == "trioshop"
+    assert resource["service.instance.id"] == "n1"
+
+
+def test_console_exporter_prints_one_span_a_line() -> None:
+    """--otel-exporter console prints each span as one JSON line among the log lines."""
+    with running_server("--memory", "--otel-exporter", "console") as server:
+        assert httpx.get(f"{server.base_url}/api/products", timeout=10).status_code == 200
+        assert server.stop() == 0
+        lines = [line for line in server.output().splitlines() if line.startswith("{")]
+    names = [json.loads(line)["name"] for line in lines]
+    assert "GET /api/products" in names
+
+
+def test_unwritable_trace_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    """An otlp-file path that cannot be opened: exit 1, one line naming it, no traceback."""
+    where = tmp_path / "missing" / "traces.jsonl"
+    result = run_trioshop(
+        "run", "--memory", "--bind", "127.0.0.1:0", "--otel-exporter", f"otlp-file:{where}"
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(where) in lines[0], result.stderr
