@@ -21,6 +21,7 @@ from trioshop.shop import relay
 from trioshop.store import open_store
 
 RELAY = "relay"
+PENDING = "pending"  # what an order's services list shows before the ack
 
 
 class LogWaiter(logging.Handler):
@@ -79,11 +80,10 @@ async def checkout(client: ShopClient, user: str) -> str:
     return str(body["order"]["order_id"])
 
 
-async def relay_status(client: ShopClient, order_id: str) -> str | None:
-    """What the outbox recorded for the relay and *order_id* (None: not acknowledged)."""
+async def relay_status(client: ShopClient, order_id: str) -> str:
+    """What the outbox recorded for the relay and *order_id* (``pending``: not acked)."""
     _, body, _ = await client.request("GET", f"/api/orders/{order_id}")
-    outcome = body["order"]["services"].get(RELAY)
-    return None if outcome is None else str(outcome["status"])
+    return str(body["order"]["services"][RELAY]["status"])
 
 
 async def stream_entries(url: str, stream: str) -> list[dict[str, str]]:
@@ -138,7 +138,7 @@ async def test_an_order_is_acknowledged_only_after_redis_answered(
             redis.pause()
             order_id = await checkout(client, "carol")  # answered while Redis hangs
             await down.wait_for(1)
-            assert await relay_status(client, order_id) is None
+            assert await relay_status(client, order_id) == PENDING
             assert service(client.shop, RELAY).processed == 0
             redis.resume()
             await handled.wait_for(1)
@@ -162,7 +162,7 @@ async def test_redis_down_backs_off_then_publishes_the_backlog_in_order(
             later = [await checkout(client, user) for user in ("erin", "dave", "erin")]
             await trio.testing.wait_all_tasks_blocked()
             assert service(client.shop, RELAY).processed == 0
-            assert [await relay_status(client, o) for o in [first, *later]] == [None] * 4
+            assert [await relay_status(client, o) for o in [first, *later]] == [PENDING] * 4
             redis.start()
             await handled.wait_for(4)
             await back.wait_for(1)

@@ -119,6 +119,9 @@ async def run(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> Non
     ``events_redis`` is not set (the registry's ``enabled_by`` keeps it from starting then).
     """
     settings = ctx.settings
+    # coredis logs a traceback for every connection attempt that fails; the relay logs an
+    # outage once, with its reason (its own failures still show at CRITICAL).
+    logging.getLogger("coredis").setLevel(logging.CRITICAL)
     if settings.events_redis is None:
         raise ValueError("the relay needs a Redis URL: pass --events-redis redis://HOST:PORT/DB")
     client: coredis.Redis[str] = coredis.Redis.from_url(
