@@ -90,10 +90,16 @@ ADD_KEY_PRUNE_SECONDS = 3600.0
 
 @attrs.frozen
 class OutboxEntry:
-    """An order waiting to be delivered to the services, in commit order (``seq``)."""
+    """An order waiting to be delivered to the services, in commit order (``seq``).
+
+    ``trace_parent`` is the W3C ``traceparent`` of the checkout that placed the order (what
+    links a service's handling of it to that trace): ``None`` if it was placed untraced, or
+    before orders kept one.
+    """
 
     seq: int
     order: Order
+    trace_parent: str | None = None
 
 
 @attrs.frozen
@@ -249,7 +255,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def checkout(
-        self, order: Order, *, version: int, ticket: Ticket | None = None
+        self,
+        order: Order,
+        *,
+        version: int,
+        ticket: Ticket | None = None,
+        trace_parent: str | None = None,
     ) -> Placement:
         """Store *order*, reserve its stock, empty the cart and queue it for the services.
 
@@ -259,6 +270,8 @@ class Store(abc.ABC):
         used by the same user, returns that earlier order as a replay and changes nothing;
         used by another user, raises ``IdempotencyKeyReused``. The cart must still be at
         *version* (else :class:`CartConflict`). A *ticket* is claimed as in :meth:`save_cart`.
+        *trace_parent* (the checkout's W3C ``traceparent``) is stored with the order and
+        handed back with each of its :class:`OutboxEntry`; a replay keeps the first one's.
         """
 
     @abc.abstractmethod

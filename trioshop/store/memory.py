@@ -136,7 +136,12 @@ class MemoryStore(Store):
     # -- orders ---------------------------------------------------------------------------
 
     async def checkout(
-        self, order: Order, *, version: int, ticket: Ticket | None = None
+        self,
+        order: Order,
+        *,
+        version: int,
+        ticket: Ticket | None = None,
+        trace_parent: str | None = None,
     ) -> Placement:
         claim(ticket)
         self._writes += 1
@@ -154,7 +159,7 @@ class MemoryStore(Store):
         self._orders[order.order_id] = order
         if key is not None:
             self._by_key[key] = order
-        self._outbox.append(OutboxEntry(len(self._outbox) + 1, order))
+        self._outbox.append(OutboxEntry(len(self._outbox) + 1, order, trace_parent))
         return Placement(order)
 
     def _stored(self, order: Order) -> StoredOrder:

@@ -58,6 +58,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE carts ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
     """,
+    # 4: the W3C traceparent of the checkout that placed an order (NULL: untraced, or older)
+    """
+    ALTER TABLE orders ADD COLUMN trace_parent TEXT;
+    """,
 ]
 
 

@@ -252,7 +252,12 @@ class SqliteStore(Store):
         return await self._read(lambda conn: added_with_key(conn, user_id, key))
 
     async def checkout(
-        self, order: Order, *, version: int, ticket: Ticket | None = None
+        self,
+        order: Order,
+        *,
+        version: int,
+        ticket: Ticket | None = None,
+        trace_parent: str | None = None,
     ) -> Placement:
         def place(conn: sqlite3.Connection) -> tuple[Placement, dict[str, int]]:
             key = order.idempotency_key
@@ -269,9 +274,9 @@ class SqliteStore(Store):
             )
             conn.execute(
                 "INSERT INTO orders (order_id, user_id, lines, total_cents, created_at,"
-                " idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
+                " idempotency_key, trace_parent) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (order.order_id, order.user_id, encode_lines(order.lines), order.total_cents,
-                 order.timestamp, key),
+                 order.timestamp, key, trace_parent),
             )
             conn.execute(
                 "INSERT INTO outbox (order_id, created_at) VALUES (?, ?)",
@@ -321,7 +326,7 @@ class SqliteStore(Store):
                 "ORDER BY outbox.seq LIMIT ?",
                 (service, limit),
             ).fetchall()
-            return [OutboxEntry(r["seq"], order_from_row(r)) for r in rows]
+            return [OutboxEntry(r["seq"], order_from_row(r), r["trace_parent"]) for r in rows]
 
         return await self._read(read)
 

@@ -58,6 +58,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX add_keys_by_age ON add_keys (created_at);
     """,
+    # 2: the W3C traceparent of the checkout that placed an order (NULL: untraced, or older)
+    """
+    ALTER TABLE orders ADD COLUMN trace_parent text;
+    """,
 ]
 
 

@@ -181,7 +181,12 @@ class PostgresStore(Store):
     # -- orders ---------------------------------------------------------------------------
 
     async def checkout(
-        self, order: Order, *, version: int, ticket: Ticket | None = None
+        self,
+        order: Order,
+        *,
+        version: int,
+        ticket: Ticket | None = None,
+        trace_parent: str | None = None,
     ) -> Placement:
         key = order.idempotency_key
         services = sorted(self._services)  # as registered when the checkout starts
@@ -208,9 +213,9 @@ class PostgresStore(Store):
                     take_stock(conn, order, until)
                     conn.execute(
                         "INSERT INTO orders (order_id, user_id, lines, total_cents, created_at,"
-                        " idempotency_key) VALUES (%s, %s, %s, %s, %s, %s)",
+                        " idempotency_key, trace_parent) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                         (order.order_id, order.user_id, encode_lines(order.lines),
-                         order.total_cents, order.timestamp, key),
+                         order.total_cents, order.timestamp, key, trace_parent),
                     )
                     queued = conn.execute(
                         "INSERT INTO outbox (order_id, service) SELECT %s, unnest(%s::text[])",
@@ -301,11 +306,11 @@ class PostgresStore(Store):
                 "  AND (claimed_until IS NULL OR claimed_until < now())"
                 "  ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
                 " RETURNING seq, order_id) "
-                f"SELECT c.seq, {ORDER_COLUMNS} FROM claimed c JOIN orders o USING (order_id) "
-                "ORDER BY c.seq",
+                f"SELECT c.seq, o.trace_parent, {ORDER_COLUMNS} "
+                "FROM claimed c JOIN orders o USING (order_id) ORDER BY c.seq",
                 (self.claim_seconds, service, limit),
             ).fetchall()
-            return [OutboxEntry(row[0], order_of(row[1:])) for row in rows]
+            return [OutboxEntry(row[0], order_of(row[2:]), row[1]) for row in rows]
 
         return await self._db.run(claim, writes=1)
 
