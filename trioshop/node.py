@@ -35,6 +35,9 @@ def hypercorn_config(settings: Settings, bind: str) -> HypercornConfig:
     config.accesslog = None  # trioshop writes its own access log line per request
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_timeout
+    # The app's shutdown waits up to shutdown_timeout for the shop to stop, and as long for
+    # its background tasks (BACKGROUND_TASK_SHUTDOWN_TIMEOUT): past both it is given up on.
+    config.shutdown_timeout = 2 * settings.shutdown_timeout
     # No read deadline of hypercorn's: it would also run while a request is handled.
     # trioshop.http.serving closes connections idle between requests instead.
     config.read_timeout = None

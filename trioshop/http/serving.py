@@ -29,6 +29,12 @@ from hypercorn.typing import (
 )
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from trioshop.logs import log_event
+
+logger = logging.getLogger("trioshop.server")
+
+# Logged when the app's lifespan shutdown failed or was given up on (the node still ends).
+SHUTDOWN_FAILED = "app shutdown failed"
 # SO_LINGER on, zero seconds: closing resets the connection and drops what the client never read.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
@@ -178,34 +184,74 @@ def current_connection() -> IdleBetweenRequests | None:
 async def app_lifespan(
     app: ASGIFramework, state: dict[str, Any], config: Config
 ) -> AsyncIterator[None]:
-    """Run *app*'s ASGI lifespan: startup on entry, shutdown on a normal exit.
+    """Run *app*'s ASGI lifespan: startup on entry, shutdown on every way out.
 
-    Raises :class:`LifespanFailed` when the app reports a failed startup or shutdown, or does
-    not report within ``config.startup_timeout`` / ``config.shutdown_timeout`` seconds.
+    Raises :class:`LifespanFailed` when the app reports a failed startup, or does not report
+    within ``config.startup_timeout`` seconds. The shutdown phase runs however the block
+    ends (returned, raised, cancelled: shielded), and the app's task has
+    ``config.shutdown_timeout`` seconds for it and to return; past that it is cancelled.
+    A failed or overdue shutdown is logged in one line, never raised: it would hide why
+    the block ended.
     """
     to_app, app_inbox = trio.open_memory_channel[ASGIReceiveEvent](1)
     from_app, replies = trio.open_memory_channel[ASGISendEvent](1)
     scope: LifespanScope = {
         "type": "lifespan", "asgi": {"spec_version": "2.0", "version": "3.0"}, "state": state,
     }
+    returned = trio.Event()
 
-    async def phase(name: Literal["startup", "shutdown"], timeout: float) -> None:
+    async def run_app() -> None:
+        try:
+            await app(scope, app_inbox.receive, from_app.send)
+        finally:
+            from_app.close()  # no reply will come: a phase waiting for one ends
+            returned.set()
+
+    async def phase(name: Literal["startup", "shutdown"]) -> str | None:
+        """Run lifespan phase *name*: ``None`` once done, else why not."""
         event: ASGIReceiveEvent = (
             {"type": "lifespan.startup"} if name == "startup" else {"type": "lifespan.shutdown"}
         )
-        await to_app.send(event)
-        with trio.move_on_after(timeout):
+        try:
+            await to_app.send(event)
             reply = await replies.receive()
-            if reply["type"] == f"lifespan.{name}.failed":
-                raise LifespanFailed(name, str(reply.get("message", "")))
-            return
-        raise LifespanFailed(name, f"the app did not finish its {name} within {timeout:g} s")
+        except (trio.BrokenResourceError, trio.EndOfChannel):
+            return f"the app ended before it finished its {name}"
+        if reply["type"] == f"lifespan.{name}.failed":
+            return str(reply.get("message", ""))
+        return None
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(app, scope, app_inbox.receive, from_app.send)
-        await phase("startup", config.startup_timeout)
-        yield
-        await phase("shutdown", config.shutdown_timeout)
+        nursery.start_soon(run_app)
+        timeout = config.startup_timeout
+        problem: str | None = f"the app did not finish its startup within {timeout:g} s"
+        with trio.move_on_after(timeout):
+            problem = await phase("startup")
+        if problem is not None:
+            raise LifespanFailed("startup", problem)
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True):
+                await _shut_down(phase, returned, config.shutdown_timeout)
+            nursery.cancel_scope.cancel()  # given up on, or returned already
+
+
+async def _shut_down(
+    phase: Callable[[Literal["shutdown"]], Awaitable[str | None]],
+    returned: trio.Event,
+    timeout: float,
+) -> None:
+    """Run the shutdown *phase* and wait for the app to return, within *timeout* seconds;
+    log in one line what went wrong."""
+    problem: str | None = None
+    with trio.move_on_after(timeout) as overdue:
+        problem = await phase("shutdown")
+        await returned.wait()
+    if overdue.cancelled_caught:
+        problem = f"the app did not finish its shutdown within {timeout:g} s: given up"
+    if problem is not None:
+        log_event(logger, SHUTDOWN_FAILED, logging.ERROR, reason=problem)
 
 
 async def serve(
@@ -223,7 +269,8 @@ async def serve(
     Ready (``task_status.started`` with the URLs) once the app's lifespan startup completed:
     a failed startup raises :class:`LifespanFailed` before any connection is accepted. On
     shutdown the sockets close, idle connections close, requests in flight get
-    ``config.graceful_timeout`` seconds, then the app's lifespan shutdown runs.
+    ``config.graceful_timeout`` seconds, then the app's lifespan shutdown runs (also when
+    serving fails), within ``config.shutdown_timeout`` (see :func:`app_lifespan`).
     """
     state: dict[str, Any] = {}
     async with app_lifespan(app, state, config):
