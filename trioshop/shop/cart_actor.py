@@ -26,6 +26,7 @@ from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
 from trioshop.runtime import CONFLICT_ATTEMPTS, ActorContext, EventBus, Ticket
 from trioshop.store import CartConflict, CartWrite, Store, StoredCart, StoreError
+from trioshop.telemetry import current_traceparent
 
 T = TypeVar("T")
 
@@ -256,8 +257,10 @@ class Cart:
                 uuid.uuid4().hex, self.user_id, lines, total_cents(lines), int(time.time()),
                 idempotency_key,
             )
+            # The actor's span (the request's trace, carried across the mailbox) is stored
+            # with the order: each service's handling of it links back to this checkout.
             return order, await self.deps.store.checkout(
-                order, version=self._version, ticket=ticket
+                order, version=self._version, ticket=ticket, trace_parent=current_traceparent()
             )
 
         order, placement = await self._until_stored(attempt, "during checkout", ticket)

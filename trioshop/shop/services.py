@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
+from opentelemetry import trace
 
 from trioshop import events
 from trioshop.config import Settings
@@ -18,6 +19,7 @@ from trioshop.registry import ServiceDefinition, resolve_callable
 from trioshop.runtime import EventBus, ServiceState, Subscription, Supervisor
 from trioshop.shop.cart_actor import ORDER_KIND, ORDER_SYSTEM
 from trioshop.store import Store, StoreError
+from trioshop.telemetry import links_to
 
 logger = logging.getLogger("trioshop.services")
 
@@ -87,7 +89,12 @@ async def consume_orders(
     status recorded) only after *handle* returned, so a crash or a restart redelivers it.
     A crash in *handle* propagates for the supervisor to restart the service; a store that
     does not answer is waited for (every ``STORE_RETRY_SECONDS``), not a crash.
+
+    Each order is handled in a span ``service <name>`` of a trace of its own, linked to the
+    checkout that placed it (the outbox entry's ``trace_parent``): a link, not a parent, as the
+    handling may come long after that request ended, or on another node.
     """
+    tracer = trace.get_tracer(__name__)
     task_status.started()
     while True:
         try:
@@ -99,7 +106,14 @@ async def consume_orders(
             await _wait_for_news(ctx)
             continue
         for entry in entries:
-            status = await handle(ctx, entry.order)
+            with tracer.start_as_current_span(
+                f"service {ctx.name}", links=links_to(entry.trace_parent),
+                attributes={
+                    "trioshop.service": ctx.name, "trioshop.order.id": entry.order.order_id,
+                },
+            ) as span:
+                status = await handle(ctx, entry.order)
+                span.set_attribute("trioshop.order.status", status)
             try:
                 await ctx.store.ack(ctx.name, entry, status)
             except StoreError as exc:  # handled, not recorded: it comes again (at least once)
