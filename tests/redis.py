@@ -40,10 +40,11 @@ def fresh_stream() -> tuple[str, str]:
 
 
 @contextmanager
-def private_redis() -> Iterator[RedisServer]:
-    """A :class:`RedisServer` of the test's own (to stop and pause), killed at the end;
-    skipped (failed under CI) when ``redis-server`` is not installed."""
-    server = RedisServer()
+def private_redis(data_dir: str | None = None) -> Iterator[RedisServer]:
+    """A :class:`RedisServer` of the test's own (to stop and pause; durable in *data_dir* if
+    given), killed at the end; skipped (failed under CI) when ``redis-server`` is not
+    installed."""
+    server = RedisServer(data_dir)
     try:
         server.start()
     except FileNotFoundError as exc:

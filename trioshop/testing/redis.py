@@ -21,11 +21,14 @@ class RedisServer:
 
     :meth:`start` returns once the server printed that it accepts connections; it can be
     stopped (:meth:`stop`) and started again on the same port, or paused with SIGSTOP
-    (:meth:`pause`, :meth:`resume`) so that a command sent to it hangs.
-    Raises ``FileNotFoundError`` from :meth:`start` when ``redis-server`` is not installed.
+    (:meth:`pause`, :meth:`resume`) so that a command sent to it hangs. Given a *data_dir*,
+    it writes every change to an append-only file there before answering, so a restart
+    keeps what it acknowledged. Raises ``FileNotFoundError`` from :meth:`start` when
+    ``redis-server`` is not installed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: str | None = None) -> None:
+        self.data_dir = data_dir
         self.port = free_ports(1)[0]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[str] | None = None
@@ -36,9 +39,13 @@ class RedisServer:
             raise FileNotFoundError(
                 "redis-server is not installed (Debian: apt-get install redis-server)"
             )
+        durability = (
+            ["--appendonly", "no"] if self.data_dir is None
+            else ["--appendonly", "yes", "--appendfsync", "always", "--dir", self.data_dir]
+        )
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+             *durability],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.process.stdout is not None
