@@ -10,9 +10,12 @@ from typing import Any, Generic, TypeVar
 import attrs
 import outcome
 import trio
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from trioshop.runtime import Ticket
 from trioshop.store.base import OperationAbandoned, StoreClosed, StoreError, claim, unexpected
+from trioshop.store.tracing import capture, default_tracer, end_batch, start_batch
 
 R = TypeVar("R")
 # One request's answer: its result, or the exception its caller raises. An Error can be
@@ -25,6 +28,8 @@ class _Pending(Generic[R]):
     request: R
     reply: trio.MemorySendChannel[Outcome]
     ticket: Ticket | None
+    # The caller's OpenTelemetry context: the batch's span continues the first one's trace.
+    context: Context
     answered: bool = False
 
     def answer(self, result: Outcome) -> None:
@@ -60,6 +65,11 @@ class Batcher(Generic[R]):
     share, so grouping would only add a task hop per write, and applying in place keeps each
     of that store's operations free of checkpoints (atomic under Trio) and usable without a
     running task (the registry check, benches and tests build one bare).
+
+    Each batch runs in a span ``store.batch`` of ``tracer`` (the global provider's
+    ``trioshop.store`` unless given) with the store's ``kind`` and the batch's ``operation``
+    (what its requests are): a child of the first
+    request's caller's context, linked to the others' (see :mod:`trioshop.store.tracing`).
     """
 
     apply: Callable[[list[R]], Awaitable[list[Outcome]]]
@@ -67,6 +77,9 @@ class Batcher(Generic[R]):
     max_batch: int = 256
     queue_size: int = 10_000
     inline: bool = False
+    kind: str = "store"
+    operation: str = "changes"
+    tracer: trace.Tracer = attrs.field(factory=default_tracer, repr=False)
     _send: trio.MemorySendChannel[_Pending[R]] | None = attrs.field(default=None, init=False)
     _batches: int = attrs.field(default=0, init=False)
 
@@ -113,20 +126,30 @@ class Batcher(Generic[R]):
             receive.close()
 
     async def _answer(self, batch: list[_Pending[R]]) -> None:
-        outcomes = await self._outcomes([pending.request for pending in batch])
+        outcomes = await self._outcomes(
+            [pending.request for pending in batch], [pending.context for pending in batch]
+        )
         for pending, result in zip(batch, outcomes, strict=True):
             pending.answer(result)
 
-    async def _outcomes(self, requests: list[R]) -> list[Outcome]:
-        """``apply``'s outcomes for *requests*; its failure as every request's outcome."""
+    async def _outcomes(self, requests: list[R], contexts: list[Context]) -> list[Outcome]:
+        """``apply``'s outcomes for *requests* (queued in *contexts*), in the batch's span;
+        its failure as every request's outcome."""
+        span = start_batch(self.tracer, self.kind, self.operation, contexts)
+        failure: Exception | None = None
+        outcomes: list[Outcome] = []
         try:
             outcomes = await self.apply(requests)
             if len(outcomes) != len(requests):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(requests)} requests")
         except StoreError as exc:
-            outcomes = [outcome.Error(exc) for _ in requests]
+            failure = exc
         except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
             failure = unexpected(exc)
+        finally:  # cancelled too, the span ends
+            refused = sum(isinstance(result, outcome.Error) for result in outcomes)
+            end_batch(span, refused=0 if failure else refused, failure=failure)
+        if failure is not None:
             outcomes = [outcome.Error(failure) for _ in requests]
         self._batches += 1
         return outcomes
@@ -144,13 +167,13 @@ class Batcher(Generic[R]):
         """
         if self.inline:
             claim(ticket)
-            [result] = await self._outcomes([request])
+            [result] = await self._outcomes([request], [capture()])
             return result.unwrap()
         if self._send is None:
             raise StoreClosed("the store is not open")
         reply, answer = trio.open_memory_channel[Outcome](1)
         try:
-            self._send.send_nowait(_Pending(request, reply, ticket))
+            self._send.send_nowait(_Pending(request, reply, ticket, capture()))
         except trio.WouldBlock:
             raise StoreError("the store's queue is full; retry later") from None
         except trio.ClosedResourceError:

@@ -60,7 +60,7 @@ class MemoryStore(Store):
 
     @_cart_writes.default
     def _cart_writer(self) -> Batcher[CartWrite]:
-        return Batcher(self._apply_all, inline=True)
+        return Batcher(self._apply_all, inline=True, kind="memory", operation="cart writes")
 
     # -- carts ----------------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ class SqliteStore(Store):
 
     @_writes.default
     def _writer(self) -> Batcher[Change]:
-        return Batcher(self._commit)
+        return Batcher(self._commit, kind="sqlite", operation="changes")
 
     # -- the writer ---------------------------------------------------------------------
 

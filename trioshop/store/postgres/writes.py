@@ -286,14 +286,18 @@ class CartWrites:
 
     @_writes.default
     def _cart_writer(self) -> Batcher[_Queued]:
-        return Batcher(self._apply, gate=self.db.gates.writing)
+        return Batcher(
+            self._apply, gate=self.db.gates.writing, kind="postgres", operation="cart writes"
+        )
 
     @_versions.default
     def _version_reader(self) -> Batcher[str]:
         async def apply(user_ids: list[str]) -> list[Outcome]:
             return await self.db.run_held(lambda conn: cart_versions(conn, user_ids))
 
-        return Batcher(apply, gate=self.db.gates.reading)
+        return Batcher(
+            apply, gate=self.db.gates.reading, kind="postgres", operation="version checks"
+        )
 
     def _note_stuck(self, user_id: str, exc: StoreError) -> None:
         """Remember *user_id* as stuck if *exc* is a lock (or statement) timeout of its write
