@@ -67,33 +67,33 @@ class OtlpFileExporter(SpanExporter):
     """Appends each batch of spans to a file as one line of OTLP JSON (:func:`otlp_json`).
 
     The file is opened on construction (``OSError`` if it cannot be: say which path) and
-    closed by :meth:`shutdown`; each line is flushed as written, so a reader sees whole
-    batches. A failed write (disk full) drops that batch and reports a failure to the SDK,
-    which logs it.
+    closed by :meth:`shutdown`. Each line is one unbuffered append (one ``write`` call), so a
+    reader sees whole batches and the nodes of a cluster given the same file (through
+    ``$TRIOSHOP_OTEL_EXPORTER``) do not cut into each other's lines. A failed write (disk
+    full) drops that batch and reports a failure to the SDK, which logs it.
     """
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("ab", buffering=0)
         self._lock = threading.Lock()  # the processor's thread writes, shutdown closes
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        line = otlp_json(spans) + "\n"
+        line = (otlp_json(spans) + "\n").encode()
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE
             try:
-                self._file.write(line)
-                self._file.flush()
+                written = self._file.write(line)
             except OSError:
                 return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        return SpanExportResult.SUCCESS if written == len(line) else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         with self._lock:
             self._file.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True  # every line is flushed as it is written
+        return True  # every line is written through as it comes
 
 
 def span_exporter(spec: str) -> SpanExporter:
