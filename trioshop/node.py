@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 from collections.abc import Sequence
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 
@@ -64,7 +66,8 @@ async def serve_node(
     The tree of tasks, top to bottom::
 
         serve_node's nursery
-        ├── watch_signals: SIGHUP reloads the registry; SIGINT/SIGTERM starts the shutdown
+        ├── watch_signals: SIGINT/SIGTERM starts the shutdown (and cancels a reload)
+        │   └── Reloads.run: SIGHUP reloads the registry, one reload at a time
         └── serving (trioshop.http.serving.serve)
             └── the app's lifespan: the shop (trioshop.shop.assembly: store, actor host,
                 bus, services)
@@ -117,21 +120,64 @@ async def _watch_signals(
     """SIGHUP reloads the registry; the first SIGINT or SIGTERM sets *shutdown*; a second
     one raises :class:`KeyboardInterrupt` here, ending a slow graceful shutdown at once.
 
+    Reloads run one at a time in a child task, so a stop signal is never kept waiting by
+    one: a SIGHUP during a reload queues at most one more (further ones fold into it), and
+    the first stop signal cancels a reload in progress and any queued.
+
     Ready once the handlers are installed; runs until cancelled. The second signal is raised
     from this task on purpose: left to Trio's default handler, the interrupt lands in
     whichever task is running, and hypercorn's serve() swallows one raised in its tasks.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        task_status.started()
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                if not shutdown.is_set():
-                    await _reload(lifetime)
-                continue
-            if shutdown.is_set():
-                raise KeyboardInterrupt
-            log_event(logger, events.SHUTDOWN_REQUESTED, signal=signal.Signals(signum).name)
-            shutdown.set()
+    reloads = Reloads(lifetime)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reloads.run)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if not shutdown.is_set():
+                        reloads.ask()
+                    continue
+                if shutdown.is_set():
+                    raise KeyboardInterrupt
+                log_event(logger, events.SHUTDOWN_REQUESTED, signal=signal.Signals(signum).name)
+                shutdown.set()
+                reloads.cancel()
+
+
+@attrs.define(eq=False)
+class Reloads:
+    """The registry reloads asked for (SIGHUP), run one at a time by :meth:`run`: one asked
+    for during a reload is queued, and further ones fold into it."""
+
+    lifetime: ShopLifetime
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _queue: tuple[trio.MemorySendChannel[None], trio.MemoryReceiveChannel[None]] = attrs.field(
+        factory=lambda: trio.open_memory_channel[None](1)  # the one queued reload
+    )
+
+    def ask(self) -> None:
+        """Ask for a reload: it runs once the current one (if any) has finished."""
+        with contextlib.suppress(trio.WouldBlock):  # one is queued already: it will do
+            self._queue[0].send_nowait(None)
+
+    def cancel(self) -> None:
+        """Cancel the reload in progress and any queued; :meth:`run` returns."""
+        self._scope.cancel()
+
+    async def run(self) -> None:
+        """Run the reloads asked for, one at a time, until :meth:`cancel` (the shutdown: a
+        reload it cuts short is logged)."""
+        in_progress = False
+        with self._scope:
+            async for _ in self._queue[1]:
+                in_progress = True
+                await _reload(self.lifetime)
+                in_progress = False
+        if in_progress:
+            log_event(
+                logger, "registry reload cancelled: the server is stopping", logging.WARNING
+            )
 
 
 async def _reload(lifetime: ShopLifetime) -> None:
