@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers import run_trioshop
 from trioshop.testing.server import running_server
@@ -57,6 +63,61 @@ def test_otlp_file_holds_the_request_span(tmp_path: Path) -> None:
     assert span["parentSpanId"] == CALLER_SPAN_ID
     assert resource["service.name"] == "trioshop"
     assert resource["service.instance.id"] == "n1"
+
+
+@contextmanager
+def collector() -> Iterator[tuple[str, queue.Queue[tuple[str, bytes]]]]:
+    """A stand-in OTLP/HTTP collector on a free port: its base URL, and each POST's path and
+    body as they come."""
+    received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.put((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_otlp_collector_gets_the_request_span() -> None:
+    """--otel-exporter otlp:URL posts protobuf to URL/v1/traces; the request's server span
+    is there, in the caller's trace, by the time the server has stopped."""
+    with collector() as (url, received), running_server(
+        "--memory", "--otel-exporter", f"otlp:{url}"
+    ) as server:
+        answer = httpx.get(
+            f"{server.base_url}/api/cart/alice", timeout=10,
+            headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"},
+        )
+        assert answer.status_code == 200
+        assert server.stop() == 0
+        posts = []
+        while not received.empty():
+            posts.append(received.get())
+    assert posts and {path for path, _ in posts} == {"/v1/traces"}
+    names: list[str] = []
+    for _, body in posts:
+        request = ExportTraceServiceRequest.FromString(body)
+        names.extend(
+            span.name for resource in request.resource_spans
+            for scope in resource.scope_spans for span in scope.spans
+            if span.trace_id.hex() == TRACE_ID
+        )
+    assert "GET /api/cart/<user_id>" in names
 
 
 def test_console_exporter_prints_one_span_a_line() -> None:
