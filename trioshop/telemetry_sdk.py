@@ -36,6 +36,9 @@ from trioshop.config import Settings
 SERVICE_NAME = "trioshop"
 # Where an OTLP/HTTP collector takes traces, under the base URL given to --otel-exporter.
 OTLP_TRACES_PATH = "/v1/traces"
+# How long one export to an OTLP collector may take, retries included: a collector that is
+# down delays a node's exit by at most this (the cluster kills a node 10 s after SIGTERM).
+OTLP_EXPORT_TIMEOUT = 3.0
 # The ids OTLP's JSON encoding writes in hex, where protobuf's JSON mapping writes base64.
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
@@ -99,8 +102,9 @@ class OtlpFileExporter(SpanExporter):
 def span_exporter(spec: str) -> SpanExporter:
     """The exporter *spec* names (``--otel-exporter``'s value, validated by the CLI):
     ``console`` (one JSON span a line on stdout), ``otlp-file:PATH`` or ``otlp:URL`` (an
-    OTLP/HTTP collector; ``/v1/traces`` is appended unless the URL ends with it). Raises
-    ``OSError`` when the file cannot be opened, ``ValueError`` for another spec."""
+    OTLP/HTTP collector; ``/v1/traces`` is appended unless the URL ends with it; an export
+    gives up after ``OTLP_EXPORT_TIMEOUT``). Raises ``OSError`` when the file cannot be
+    opened, ``ValueError`` for another spec."""
     kind, _, where = spec.partition(":")
     if spec == "console":
         return ConsoleSpanExporter(
@@ -113,7 +117,9 @@ def span_exporter(spec: str) -> SpanExporter:
         # Imported only when asked for: it brings the requests library along.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=otlp_traces_endpoint(where))
+        return OTLPSpanExporter(
+            endpoint=otlp_traces_endpoint(where), timeout=OTLP_EXPORT_TIMEOUT
+        )
     raise ValueError(f"expected console, otlp-file:PATH or otlp:URL, got {spec!r}")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers import run_trioshop
+from trioshop.telemetry_sdk import OTLP_EXPORT_TIMEOUT
 from trioshop.testing.server import running_server
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -118,6 +121,21 @@ def test_otlp_collector_gets_the_request_span() -> None:
             if span.trace_id.hex() == TRACE_ID
         )
     assert "GET /api/cart/<user_id>" in names
+
+
+def test_collector_down_delays_the_exit_by_the_export_timeout_at_most() -> None:
+    """A collector that refuses connections: requests answer, and the exit waits for the
+    last export at most OTLP_EXPORT_TIMEOUT (plus the stop itself), not the SDK's 10 s
+    default that would outlast the cluster's SIGKILL deadline."""
+    with socket.socket() as unused:  # bound, never listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{unused.getsockname()[1]}"
+        with running_server("--memory", "--otel-exporter", f"otlp:{refused}") as server:
+            assert httpx.get(f"{server.base_url}/api/products", timeout=10).status_code == 200
+            asked = time.monotonic()
+            assert server.stop() == 0
+            took = time.monotonic() - asked
+    assert took < OTLP_EXPORT_TIMEOUT + 2.5, f"the exit took {took:.1f} s"
 
 
 def test_console_exporter_prints_one_span_a_line() -> None:
