@@ -43,7 +43,8 @@ def spans_in(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def test_otlp_file_holds_the_request_span(tmp_path: Path) -> None:
     """One request with a traceparent, then SIGINT: the file holds its server span in the
-    caller's trace, ids in hex, with the node as the resource's instance."""
+    caller's trace, ids in hex, with the node as the resource's instance, and under it the
+    cart actor's span and the store batch's."""
     path = tmp_path / "traces.jsonl"
     with running_server(
         "--memory", "--node-id", "n1", "--otel-exporter", f"otlp-file:{path}"
@@ -66,6 +67,10 @@ def test_otlp_file_holds_the_request_span(tmp_path: Path) -> None:
     assert span["parentSpanId"] == CALLER_SPAN_ID
     assert resource["service.name"] == "trioshop"
     assert resource["service.instance.id"] == "n1"
+    [actor] = [item for _, item in in_trace if item["name"] == "actor cart"]
+    assert actor["parentSpanId"] == span["spanId"]
+    batches = [item for _, item in in_trace if item["name"] == "store.batch"]
+    assert batches and all(item["parentSpanId"] == actor["spanId"] for item in batches)
 
 
 @contextmanager
