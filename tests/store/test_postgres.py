@@ -728,6 +728,54 @@ async def test_a_claim_is_skipped_until_it_runs_out(nodes: Nodes, url: str) -> N
     assert [e.order.order_id for e in await b.pending("delivery")] == ["o1", "o2", "o3"]
 
 
+async def check_out(store: PostgresStore, order_id: str, user: str) -> None:
+    """*user* checks out one unit of a SKU stocked plenty (any number of orders a user)."""
+    await store.add_stock({"PLENTY": 1000})
+    line = CartLine("PLENTY", "Plenty", 100, 1)
+    await store.checkout(order(order_id, user, line), version=await store.cart_version(user))
+
+
+async def test_a_users_later_orders_wait_for_the_claim_of_an_earlier_one(
+    nodes: Nodes, url: str
+) -> None:
+    """Node B gets no later order of a user whose earlier order A holds, until A acks it or
+    A's claim runs out; then B gets them, oldest first; other users' orders go on."""
+    a, b = nodes
+    for node in nodes:
+        await node.register_service("delivery")
+    for n in range(1, 4):  # interleaved, on both nodes: a1 b1 a2 b2 a3 b3
+        for user in ("alice", "bob"):
+            await check_out((a, b)[n % 2], f"{user[0]}{n}", user)
+    [first] = await a.pending("delivery", limit=1)
+    assert first.order.order_id == "a1"
+    taken = await b.pending("delivery")
+    assert [e.order.order_id for e in taken] == ["b1", "b2", "b3"]
+    assert await b.pending("delivery") == []  # alice's a2, a3 wait for a1
+    await a.ack("delivery", first, "dispatched")
+    assert [e.order.order_id for e in await b.pending("delivery", limit=1)] == ["a2"]
+    assert await a.pending("delivery") == []  # a3 waits for B's a2
+    sql(url, "UPDATE outbox SET claimed_until = now() - interval '1 second' "
+             "WHERE order_id = 'a2'")  # B died holding a2
+    assert [e.order.order_id for e in await a.pending("delivery")] == ["a2", "a3"]
+
+
+async def test_a_claim_under_way_elsewhere_holds_back_that_users_later_orders(
+    nodes: Nodes, url: str
+) -> None:
+    """While another transaction holds a user's earliest row (a claim under way), a claim
+    skips it and that user's later rows, and hands out the other users' rows."""
+    a, b = nodes
+    await a.register_service("delivery")
+    for n, user in enumerate(("alice", "bob", "alice", "bob")):
+        await check_out(a, f"o{n}", user)
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM outbox WHERE order_id = 'o0' FOR UPDATE")
+        assert [e.order.order_id for e in await b.pending("delivery")] == ["o1", "o3"]
+        other.execute("ROLLBACK")
+    assert [e.order.order_id for e in await a.pending("delivery")] == ["o0", "o2"]
+
+
 async def test_ack_records_the_first_status_only(nodes: Nodes, url: str) -> None:
     """An ack records status and time once; a repeat changes nothing; acked entries leave."""
     a, b = nodes

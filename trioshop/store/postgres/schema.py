@@ -62,6 +62,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE orders ADD COLUMN trace_parent text;
     """,
+    # 3: the outbox knows each row's user, so a claim can keep a user's orders in order
+    """
+    ALTER TABLE outbox ADD COLUMN user_id text;
+    UPDATE outbox b SET user_id = o.user_id FROM orders o WHERE o.order_id = b.order_id;
+    ALTER TABLE outbox ALTER COLUMN user_id SET NOT NULL;
+    CREATE INDEX outbox_unacked_by_user ON outbox (service, user_id, seq) WHERE status IS NULL;
+    """,
 ]
 
 

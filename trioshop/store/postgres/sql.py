@@ -33,6 +33,39 @@ WITH_OUTCOMES = (
     "FROM orders o LEFT JOIN outbox b ON b.order_id = o.order_id AND b.status IS NOT NULL "
 )
 
+# Claim a service's next outbox rows for a while, oldest first, keeping each user's orders in
+# order: a row goes only with every older unacknowledged row of its user (same service) in
+# the same claim, so no node is handed a user's later order while an earlier one is claimed
+# elsewhere (until that claim runs out) or was skipped here (locked by a claim under way).
+# `chosen` is the rule: it drops a row whose older row is not among the candidates. Claims
+# take a user's oldest rows together, so `candidates` need only look at a user's oldest
+# unacknowledged row (one probe of outbox_unacked_by_user) to leave out the users busy
+# elsewhere: their backlog never fills the LIMIT. Measured with EXPLAIN ANALYZE on 10,000
+# unacknowledged rows of 2,000 users, limit 10 (median of 20): 0.31 ms (the claim without
+# the per-user rule: 0.25 ms); with the oldest 1,000 rows claimed by another node, 0.61 ms
+# (0.54 ms).
+CLAIM_OUTBOX = (
+    "WITH candidates AS MATERIALIZED ("
+    " SELECT b.order_id, b.user_id, b.seq FROM outbox b"
+    " WHERE b.service = %(service)s AND b.status IS NULL"
+    " AND (b.claimed_until IS NULL OR b.claimed_until < now())"
+    " AND coalesce((SELECT h.claimed_until FROM outbox h WHERE h.service = b.service"
+    "  AND h.user_id = b.user_id AND h.status IS NULL ORDER BY h.seq LIMIT 1),"
+    "  '-infinity') < now()"
+    " ORDER BY b.seq LIMIT %(limit)s FOR UPDATE OF b SKIP LOCKED), "
+    "chosen AS ("
+    " SELECT c.order_id FROM candidates c"
+    " WHERE NOT EXISTS (SELECT 1 FROM outbox h WHERE h.service = %(service)s"
+    "  AND h.user_id = c.user_id AND h.status IS NULL AND h.seq < c.seq"
+    "  AND h.order_id NOT IN (SELECT order_id FROM candidates))), "
+    "claimed AS ("
+    " UPDATE outbox u SET claimed_until = now() + make_interval(secs => %(seconds)s)"
+    " FROM chosen WHERE u.service = %(service)s AND u.order_id = chosen.order_id"
+    " RETURNING u.seq, u.order_id) "
+    f"SELECT c.seq, o.trace_parent, {ORDER_COLUMNS} "
+    "FROM claimed c JOIN orders o USING (order_id) ORDER BY c.seq"
+)
+
 # A conditional stock decrement (checkout) that failed while the figure read just after
 # suffices: the stock rose in between; tries in all, none after the first past the
 # request's deadline. They run inside one transaction on a worker thread.

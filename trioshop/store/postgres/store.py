@@ -33,8 +33,8 @@ from trioshop.store.postgres.gates import cart_row
 from trioshop.store.postgres.listener import OUTBOX_CHANNEL, OutboxListener
 from trioshop.store.postgres.pool import POOL_SIZE, Database
 from trioshop.store.postgres.sql import (
+    CLAIM_OUTBOX,
     KEY_CONSTRAINT,
-    ORDER_COLUMNS,
     WITH_OUTCOMES,
     Connection,
     delete_old_add_keys,
@@ -218,8 +218,9 @@ class PostgresStore(Store):
                          order.total_cents, order.timestamp, key, trace_parent),
                     )
                     queued = conn.execute(
-                        "INSERT INTO outbox (order_id, service) SELECT %s, unnest(%s::text[])",
-                        (order.order_id, services),
+                        "INSERT INTO outbox (order_id, service, user_id) "
+                        "SELECT %s, unnest(%s::text[]), %s",
+                        (order.order_id, services, order.user_id),
                     ).rowcount
                     if queued:
                         conn.execute("SELECT pg_notify(%s, %s)", (OUTBOX_CHANNEL, order.order_id))
@@ -290,25 +291,18 @@ class PostgresStore(Store):
         return await self._db.run(lambda conn: delete_old_add_keys(conn, retention), writes=1)
 
     async def pending(self, service: str, limit: int = 100) -> list[OutboxEntry]:
-        """Claim up to *limit* of *service*'s unacknowledged entries no node holds a claim on.
+        """Claim up to *limit* of *service*'s unacknowledged entries no node holds a claim on,
+        each user's in order (see :data:`~trioshop.store.postgres.sql.CLAIM_OUTBOX`).
 
-        Claimed for ``claim_seconds``: no other node (nor this one) gets them meanwhile; a
-        claim that runs out unacknowledged (its node died) lets them be claimed again.
+        Claimed for ``claim_seconds``: no other node (nor this one) gets them meanwhile, nor
+        any later entry of the same users; a claim that runs out unacknowledged (its node
+        died) lets them be claimed again, oldest first.
         """
 
         def claim(conn: Connection) -> list[OutboxEntry]:
             rows = conn.execute(
-                "WITH claimed AS ("
-                " UPDATE outbox SET claimed_until = now() + make_interval(secs => %s)"
-                " WHERE (order_id, service) IN ("
-                "  SELECT order_id, service FROM outbox"
-                "  WHERE service = %s AND status IS NULL"
-                "  AND (claimed_until IS NULL OR claimed_until < now())"
-                "  ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
-                " RETURNING seq, order_id) "
-                f"SELECT c.seq, o.trace_parent, {ORDER_COLUMNS} "
-                "FROM claimed c JOIN orders o USING (order_id) ORDER BY c.seq",
-                (self.claim_seconds, service, limit),
+                CLAIM_OUTBOX,
+                {"seconds": self.claim_seconds, "service": service, "limit": limit},
             ).fetchall()
             return [OutboxEntry(row[0], order_of(row[2:]), row[1]) for row in rows]
 
@@ -319,10 +313,11 @@ class PostgresStore(Store):
 
         def record(conn: Connection) -> None:
             conn.execute(
-                "INSERT INTO outbox (order_id, service, status, at) VALUES (%s, %s, %s, now()) "
+                "INSERT INTO outbox (order_id, service, user_id, status, at) "
+                "VALUES (%s, %s, %s, %s, now()) "
                 "ON CONFLICT (order_id, service) DO UPDATE "
                 "SET status = excluded.status, at = excluded.at WHERE outbox.status IS NULL",
-                (entry.order.order_id, service, status),
+                (entry.order.order_id, service, entry.order.user_id, status),
             )
 
         await self._db.run(record, writes=1)
