@@ -108,5 +108,6 @@ def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
 def only(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
     """The one finished span called *name*."""
     found = named(exporter, name)
-    assert len(found) == 1, f"{len(found)} spans {name!r} in {exporter.get_finished_spans()}"
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert len(found) == 1, f"{len(found)} spans {name!r} among {names}"
     return found[0]

@@ -157,3 +157,16 @@ async def test_a_cancelled_request_ends_its_span(spans: InMemorySpanExporter) ->
         nursery.cancel_scope.cancel()
     span = only(spans, "GET")
     assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_unknown_method_is_other(
+    traced_client: ShopClient, spans: InMemorySpanExporter
+) -> None:
+    """A method outside the standard ones names its span _OTHER and is kept as an attribute
+    only: a client cannot mint span names."""
+    status, _, _ = await traced_client.request("BREW", "/api/cart/alice")
+    assert status == 405
+    span = only(spans, "_OTHER")  # 405: no route matched this method
+    assert span.attributes is not None
+    assert span.attributes["http.request.method"] == "_OTHER"
+    assert span.attributes["http.request.method_original"] == "BREW"
