@@ -8,9 +8,14 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import outcome
 import trio
+from opentelemetry.context import Context
 
-# A message in a mailbox: the payload and, for a request, the one-shot reply channel.
-Envelope = tuple[Any, "trio.MemorySendChannel[Reply] | None"]
+from trioshop.runtime.measures import KindMeasures
+
+# A message in a mailbox: the payload; for a request, the one-shot reply channel; the
+# sender's trace context (actors run in the host's context, so the envelope carries it); and
+# when it was enqueued (Trio time), for the mailbox wait.
+Envelope = tuple[Any, "trio.MemorySendChannel[Reply] | None", Context, float]
 # What travels back on a reply channel: the value, or the refusal to raise in the caller.
 Reply = outcome.Outcome[Any]
 
@@ -53,7 +58,8 @@ def refusals_of(behaviour: Behaviour) -> tuple[type[Exception], ...]:
 
 @attrs.define(eq=False, slots=True, kw_only=True)
 class Actor:
-    """The handle of one live (or ended) actor: its pid, name, and the send end of its mailbox.
+    """The handle of one live (or ended) actor: its pid, name, the send end of its mailbox,
+    and its kind's measures (see :mod:`trioshop.runtime.measures`).
 
     Handles are cheap to keep; sending through the handle of an ended actor raises
     :class:`~trioshop.runtime.errors.ActorEnded`.
@@ -63,6 +69,7 @@ class Actor:
     name: str | None
     mailbox: trio.MemorySendChannel[Envelope]
     inbox: trio.MemoryReceiveChannel[Envelope] = attrs.field(repr=False)
+    kind: KindMeasures = attrs.field(repr=False)
     started_at: float
     last_message_at: float
     idle_timeout: float | None = None

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import outcome
 import trio
+from opentelemetry import trace
 
 from trioshop import events
 from trioshop.logs import log_event
@@ -38,14 +39,13 @@ from trioshop.runtime.introspection import (
     actor_infos,
     host_statistics,
 )
+from trioshop.runtime.measures import KindTable
 from trioshop.runtime.nursery import open_service_nursery
+from trioshop.runtime.serve import PASSIVATE, serve
 from trioshop.runtime.ticket import Ticket
+from trioshop.runtime.tracing import capture, default_tracer
 
 logger = logging.getLogger("trioshop.runtime")
-
-# Put in an idle actor's mailbox by the host to make it end; never seen by behaviours.
-_PASSIVATE = object()
-
 
 @attrs.define
 class ActorHost:
@@ -54,7 +54,8 @@ class ActorHost:
     Spawning is synchronous (no checkpoint), which is what makes :meth:`get_or_spawn` atomic:
     the actor is registered and its mailbox exists before anyone else can run, and messages
     sent before its task first runs wait in the mailbox. Actors start in the host's own
-    context, never in the caller's, so a request's context variables do not leak into them.
+    context, never in the caller's, so a request's context variables do not leak into them;
+    the sender's trace context travels in the envelope instead (see :mod:`.tracing`).
     """
 
     _nursery: trio.Nursery
@@ -62,7 +63,9 @@ class ActorHost:
     max_actors: int = 100_000
     shutdown_timeout: float = 5.0
     idle_check_interval: float = 10.0
+    tracer: trace.Tracer = attrs.field(factory=default_tracer)
     _counters: HostCounters = attrs.field(factory=HostCounters)
+    _kinds: KindTable = attrs.field(factory=KindTable)
     _actors: dict[int, Actor] = attrs.field(factory=dict)
     _names: dict[str, Actor] = attrs.field(factory=dict)
     _next_pid: int = 1
@@ -98,9 +101,11 @@ class ActorHost:
         send, receive = trio.open_memory_channel[Envelope](mailbox or self.mailbox_capacity)
         now = trio.current_time()
         actor = Actor(
-            pid=self._next_pid, name=name, mailbox=send, inbox=receive, started_at=now,
-            last_message_at=now, idle_timeout=idle_timeout,
+            pid=self._next_pid, name=name, mailbox=send, inbox=receive,
+            kind=self._kinds.of(name), started_at=now, last_message_at=now,
+            idle_timeout=idle_timeout,
         )
+        actor.kind.live += 1
         self._next_pid += 1
         self._actors[actor.pid] = actor
         if name is not None:
@@ -175,7 +180,7 @@ class ActorHost:
         reply_send, reply_receive = trio.open_memory_channel[Reply](1)
         with reply_receive:
             try:
-                self._deliver(actor, (message, reply_send))
+                self._deliver(actor, (message, reply_send, capture(), trio.current_time()))
             except BaseException:
                 reply_send.close()
                 raise
@@ -209,8 +214,9 @@ class ActorHost:
         return actor_infos(self._actors.values(), limit)
 
     def statistics(self) -> HostStatistics:
-        """Live actors, the deepest mailbox (0 when none waits) and totals since opening."""
-        return host_statistics(self._actors.values(), self._counters)
+        """Live actors, the deepest mailbox (0 when none waits), totals since opening, and
+        each kind's measures."""
+        return host_statistics(self._actors.values(), self._counters, self._kinds.snapshot())
 
     # -- the actor task -----------------------------------------------------------------
 
@@ -238,7 +244,7 @@ class ActorHost:
         ]
         for actor in idle:
             self._mark_stopping(actor)
-            actor.mailbox.send_nowait((_PASSIVATE, None))
+            actor.mailbox.send_nowait((PASSIVATE, None, capture(), now))
         return len(idle)
 
     async def _check_idle(
@@ -264,7 +270,7 @@ class ActorHost:
                     except refusals as error:
                         refused = error
                 if refused is None:
-                    reason = await self._serve(ctx, behaviour, refusals)
+                    reason = await serve(ctx, behaviour, refusals, self.tracer)
                 else:
                     # A declared refusal (e.g. the store is down): an answer, not a bug, so
                     # one line without a traceback; every request queued for it gets it.
@@ -290,46 +296,13 @@ class ActorHost:
             self._release(actor, refused)
             if reason == "idle":
                 self._counters.passivated += 1
+                actor.kind.passivated += 1
             on_stop = getattr(behaviour, "on_stop", None)
             if on_stop is not None and ctx is not None:
                 # Cleanup must run even while the host is cancelling us, but never forever.
                 with trio.CancelScope(shield=True) as cleanup:
                     cleanup.deadline = trio.current_time() + self.shutdown_timeout
                     await on_stop(ctx, reason)
-
-    async def _serve(
-        self, ctx: ActorContext, behaviour: Behaviour, refusals: tuple[type[Exception], ...]
-    ) -> str:
-        actor, inbox = ctx.actor, ctx.actor.inbox
-        while not actor.stopping:
-            actor.busy = False
-            message, reply = await inbox.receive()
-            actor.busy = True
-            if message is _PASSIVATE:
-                return "idle"
-            actor.last_message_at = trio.current_time()
-            try:
-                result: Reply = outcome.Value(await behaviour.handle(ctx, message))
-            except trio.Cancelled:
-                if reply is not None:
-                    reply.close()
-                raise
-            except Exception as error:
-                if isinstance(error, refusals):
-                    result = outcome.Error(error)
-                else:
-                    # Mark the crash before the caller can wake up, then free the caller now.
-                    actor.crashed = True
-                    if reply is not None:
-                        reply.close()
-                    raise
-            if reply is not None:
-                # A caller that gave up waiting has closed its end: the late reply is dropped.
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    reply.send_nowait(result)
-                reply.close()
-            actor.last_message_at = trio.current_time()  # idle time counts from the answer
-        return "stopped"
 
     def _release(self, actor: Actor, refusal: Exception | None = None) -> None:
         """Deregister *actor* and fail every request still queued for it, without a checkpoint.
@@ -341,9 +314,10 @@ class ActorHost:
         actor.ended = True
         self._actors.pop(actor.pid, None)
         self._counters.ended += 1
+        actor.kind.live -= 1
         while True:
             try:
-                _, reply = actor.inbox.receive_nowait()
+                reply = actor.inbox.receive_nowait()[1]
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             if reply is not None:
@@ -361,6 +335,7 @@ async def open_actor_host(
     max_actors: int = 100_000,
     shutdown_timeout: float = 5.0,
     idle_check_interval: float = 10.0,
+    tracer: trace.Tracer | None = None,
 ) -> AsyncIterator[ActorHost]:
     """Open the root nursery and yield an :class:`ActorHost` that spawns actors into it.
 
@@ -368,6 +343,8 @@ async def open_actor_host(
     host refuses new actors, cancels every live one and waits
     for them; each actor's ``on_stop`` cleanup gets at most *shutdown_timeout* seconds.
     An actor's crash never propagates here: it is logged and ends that actor only.
+    Messages are handled in spans of *tracer* (default: the global provider's
+    ``trioshop.runtime`` tracer, a no-op until an OpenTelemetry SDK is configured).
     """
     async with open_service_nursery() as nursery:
         host = ActorHost(
@@ -376,6 +353,7 @@ async def open_actor_host(
             max_actors=max_actors,
             shutdown_timeout=shutdown_timeout,
             idle_check_interval=idle_check_interval,
+            tracer=tracer or default_tracer(),
         )
         await nursery.start(host._check_idle)
         try:

@@ -9,6 +9,7 @@ import attrs
 import trio
 
 from trioshop.runtime.actor import Actor
+from trioshop.runtime.measures import KindStatistics
 
 
 @attrs.frozen(kw_only=True)
@@ -35,7 +36,8 @@ class HostCounters:
 
 @attrs.frozen(kw_only=True)
 class HostStatistics:
-    """A snapshot of the host: live actors now, totals since it opened."""
+    """A snapshot of the host: live actors now, totals since it opened, and per actor kind
+    (``cart`` for ``cart:<user>``) its mailbox wait, handling and activation histograms."""
 
     live: int
     max_mailbox_depth: int  # the deepest mailbox among live actors
@@ -44,6 +46,7 @@ class HostStatistics:
     crashed: int
     passivated: int
     timeouts: int  # request/reply deadlines missed
+    kinds: tuple[KindStatistics, ...]  # by kind name
 
 
 def actor_infos(actors: Iterable[Actor], limit: int | None = None) -> list[ActorInfo]:
@@ -58,12 +61,15 @@ def actor_infos(actors: Iterable[Actor], limit: int | None = None) -> list[Actor
     ]
 
 
-def host_statistics(actors: Iterable[Actor], counters: HostCounters) -> HostStatistics:
-    """The live *actors*' count and deepest mailbox (0 when none waits), with *counters*."""
+def host_statistics(
+    actors: Iterable[Actor], counters: HostCounters, kinds: tuple[KindStatistics, ...]
+) -> HostStatistics:
+    """The live *actors*' count and deepest mailbox (0 when none waits), with *counters* and
+    the *kinds*' statistics."""
     live = list(actors)
     c = counters
     return HostStatistics(
         live=len(live), max_mailbox_depth=max((a.mailbox_depth for a in live), default=0),
         spawned=c.spawned, ended=c.ended, crashed=c.crashed, passivated=c.passivated,
-        timeouts=c.timeouts,
+        timeouts=c.timeouts, kinds=kinds,
     )

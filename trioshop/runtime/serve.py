@@ -1,0 +1,74 @@
+"""An actor's message loop: one message at a time, measured, in its sender's trace."""
+
+from __future__ import annotations
+
+import contextlib
+
+import outcome
+import trio
+from opentelemetry import trace
+
+from trioshop.runtime.actor import ActorContext, Behaviour, Reply
+from trioshop.runtime.tracing import end_handling, start_handling
+
+# Put in an idle actor's mailbox by the host to make it end; never seen by behaviours.
+PASSIVATE = object()
+
+
+async def serve(
+    ctx: ActorContext,
+    behaviour: Behaviour,
+    refusals: tuple[type[Exception], ...],
+    tracer: trace.Tracer,
+) -> str:
+    """Hand *behaviour* the actor's messages one at a time until it stops (``stopped``) or the
+    host passivates it (``idle``); returns that reason.
+
+    Each message is handled in a span continuing the trace its sender was in (see
+    :mod:`.tracing`) and measured into the actor's kind: its mailbox wait, its handling time,
+    and for the first one the actor's activation latency. A request gets the behaviour's
+    value, or its refusal; a crash (any other exception) closes the caller's reply channel
+    and propagates, as does cancellation.
+    """
+    actor, inbox, kind = ctx.actor, ctx.actor.inbox, ctx.actor.kind
+    activated = False
+    while not actor.stopping:
+        actor.busy = False
+        message, reply, parent, enqueued_at = await inbox.receive()
+        actor.busy = True
+        if message is PASSIVATE:
+            return "idle"
+        start = actor.last_message_at = trio.current_time()
+        kind.mailbox_wait.observe(start - enqueued_at)
+        span, token = start_handling(tracer, actor, message, parent)
+        refusal: Exception | None = None
+        crash: Exception | None = None
+        try:
+            result: Reply = outcome.Value(await behaviour.handle(ctx, message))
+        except trio.Cancelled:
+            if reply is not None:
+                reply.close()
+            raise
+        except Exception as error:
+            if not isinstance(error, refusals):
+                # Mark the crash before the caller can wake up, then free the caller now.
+                crash, actor.crashed = error, True
+                if reply is not None:
+                    reply.close()
+                raise
+            refusal, result = error, outcome.Error(error)
+        finally:
+            done = trio.current_time()
+            kind.handling.observe(done - start)
+            if token is not None:
+                end_handling(span, token, refusal=refusal, crash=crash)
+        if not activated:
+            activated = True
+            kind.activation.observe(done - actor.started_at)
+        if reply is not None:
+            # A caller that gave up waiting has closed its end: the late reply is dropped.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                reply.send_nowait(result)
+            reply.close()
+        actor.last_message_at = done  # idle time counts from the answer
+    return "stopped"

@@ -1,0 +1,73 @@
+"""The trace context across the mailbox hop: captured by the sender, continued by the actor.
+
+Actors run in the host's context, never the sender's, so a request's OpenTelemetry context
+cannot reach them on its own: the envelope carries it. Only the OpenTelemetry API is used;
+with no SDK configured the tracer is a no-op, and a message pays for one context lookup when
+sent and one no-op span (nothing made current) when handled.
+"""
+
+from __future__ import annotations
+
+from contextvars import Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from trioshop.runtime.actor import Actor
+
+TRACER_NAME = "trioshop.runtime"
+
+# The sender's current context (a contextvar lookup), carried in the envelope.
+capture = otel_context.get_current
+
+
+def default_tracer() -> trace.Tracer:
+    """The runtime's tracer from the global provider (a proxy until an SDK is configured)."""
+    return trace.get_tracer(TRACER_NAME)
+
+
+def start_handling(
+    tracer: trace.Tracer,
+    actor: Actor,
+    message: Any,
+    parent: otel_context.Context,
+) -> tuple[Span, Token[otel_context.Context] | None]:
+    """Start the span (``actor <kind>``) *actor* handles *message* in, a child of the
+    sender's *parent* context.
+
+    A real span (sampled or not) is made current, on top of *parent* (so its baggage comes
+    along), and the token to undo that is returned; with no SDK the token is ``None`` and
+    there is nothing to end. Attributes (kind, pid, the message's type: all low-cardinality)
+    are set only on a span that records.
+    """
+    span = tracer.start_span(actor.kind.span_name, context=parent)
+    if not span.get_span_context().is_valid:
+        return span, None
+    if span.is_recording():
+        span.set_attributes({
+            "actor.kind": actor.kind.kind, "actor.pid": actor.pid,
+            "actor.message": type(message).__name__,
+        })
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def end_handling(
+    span: Span,
+    token: Token[otel_context.Context],
+    *,
+    refusal: Exception | None = None,
+    crash: BaseException | None = None,
+) -> None:
+    """Undo :func:`start_handling`'s current span and end it. A *refusal* is an answer: its
+    type is an attribute (``actor.refusal``); a *crash* is recorded as an exception with an
+    error status."""
+    otel_context.detach(token)
+    if span.is_recording():
+        if refusal is not None:
+            span.set_attribute("actor.refusal", type(refusal).__name__)
+        if crash is not None:
+            span.record_exception(crash)
+            span.set_status(Status(StatusCode.ERROR, f"{type(crash).__name__}: {crash}"))
+    span.end()
