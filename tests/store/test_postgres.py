@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import quote
 
 import psycopg
@@ -290,30 +290,27 @@ async def wait_for_lock_waiter(url: str, application_name: str) -> None:
             await trio.sleep(0.02)
 
 
-async def test_a_batch_chosen_as_a_deadlock_victim_is_tried_again(
-    url: str, monkeypatch: pytest.MonkeyPatch
+async def with_a_deadlock_victim(
+    url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    write: Callable[[PostgresStore, int], Awaitable[None]],
 ) -> None:
-    """A batch PostgreSQL aborts to break a deadlock (40P01) is tried again and commits."""
+    """Run ``write(store, version)``, whose batched write of cart ``u`` (at *version*)
+    PostgreSQL aborts as a deadlock victim (40P01) after 1 s: another session holds the
+    cart's row, then waits for the batch's advisory lock of the user."""
     # The store's sessions find the deadlock (deadlock_timeout) well before a lock or a
     # statement timeout would end their wait.
     monkeypatch.setattr(pool, "_LOCK_BOUND", "20s")
     monkeypatch.setattr(pool, "STATEMENT_TIMEOUT", 20.0)
-    named = f"{url}{quote(' -cdeadlock_timeout=2s')}&application_name=deadlock_victim"
+    named = f"{url}{quote(' -cdeadlock_timeout=1s')}&application_name=deadlock_victim"
     async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
         version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
-        written: list[int] = []
-
-        async def write() -> None:
-            written.append(
-                await store.save_cart(CartWrite(user_id="u", lines=(LINE_B,), version=version))
-            )
-
         with psycopg.connect(url, autocommit=True) as other:
             other.execute("SET deadlock_timeout = '60s'")  # the batch is the victim, not this
             other.execute("BEGIN")
             other.execute("SELECT 1 FROM carts WHERE user_id = 'u' FOR UPDATE")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(write)
+                nursery.start_soon(write, store, version)
                 # The batch holds the user's advisory lock and waits for the cart's row:
                 # waiting for that advisory lock here closes the circle.
                 await wait_for_lock_waiter(url, "deadlock_victim")
@@ -321,42 +318,41 @@ async def test_a_batch_chosen_as_a_deadlock_victim_is_tried_again(
                     other.execute, "SELECT pg_advisory_xact_lock(%s, hashtext('u'))", (CART_LOCK,)
                 )
                 other.execute("ROLLBACK")
-    assert written == [version + 1]
+
+
+async def test_a_batch_chosen_as_a_deadlock_victim_is_tried_again(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch PostgreSQL aborts to break a deadlock (40P01) is tried again and commits."""
+    written: list[int] = []
+
+    async def write(store: PostgresStore, version: int) -> None:
+        written.append(
+            await store.save_cart(CartWrite(user_id="u", lines=(LINE_B,), version=version))
+        )
+
+    await with_a_deadlock_victim(url, monkeypatch, write)
+    assert written == [2]
 
 
 async def test_a_deadlock_victim_batch_is_not_tried_again_past_its_requests_deadline(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch aborted (40P01) after its request's deadline is answered, not tried again."""
-    monkeypatch.setattr(pool, "_LOCK_BOUND", "20s")
-    monkeypatch.setattr(pool, "STATEMENT_TIMEOUT", 20.0)
-    named = f"{url}{quote(' -cdeadlock_timeout=1s')}&application_name=late_victim"
-    async with open_postgres_store(named, INITIAL_STOCK, pool_size=4) as store:
-        version = await store.save_cart(CartWrite(user_id="u", lines=(LINE_A,), version=0))
-        failed: list[StoreError] = []
+    failed: list[StoreError] = []
 
-        async def write() -> None:
-            # The deadlock is found after 1 s: the request gave up waiting by then.
-            ticket = Ticket(deadline=trio.current_time() + 0.2)
-            with pytest.raises(StoreError) as caught:
-                await store.save_cart(
-                    CartWrite(user_id="u", lines=(LINE_B,), version=version), ticket=ticket
-                )
-            failed.append(caught.value)
-
-        with psycopg.connect(url, autocommit=True) as other:
-            other.execute("SET deadlock_timeout = '60s'")
-            other.execute("BEGIN")
-            other.execute("SELECT 1 FROM carts WHERE user_id = 'u' FOR UPDATE")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(write)
-                await wait_for_lock_waiter(url, "late_victim")
-                await trio.to_thread.run_sync(
-                    other.execute, "SELECT pg_advisory_xact_lock(%s, hashtext('u'))", (CART_LOCK,)
-                )
-                other.execute("ROLLBACK")
-        assert failed and "deadlock" in str(failed[0])
+    async def write(store: PostgresStore, version: int) -> None:
+        # The deadlock is found after 1 s: the request gave up waiting by then.
+        ticket = Ticket(deadline=trio.current_time() + 0.2)
+        with pytest.raises(StoreError) as caught:
+            await store.save_cart(
+                CartWrite(user_id="u", lines=(LINE_B,), version=version), ticket=ticket
+            )
+        failed.append(caught.value)
         assert await store.load_cart("u") == StoredCart((LINE_A,), version)
+
+    await with_a_deadlock_victim(url, monkeypatch, write)
+    assert len(failed) == 1 and "deadlock" in str(failed[0])
 
 
 async def test_an_ended_session_is_not_tried_again_past_the_requests_deadline(url: str) -> None:

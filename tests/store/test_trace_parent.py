@@ -45,6 +45,19 @@ async def test_a_replayed_checkout_keeps_the_first_traceparent(store: Store) -> 
     assert entry.trace_parent == TRACE
 
 
+async def old_then_new(store: Store) -> None:
+    """The order ``old`` queued for ``delivery`` before the migration comes with no
+    traceparent, then a traced one placed now with its own."""
+    await store.register_service("delivery")
+    version = await store.save_cart(CartWrite(user_id="v", lines=(ONE_A,), version=0))
+    await store.checkout(order("new", "v", ONE_A), version=version, trace_parent=TRACE)
+    entries = await store.pending("delivery")
+    assert [(e.order.order_id, e.trace_parent) for e in entries] == [
+        ("old", None), ("new", TRACE)
+    ]
+    assert entries[0].order.lines == (ONE_A,)
+
+
 async def test_sqlite_orders_placed_before_the_migration_have_no_traceparent(
     tmp_path: Path,
 ) -> None:
@@ -61,14 +74,7 @@ async def test_sqlite_orders_placed_before_the_migration_have_no_traceparent(
     )
     conn.close()
     async with open_store(tmp_path, INITIAL_STOCK, trio.CapacityLimiter(2)) as store:
-        await store.register_service("delivery")
-        version = await store.save_cart(CartWrite(user_id="v", lines=(ONE_A,), version=0))
-        await store.checkout(order("new", "v", ONE_A), version=version, trace_parent=TRACE)
-        entries = await store.pending("delivery")
-    assert [(e.order.order_id, e.trace_parent) for e in entries] == [
-        ("old", None), ("new", TRACE)
-    ]
-    assert entries[0].order.lines == (ONE_A,)
+        await old_then_new(store)
 
 
 async def test_postgres_orders_placed_before_the_migration_have_no_traceparent() -> None:
@@ -87,11 +93,4 @@ async def test_postgres_orders_placed_before_the_migration_have_no_traceparent()
         async with open_store(
             None, INITIAL_STOCK, trio.CapacityLimiter(2), database_url=url
         ) as store:
-            await store.register_service("delivery")
-            version = await store.save_cart(CartWrite(user_id="v", lines=(ONE_A,), version=0))
-            await store.checkout(order("new", "v", ONE_A), version=version, trace_parent=TRACE)
-            entries = await store.pending("delivery")
-    assert [(e.order.order_id, e.trace_parent) for e in entries] == [
-        ("old", None), ("new", TRACE)
-    ]
-    assert entries[0].order.lines == (ONE_A,)
+            await old_then_new(store)
