@@ -15,6 +15,7 @@ from tests.tracing import named, only, spans
 from trioshop.config import Settings
 from trioshop.http.tracing import RequestTracing
 from trioshop.registry import Registry
+from trioshop.store.tracing import SPAN_NAME as STORE_BATCH
 
 __all__ = ["spans"]  # the fixture, used by name
 
@@ -88,12 +89,12 @@ async def test_the_tree_crosses_the_mailbox(
     assert server.context is not None
     actor = [s for s in named(spans, "actor cart")
              if s.parent is not None and s.parent.span_id == server.context.span_id]
-    assert len(actor) == 1, spans.get_finished_spans()
+    assert len(actor) == 1, [s.name for s in spans.get_finished_spans()]
     assert actor[0].context is not None and actor[0].context.trace_id == TRACE_ID
-    batches = [s for s in spans.get_finished_spans()
-               if s.name.startswith("store") and s.parent is not None
-               and s.parent.span_id == actor[0].context.span_id]
-    assert batches, spans.get_finished_spans()
+    batches = named(spans, STORE_BATCH)
+    assert batches
+    assert all(s.parent is not None and s.parent.span_id == actor[0].context.span_id
+               for s in batches)
     assert all(s.context is not None and s.context.trace_id == TRACE_ID for s in batches)
 
 
