@@ -6,11 +6,16 @@ from collections.abc import Callable, Iterator
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from trioshop.domain.money import CENTS_PER_UNIT
-from trioshop.runtime import ServiceStatus
+from trioshop.runtime import HistogramSnapshot, KindStatistics, ServiceStatus
 from trioshop.shop import Shop
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -19,6 +24,41 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 OTHER_METHOD = "other"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The runtime's per-kind histograms, by family name (seconds; labelled by actor kind).
+KIND_HISTOGRAMS: tuple[tuple[str, str, Callable[[KindStatistics], HistogramSnapshot]], ...] = (
+    ("trioshop_actor_mailbox_wait_seconds", "Time a message waited in an actor's mailbox.",
+     lambda kind: kind.mailbox_wait),
+    ("trioshop_actor_handling_seconds", "Time an actor took to handle one message.",
+     lambda kind: kind.handling),
+    ("trioshop_actor_activation_seconds", "Time from an actor's spawn to its first message "
+     "handled.", lambda kind: kind.activation),
+)
+
+
+def kind_families(kinds: tuple[KindStatistics, ...]) -> Iterator[Metric]:
+    """The runtime's per-kind measures as families labelled ``kind`` (a bounded set: the
+    runtime caps the kinds, and a kind is never a user id)."""
+    for name, doc, histogram_of in KIND_HISTOGRAMS:
+        family = HistogramMetricFamily(name, doc, labels=["kind"])
+        for kind in kinds:
+            histogram = histogram_of(kind)
+            buckets = [
+                (repr(bound), float(count))
+                for bound, count in zip(histogram.bounds, histogram.cumulative, strict=False)
+            ]
+            buckets.append(("+Inf", float(histogram.count)))
+            family.add_metric([kind.kind], buckets, histogram.sum)
+        yield family
+    live = GaugeMetricFamily("trioshop_actor_kind_live", "Live actors per kind.", labels=["kind"])
+    passivations = CounterMetricFamily(
+        "trioshop_actor_passivations", "Actors ended after their idle timeout, per kind.",
+        labels=["kind"],
+    )
+    for kind in kinds:
+        live.add_metric([kind.kind], kind.live)
+        passivations.add_metric([kind.kind], kind.passivated)
+    yield live
+    yield passivations
 
 
 class ShopCollector(Collector):
@@ -46,6 +86,7 @@ class ShopCollector(Collector):
             "trioshop_actor_mailbox_depth_max", "Deepest mailbox among live actors.",
             actors.max_mailbox_depth,
         )
+        yield from kind_families(actors.kinds)
 
         yield CounterMetricFamily(
             "trioshop_bus_events_published", "Events published on the bus.", stats.bus.published

@@ -23,6 +23,7 @@ from trioshop.runtime.errors import (
 )
 from trioshop.runtime.host import ActorHost, open_actor_host
 from trioshop.runtime.introspection import ActorInfo, HostStatistics
+from trioshop.runtime.measures import HistogramSnapshot, KindStatistics
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.restart import RestartPolicy
 from trioshop.runtime.retry import (
@@ -55,8 +56,10 @@ __all__ = [
     "BusStatistics",
     "Event",
     "EventBus",
+    "HistogramSnapshot",
     "HostClosed",
     "HostStatistics",
+    "KindStatistics",
     "MailboxFull",
     "Refusal",
     "RestartPolicy",
