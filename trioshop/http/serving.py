@@ -188,8 +188,9 @@ async def app_lifespan(
 
     Raises :class:`LifespanFailed` when the app reports a failed startup, or does not report
     within ``config.startup_timeout`` seconds. The shutdown phase runs however the block
-    ends (returned, raised, cancelled: shielded), and the app's task has
-    ``config.shutdown_timeout`` seconds for it and to return; past that it is cancelled.
+    ends, returned or raised, and the app's task has ``config.shutdown_timeout`` seconds for
+    it and to return; past that it is cancelled. Not shielded: a cancellation from outside
+    (a second stop signal) means now, and cuts it short.
     A failed or overdue shutdown is logged in one line, never raised: it would hide why
     the block ended.
     """
@@ -232,9 +233,10 @@ async def app_lifespan(
         try:
             yield
         finally:
-            with trio.CancelScope(shield=True):
+            try:
                 await _shut_down(phase, returned, config.shutdown_timeout)
-            nursery.cancel_scope.cancel()  # given up on, or returned already
+            finally:
+                nursery.cancel_scope.cancel()  # given up on, or returned already
 
 
 async def _shut_down(
