@@ -68,8 +68,8 @@ class Batcher(Generic[R]):
 
     Each batch runs in a span ``store.batch`` of ``tracer`` (the global provider's
     ``trioshop.store`` unless given) with the store's ``kind`` and the batch's ``operation``
-    (what its requests are): a child of the first
-    request's caller's context, linked to the others' (see :mod:`trioshop.store.tracing`).
+    (what its requests are): a child of the first request's caller's context, linked to the
+    others' (see :mod:`trioshop.store.tracing`).
     """
 
     apply: Callable[[list[R]], Awaitable[list[Outcome]]]
@@ -147,8 +147,7 @@ class Batcher(Generic[R]):
         except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
             failure = unexpected(exc)
         finally:  # cancelled too, the span ends
-            refused = sum(isinstance(result, outcome.Error) for result in outcomes)
-            end_batch(span, refused=0 if failure else refused, failure=failure)
+            end_batch(span, outcomes, failure=failure)
         if failure is not None:
             outcomes = [outcome.Error(failure) for _ in requests]
         self._batches += 1

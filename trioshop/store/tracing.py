@@ -9,7 +9,9 @@ measured, however large; nothing is made current, no link or attribute is built)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import outcome
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -48,10 +50,14 @@ def start_batch(
     return span
 
 
-def end_batch(span: Span, *, refused: int, failure: BaseException | None = None) -> None:
-    """End a batch's *span*: how many requests were *refused* (answered an error alone), or
-    the *failure* that failed the whole batch (recorded, with an error status)."""
+def end_batch(
+    span: Span, outcomes: Sequence[outcome.Outcome[Any]], *, failure: BaseException | None = None
+) -> None:
+    """End a batch's *span*: how many of its *outcomes* are refusals (an error answered to
+    one request), or the *failure* that failed the whole batch (recorded, with an error
+    status)."""
     if span.is_recording():
+        refused = 0 if failure else sum(isinstance(o, outcome.Error) for o in outcomes)
         span.set_attribute("store.batch.refused", refused)
         span.set_attribute("store.batch.result", "ok" if failure is None else "failed")
         if failure is not None:
