@@ -25,18 +25,45 @@ def server_url() -> str:
     return os.environ.get("TRIOSHOP_TEST_REDIS", DEFAULT_URL)
 
 
-def fresh_stream() -> tuple[str, str]:
-    """The shared server's URL and a stream name no other test uses; skipped (failed under
-    CI) when nothing answers there."""
-    url = server_url()
+def _command(*words: str) -> bytes:
+    """One Redis command in the protocol's array form."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _run(url: str, *commands: tuple[str, ...]) -> None:
+    """Send *commands* to the Redis at *url* (its database selected) and read the replies;
+    ``OSError`` when it does not answer."""
     parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2) as conn:
+        conn.settimeout(2)
+        database = parts.path.strip("/") or "0"
+        with conn.makefile("rb") as replies:
+            for command in [("SELECT", database), *commands]:
+                conn.sendall(_command(*command))
+                reply = replies.readline()
+                if not reply or reply.startswith(b"-"):
+                    raise OSError(f"{' '.join(command)}: {reply.decode().strip() or 'no reply'}")
+
+
+@contextmanager
+def fresh_stream() -> Iterator[tuple[str, str]]:
+    """The shared server's URL and a stream name no other test uses, deleted at the end;
+    skipped (failed under CI) when nothing answers there."""
+    url = server_url()
+    stream = f"trioshop.test.{secrets.token_hex(6)}"
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2):
-            pass
+        _run(url, ("PING",))
     except OSError as exc:
         required(f"no Redis to test against: {url}: {exc}",
                  ci_message=f"Redis is required in CI: {url}: {exc}")
-    return url, f"trioshop.test.{secrets.token_hex(6)}"
+    try:
+        yield url, stream
+    finally:
+        _run(url, ("DEL", stream))
 
 
 @contextmanager

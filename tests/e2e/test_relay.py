@@ -68,9 +68,8 @@ def test_orders_on_two_nodes_all_arrive_once_each_after_deduplication(
 ) -> None:
     """Two nodes on one schema: each user's two orders, placed one on each node, all reach
     the stream; de-duplicated by order id, each once, and each user's in placing order."""
-    url, stream = fresh_stream()
     args = ("--database", database)
-    with ExitStack() as stack:
+    with fresh_stream() as (url, stream), ExitStack() as stack:
         servers = [
             stack.enter_context(running(relay_node(registry, url, stream, *args)))
             for _ in range(2)
@@ -84,7 +83,7 @@ def test_orders_on_two_nodes_all_arrive_once_each_after_deduplication(
             placed = dict(zip(range(12), pool.map(user_buys_twice, range(12)), strict=True))
         orders = [order for pair in placed.values() for order in pair]
         wait_published(servers, orders)
-    entries = read_stream(url, stream)
+        entries = read_stream(url, stream)
     first_seen = list(dict.fromkeys(e["order_id"] for e in entries))
     assert sorted(first_seen) == sorted(orders)
     for n, (first, second) in placed.items():

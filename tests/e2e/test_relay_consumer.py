@@ -28,25 +28,23 @@ def order(order_id: str, user_id: str) -> Order:
 def test_the_example_takes_over_a_dead_consumer_and_skips_a_duplicate() -> None:
     """Two entries a dead consumer read, a duplicate and a new one: three orders handled once
     each, the duplicate skipped, nothing left pending."""
-    url, stream = fresh_stream()
+    with fresh_stream() as (url, stream):
+        client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
 
-    async def publish(*orders: Order) -> None:
-        async with client:
-            for each in orders:
-                await client.xadd(stream, stream_entry(each))
+        async def publish(*orders: Order) -> None:
+            async with client:
+                for each in orders:
+                    await client.xadd(stream, stream_entry(each))
 
-    async def dead_consumer_reads() -> None:
-        async with client:
-            await client.xgroup_create(stream, "warehouse", "0", mkstream=True)
-            await client.xreadgroup("warehouse", "c0", {stream: ">"}, count=10)
+        async def dead_consumer_reads() -> None:
+            async with client:
+                await client.xgroup_create(stream, "warehouse", "0", mkstream=True)
+                await client.xreadgroup("warehouse", "c0", {stream: ">"}, count=10)
 
-    async def pending() -> int:
-        async with client:
-            summary = await client.xpending(stream, "warehouse")
-            return summary.pending
+        async def pending() -> int:
+            async with client:
+                return (await client.xpending(stream, "warehouse")).pending
 
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    try:
         trio.run(publish, order("o1", "ann"), order("o2", "ben"))
         trio.run(dead_consumer_reads)  # c0 read both and died before its XACKs
         trio.run(publish, order("o1", "ann"), order("o3", "ann"))  # at least once: o1 again
@@ -61,9 +59,3 @@ def test_the_example_takes_over_a_dead_consumer_and_skips_a_duplicate() -> None:
         assert handled == {"o1": 1, "o2": 1, "o3": 1}, result.stdout
         assert DUPLICATE.findall(result.stdout) == ["o1"]
         assert trio.run(pending) == 0
-    finally:
-        async def drop() -> None:
-            async with client:
-                await client.delete([stream])
-
-        trio.run(drop)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import coredis
+import pytest
 import trio
 import trio.testing
 
@@ -19,6 +20,7 @@ from trioshop.config import Settings
 from trioshop.registry import load_registry
 from trioshop.shop import relay
 from trioshop.store import open_store
+from trioshop.testing.redis import RedisServer
 
 RELAY = "relay"
 PENDING = "pending"  # what an order's services list shows before the ack
@@ -63,6 +65,20 @@ def watching(event: str, service: str | None = None) -> Iterator[LogWaiter]:
         root.setLevel(previous)
 
 
+@pytest.fixture
+def shared_stream() -> Iterator[tuple[str, str]]:
+    """The shared test Redis and a fresh stream on it (skips outside CI if none answers)."""
+    with fresh_stream() as found:
+        yield found
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A private redis-server (skips outside CI if it is not installed)."""
+    with private_redis() as server:
+        yield server
+
+
 @asynccontextmanager
 async def shop_with_relay(
     registry_copy: Path, url: str, stream: str
@@ -93,17 +109,17 @@ async def stream_entries(url: str, stream: str) -> list[dict[str, str]]:
 
 
 async def test_an_order_becomes_one_entry_with_the_documented_fields(
-    registry_copy: Path,
+    registry_copy: Path, shared_stream: tuple[str, str]
 ) -> None:
     """A checkout is XADDed once: order id, user id, schema and the order as JSON."""
-    url, stream = fresh_stream()
+    url, stream = shared_stream
     with watching(events.ORDER_HANDLED, RELAY) as handled:
         async with shop_with_relay(registry_copy, url, stream) as client:
             order_id = await checkout(client, "alice")
             await handled.wait_for(1)
             assert await relay_status(client, order_id) == relay.PUBLISHED
             _, body, _ = await client.request("GET", f"/api/orders/{order_id}")
-    entries = await stream_entries(url, stream)
+        entries = await stream_entries(url, stream)
     order = body["order"]
     assert entries == [{
         "order_id": order_id,
@@ -129,11 +145,10 @@ async def test_without_a_redis_url_the_relay_is_neither_started_nor_registered(
 
 
 async def test_an_order_is_acknowledged_only_after_redis_answered(
-    registry_copy: Path,
+    registry_copy: Path, redis: RedisServer
 ) -> None:
     """Redis paused: the XADD times out, nothing is acked; resumed: published and acked."""
-    with private_redis() as redis, watching(relay.REDIS_DOWN) as down, \
-            watching(events.ORDER_HANDLED, RELAY) as handled:
+    with watching(relay.REDIS_DOWN) as down, watching(events.ORDER_HANDLED, RELAY) as handled:
         async with shop_with_relay(registry_copy, redis.url, "orders") as client:
             redis.pause()
             order_id = await checkout(client, "carol")  # answered while Redis hangs
@@ -148,12 +163,11 @@ async def test_an_order_is_acknowledged_only_after_redis_answered(
 
 
 async def test_redis_down_backs_off_then_publishes_the_backlog_in_order(
-    registry_copy: Path,
+    registry_copy: Path, redis: RedisServer
 ) -> None:
     """Redis stopped: checkouts succeed, the outage is logged once, nothing is acked; Redis
     back: every order is published once, in outbox order, with no service restart."""
-    with private_redis() as redis, watching(relay.REDIS_DOWN) as down, \
-            watching(relay.REDIS_BACK) as back, \
+    with watching(relay.REDIS_DOWN) as down, watching(relay.REDIS_BACK) as back, \
             watching(events.ORDER_HANDLED, RELAY) as handled:
         async with shop_with_relay(registry_copy, redis.url, "orders") as client:
             redis.stop()
