@@ -40,7 +40,8 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class LifespanFailed(Exception):
-    """The app's lifespan *phase* (``startup`` or ``shutdown``) failed; str() says why."""
+    """The app's lifespan *phase* (``startup``) failed; str() says why. A failed shutdown is
+    logged instead (see :func:`app_lifespan`)."""
 
     def __init__(self, phase: str, message: str) -> None:
         super().__init__(message)
