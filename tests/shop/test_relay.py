@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import coredis
 import pytest
 import trio
 import trio.testing
@@ -20,7 +19,7 @@ from trioshop.config import Settings
 from trioshop.registry import load_registry
 from trioshop.shop import relay
 from trioshop.store import open_store
-from trioshop.testing.redis import RedisServer
+from trioshop.testing.redis import RedisServer, stream_entries
 
 RELAY = "relay"
 PENDING = "pending"  # what an order's services list shows before the ack
@@ -100,12 +99,6 @@ async def relay_status(client: ShopClient, order_id: str) -> str:
     """What the outbox recorded for the relay and *order_id* (``pending``: not acked)."""
     _, body, _ = await client.request("GET", f"/api/orders/{order_id}")
     return str(body["order"]["services"][RELAY]["status"])
-
-
-async def stream_entries(url: str, stream: str) -> list[dict[str, str]]:
-    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis:
-        return [dict(entry.field_values) for entry in await redis.xrange(stream)]
 
 
 async def test_an_order_becomes_one_entry_with_the_documented_fields(

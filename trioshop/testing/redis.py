@@ -76,13 +76,16 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
 
+async def stream_entries(url: str, stream: str) -> list[dict[str, str]]:
+    """Every entry of *stream* at *url*, oldest first, as field dictionaries."""
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client:
+        entries = await client.xrange(stream)
+    return [
+        {str(key): str(value) for key, value in entry.field_values.items()} for entry in entries
+    ]
+
+
 def read_stream(url: str, stream: str) -> list[dict[str, str]]:
-    """Every entry of *stream* at *url*, oldest first (blocking: runs its own Trio loop)."""
-
-    async def read() -> list[dict[str, str]]:
-        client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-        async with client:
-            entries = await client.xrange(stream)
-        return [dict(entry.field_values) for entry in entries]
-
-    return trio.run(read)
+    """:func:`stream_entries` from outside Trio (it runs a Trio loop of its own)."""
+    return trio.run(stream_entries, url, stream)
