@@ -301,3 +301,24 @@ def test_ops_shows_figures_before_its_stream_connects(
     expect(page.locator(".axis-x")).to_contain_text("now")
     expect(page.locator("#conn")).not_to_have_attribute("data-state", "live")
     expect(page.locator("#received")).to_have_text("0")
+
+
+def test_ops_shows_each_actor_kinds_figures(browser: Any) -> None:
+    """After requests to two carts that then passivate, /ops' per-kind panel shows the cart
+    kind's activations, passivations and its mailbox wait and handling p50/p99."""
+    with running_server("--registry", str(REGISTRY_DIR), "--memory", "--cart-idle", "1") as server:
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            for user in ("dot", "eve"):
+                add = http.post(f"/api/cart/{user}/items", json={"sku": "KB-002", "quantity": 1})
+                assert add.status_code == 200
+        page = browser.new_context(viewport=WIDE, locale=LOCALE).new_page()
+        page.goto(f"{server.base_url}/ops")
+        carts = page.locator('#kind-rows tr[data-kind="cart"]')
+        expect(carts.locator('[data-label="Activations"]')).to_have_text("2")
+        expect(carts.locator('[data-label="Passivations"]')).to_have_text("2", timeout=10_000)
+        expect(carts.locator('[data-label="Live"]')).to_have_text("0")
+        for column in ("Wait p50", "Wait p99", "Handling p50", "Handling p99"):
+            expect(carts.locator(f'[data-label="{column}"]')).to_have_text(
+                re.compile(r"^\d+(\.\d)? (µs|ms|s)$")
+            )
+        expect(page.locator("#kinds-empty")).to_be_hidden()

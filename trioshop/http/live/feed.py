@@ -15,6 +15,7 @@ from trioshop.http.live.hub import LiveHub
 from trioshop.http.live.rates import RequestWindow
 from trioshop.http.shapes import ACTOR, SERVICE
 from trioshop.logs import log_event
+from trioshop.runtime import KindStatistics
 from trioshop.shop import Shop
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,20 @@ class LiveLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def kind_view(kind: KindStatistics) -> dict[str, Any]:
+    """One actor kind's row on the ops page: its counts, and the p50/p99 of its mailbox wait
+    and handling in seconds, estimated from the histograms' buckets (``None`` before any
+    message)."""
+    return {
+        "kind": kind.kind, "live": kind.live, "messages": kind.messages,
+        "activations": kind.activations, "passivations": kind.passivated,
+        "mailbox_wait_p50": kind.mailbox_wait.quantile(0.5),
+        "mailbox_wait_p99": kind.mailbox_wait.quantile(0.99),
+        "handling_p50": kind.handling.quantile(0.5),
+        "handling_p99": kind.handling.quantile(0.99),
+    }
+
+
 def snapshot(
     shop: Shop, hub: LiveHub, rates: RequestWindow, node: str | None
 ) -> dict[str, Any]:
@@ -86,6 +101,7 @@ def snapshot(
             "timeouts": actors.timeouts, "max_mailbox_depth": actors.max_mailbox_depth,
         },
         "actor_list": [ACTOR.render(info) for info in shop.live_actors(ACTORS_SHOWN)],
+        "actor_kinds": [kind_view(kind) for kind in actors.kinds],
         "services": [{"name": s.state.name, **SERVICE.render(s)} for s in stats.services],
         "orders": {
             "checkouts": stats.orders.checkouts,

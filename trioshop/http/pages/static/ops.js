@@ -25,6 +25,13 @@
     return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
   }
 
+  // A short time (seconds in, may be null): µs, ms or s with three significant digits at most.
+  function latency(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    const [value, unit] = seconds < 0.001 ? [seconds * 1e6, "µs"] : seconds < 1 ? [seconds * 1e3, "ms"] : [seconds, "s"];
+    return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${unit}`;
+  }
+
   const clock = (ts) => new Date(ts * 1000).toLocaleTimeString([], { hour12: false });
 
   function setConnection(state, text) {
@@ -180,6 +187,7 @@
     stream.actors = new Map(s.actor_list.map((actor) => [actor.pid, actor]));
     stream.actorTotal = a.live;
     renderActors();
+    renderKinds(s.actor_kinds);
     renderServices(s.services);
     renderChart(s.requests);
   }
@@ -204,6 +212,19 @@
     const more = (stream.actorTotal || 0) - rows.length;
     $("actors-more").hidden = more <= 0;
     $("actors-more").textContent = more > 0 ? `…and ${number.format(more)} more (the oldest are listed).` : "";
+  }
+
+  function renderKinds(kinds) {
+    $("kinds-empty").hidden = kinds.length > 0;
+    $("kind-rows").replaceChildren(...kinds.map((k) => el("tr", { role: "row", "data-kind": k.kind },
+      cell(k.kind),
+      cell(number.format(k.live), "Live"),
+      cell(number.format(k.activations), "Activations"),
+      cell(number.format(k.passivations), "Passivations"),
+      cell(latency(k.mailbox_wait_p50), "Wait p50"),
+      cell(latency(k.mailbox_wait_p99), "Wait p99"),
+      cell(latency(k.handling_p50), "Handling p50"),
+      cell(latency(k.handling_p99), "Handling p99"))));
   }
 
   function renderServices(services) {
