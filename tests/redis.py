@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -67,11 +67,13 @@ def fresh_stream() -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def private_redis(data_dir: str | None = None) -> Iterator[RedisServer]:
+def private_redis(
+    data_dir: str | None = None, options: Sequence[str] = ()
+) -> Iterator[RedisServer]:
     """A :class:`RedisServer` of the test's own (to stop and pause; durable in *data_dir* if
-    given), killed at the end; skipped (failed under CI) when ``redis-server`` is not
-    installed."""
-    server = RedisServer(data_dir)
+    given; *options* for ``redis-server``), killed at the end; skipped (failed under CI) when
+    ``redis-server`` is not installed."""
+    server = RedisServer(data_dir, options)
     try:
         server.start()
     except FileNotFoundError as exc:

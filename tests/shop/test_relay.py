@@ -80,9 +80,10 @@ def redis() -> Iterator[RedisServer]:
 
 @asynccontextmanager
 async def shop_with_relay(
-    registry_copy: Path, url: str, stream: str
+    registry_copy: Path, url: str, stream: str, maxlen: int | None = None
 ) -> AsyncIterator[ShopClient]:
-    settings = Settings(events_redis=url, events_stream=stream)
+    settings = Settings(events_redis=url, events_stream=stream,
+                        **({} if maxlen is None else {"events_maxlen": maxlen}))
     async with open_shop_client(load_registry(registry_copy), settings) as client:
         yield client
 
@@ -178,3 +179,16 @@ async def test_redis_down_backs_off_then_publishes_the_backlog_in_order(
         published = await stream_entries(redis.url, "orders")
     assert [e["order_id"] for e in published] == [first, *later]
     assert down.count == 1
+
+
+async def test_the_stream_is_trimmed_to_about_maxlen(registry_copy: Path) -> None:
+    """events_maxlen 2 on a Redis whose stream blocks hold 2 entries: 6 orders, 2-3 kept,
+    the newest among them."""
+    with private_redis(options=["--stream-node-max-entries", "2"]) as redis, \
+            watching(events.ORDER_HANDLED, RELAY) as handled:
+        async with shop_with_relay(registry_copy, redis.url, "orders", maxlen=2) as client:
+            orders = [await checkout(client, f"user{n}") for n in range(6)]
+            await handled.wait_for(6)
+        kept = [e["order_id"] for e in await stream_entries(redis.url, "orders")]
+    assert 2 <= len(kept) < 6
+    assert kept == orders[-len(kept):]

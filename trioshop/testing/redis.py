@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 
 import coredis
 import trio
@@ -23,12 +24,13 @@ class RedisServer:
     stopped (:meth:`stop`) and started again on the same port, or paused with SIGSTOP
     (:meth:`pause`, :meth:`resume`) so that a command sent to it hangs. Given a *data_dir*,
     it writes every change to an append-only file there before answering, so a restart
-    keeps what it acknowledged. Raises ``FileNotFoundError`` from :meth:`start` when
-    ``redis-server`` is not installed.
+    keeps what it acknowledged; *options* are passed on to ``redis-server``. Raises
+    ``FileNotFoundError`` from :meth:`start` when ``redis-server`` is not installed.
     """
 
-    def __init__(self, data_dir: str | None = None) -> None:
+    def __init__(self, data_dir: str | None = None, options: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
+        self.options = tuple(options)  # more redis-server options, e.g. a config setting
         self.port = free_ports(1)[0]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[str] | None = None
@@ -45,7 +47,7 @@ class RedisServer:
         )
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *durability],
+             *durability, *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.process.stdout is not None
