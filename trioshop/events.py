@@ -13,6 +13,8 @@ SHUTDOWN_REQUESTED = "shutdown requested"
 STOPPED = "stopped"
 REGISTRY_RELOADED = "registry reloaded"
 REGISTRY_RELOAD_REFUSED = "registry reload refused, the previous registry keeps serving"
+REGISTRY_RELOAD_CANCELLED = "registry reload cancelled: the server is stopping"
+APP_SHUTDOWN_FAILED = "app shutdown failed"
 
 # One HTTP request (logger trioshop.access).
 REQUEST = "request"
@@ -26,6 +28,9 @@ ACTOR_CRASHED = "actor crashed"
 SERVICE_CRASHED = "service crashed"
 ORDER_HANDLED = "order handled"
 CHECKOUT_COMPLETED = "checkout completed"
+# The orders relay to Redis Streams (logger trioshop.relay): an outage begins, and ends.
+RELAY_WAITING = "relay waiting for redis"
+RELAY_PUBLISHING_AGAIN = "relay publishing again"
 
 # The live feed.
 LIVE_VIEWER_CUT = "live viewer cut"

@@ -175,9 +175,7 @@ class Reloads:
                 await _reload(self.lifetime)
                 in_progress = False
         if in_progress:
-            log_event(
-                logger, "registry reload cancelled: the server is stopping", logging.WARNING
-            )
+            log_event(logger, events.REGISTRY_RELOAD_CANCELLED, logging.WARNING)
 
 
 async def _reload(lifetime: ShopLifetime) -> None:

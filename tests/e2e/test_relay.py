@@ -16,14 +16,13 @@ from tests.postgres import fresh_schema
 from tests.redis import fresh_stream, private_redis
 from trioshop import events
 from trioshop.logs import event_pattern
-from trioshop.shop import relay
 from trioshop.testing.redis import read_stream
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ServerProcess, running, wait_for_count
 
 PUBLISHED = event_pattern(events.ORDER_HANDLED, r" service=relay order_id=(\w+)")
-REDIS_DOWN = event_pattern(relay.REDIS_DOWN)
-REDIS_BACK = event_pattern(relay.REDIS_BACK)
+REDIS_DOWN = event_pattern(events.RELAY_WAITING)
+REDIS_BACK = event_pattern(events.RELAY_PUBLISHING_AGAIN)
 # A checkout's own deadline (--checkout-timeout's default) and a margin for the HTTP stack.
 CHECKOUT_TIMEOUT = 5.0 + 1.0
 

@@ -62,7 +62,7 @@ def test_sigterm_during_a_reload_that_never_finishes_stops_the_server(
         output = server.output()
     assert code_ == 0
     assert took < STOP_WITHIN, f"stopped after {took:.1f} s"
-    assert event_pattern("registry reload cancelled: the server is stopping").search(output)
+    assert event_pattern(events.REGISTRY_RELOAD_CANCELLED).search(output)
     assert event_pattern(events.SHUTDOWN_REQUESTED).search(output)
     assert not event_pattern(events.REGISTRY_RELOADED).search(output)
     assert "Traceback" not in output

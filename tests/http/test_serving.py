@@ -12,8 +12,9 @@ import trio.testing
 from hypercorn.config import Config
 
 from trioshop.config import Settings
+from trioshop.events import APP_SHUTDOWN_FAILED as SHUTDOWN_FAILED
 from trioshop.http import create_app
-from trioshop.http.serving import SHUTDOWN_FAILED, app_lifespan, serve
+from trioshop.http.serving import app_lifespan, serve
 from trioshop.registry import Registry
 
 

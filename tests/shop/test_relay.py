@@ -142,7 +142,7 @@ async def test_an_order_is_acknowledged_only_after_redis_answered(
     registry_copy: Path, redis: RedisServer
 ) -> None:
     """Redis paused: the XADD times out, nothing is acked; resumed: published and acked."""
-    with watching(relay.REDIS_DOWN) as down, watching(events.ORDER_HANDLED, RELAY) as handled:
+    with watching(events.RELAY_WAITING) as down, watching(events.ORDER_HANDLED, RELAY) as handled:
         async with shop_with_relay(registry_copy, redis.url, "orders") as client:
             redis.pause()
             order_id = await checkout(client, "carol")  # answered while Redis hangs
@@ -161,7 +161,7 @@ async def test_redis_down_backs_off_then_publishes_the_backlog_in_order(
 ) -> None:
     """Redis stopped: checkouts succeed, the outage is logged once, nothing is acked; Redis
     back: every order is published once, in outbox order, with no service restart."""
-    with watching(relay.REDIS_DOWN) as down, watching(relay.REDIS_BACK) as back, \
+    with watching(events.RELAY_WAITING) as down, watching(events.RELAY_PUBLISHING_AGAIN) as back, \
             watching(events.ORDER_HANDLED, RELAY) as handled:
         async with shop_with_relay(registry_copy, redis.url, "orders") as client:
             redis.stop()

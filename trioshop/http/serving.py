@@ -29,12 +29,12 @@ from hypercorn.typing import (
 )
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from trioshop import events
 from trioshop.logs import log_event
 
 logger = logging.getLogger("trioshop.server")
 
 # Logged when the app's lifespan shutdown failed or was given up on (the node still ends).
-SHUTDOWN_FAILED = "app shutdown failed"
 # SO_LINGER on, zero seconds: closing resets the connection and drops what the client never read.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
@@ -254,7 +254,7 @@ async def _shut_down(
     if overdue.cancelled_caught:
         problem = f"the app did not finish its shutdown within {timeout:g} s: given up"
     if problem is not None:
-        log_event(logger, SHUTDOWN_FAILED, logging.ERROR, reason=problem)
+        log_event(logger, events.APP_SHUTDOWN_FAILED, logging.ERROR, reason=problem)
 
 
 async def serve(

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from trioshop import events
 from trioshop.domain import Order
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
@@ -25,8 +26,6 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
 # Logged once per outage, when it starts and when it ends.
-REDIS_DOWN = "relay waiting for redis"
-REDIS_BACK = "relay publishing again"
 # The status the outbox records for an order Redis acknowledged.
 PUBLISHED = "published"
 
@@ -91,8 +90,8 @@ class _Relay:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 continue
             if self._outage is not None:
-                log_event(logger, REDIS_BACK, service=ctx.name, stream=self._stream,
-                          after=self._outage)
+                log_event(logger, events.RELAY_PUBLISHING_AGAIN, service=ctx.name,
+                          stream=self._stream, after=self._outage)
                 self._outage = None
             return PUBLISHED
 
@@ -105,7 +104,7 @@ class _Relay:
             else f"{type(error).__name__}: {error}"
         )
         self._outage = reason
-        log_event(logger, REDIS_DOWN, logging.WARNING, stream=self._stream, error=reason,
+        log_event(logger, events.RELAY_WAITING, logging.WARNING, stream=self._stream, error=reason,
                   retry_in=delay, retry_max=RETRY_MAX_SECONDS)
 
 
