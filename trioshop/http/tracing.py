@@ -1,8 +1,8 @@
 """One OpenTelemetry server span per HTTP request, continuing the caller's W3C trace context.
 
 Our own ASGI middleware rather than opentelemetry-instrumentation-asgi, whose defaults
-(a span per ``send`` and ``receive`` besides the request's) double the CPU a request costs. Installed only when tracing is on (``trace_requests``): off, no request does
-any work for it.
+(a span per ``send`` and ``receive`` besides the request's) double the CPU a request costs.
+Installed only when tracing is on (``trace_requests``): off, no request does any work for it.
 """
 
 from __future__ import annotations
