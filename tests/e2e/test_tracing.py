@@ -73,6 +73,25 @@ def test_otlp_file_holds_the_request_span(tmp_path: Path) -> None:
     assert batches and all(item["parentSpanId"] == actor["spanId"] for item in batches)
 
 
+def test_sample_ratio_reaches_the_server(tmp_path: Path) -> None:
+    """--otel-sample-ratio 0: a request without a traceparent leaves no span, one whose
+    caller sampled it is traced all the same (parent-based)."""
+    path = tmp_path / "traces.jsonl"
+    with running_server(
+        "--memory", "--otel-sample-ratio", "0", "--otel-exporter", f"otlp-file:{path}"
+    ) as server:
+        assert httpx.get(f"{server.base_url}/api/products", timeout=10).status_code == 200
+        traced = httpx.get(
+            f"{server.base_url}/api/cart/alice", timeout=10,
+            headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"},
+        )
+        assert traced.status_code == 200
+        assert server.stop() == 0
+    spans = [span for _, span in spans_in(path)]
+    assert {span["traceId"] for span in spans} == {TRACE_ID}
+    assert "GET /api/cart/<user_id>" in [span["name"] for span in spans]
+
+
 @contextmanager
 def collector() -> Iterator[tuple[str, queue.Queue[tuple[str, bytes]]]]:
     """A stand-in OTLP/HTTP collector on a free port: its base URL, and each POST's path and
