@@ -229,6 +229,21 @@ async def test_reload_restarts_only_changed_services(registry_copy: Path) -> Non
         assert service(client.shop, "delivery").processed == 2
 
 
+async def test_reload_of_a_service_that_is_off_restarts_nothing(registry_copy: Path) -> None:
+    """Editing the relay's entry on a node without --events-redis reports no restart."""
+    async with open_shop_client(load_registry(registry_copy)) as client:
+        processes = registry_copy / "processes.yaml"
+        head, _, tail = processes.read_text().partition("  - name: relay")
+        relay, _, rest = tail.partition("  - name:")
+        processes.write_text(head + "  - name: relay" + relay.replace(
+            "max_attempts: 10", "max_attempts: 5"
+        ) + "  - name:" + rest)
+        status, report, _ = await client.request("POST", "/api/admin/registry/reload")
+        assert status == 200
+        assert report["services_restarted"] == []
+        assert report["services_started"] == []
+
+
 def test_openapi_documents_every_route(registry: Registry) -> None:
     """Every route of the app is in the OpenAPI document with its methods, and nothing else."""
     from trioshop.http import create_app

@@ -274,6 +274,6 @@ def _startup_problem(group: BaseExceptionGroup[BaseException]) -> str | None:
     if matched is None or rest is not None:
         return None
     return "; ".join(
-        f"the shop could not {'start' if failure.phase == 'startup' else 'stop cleanly'}: "
-        f"{failure}" for failure in leaves(matched) if isinstance(failure, LifespanFailed)
+        f"the shop could not start: {failure}"
+        for failure in leaves(matched) if isinstance(failure, LifespanFailed)
     )

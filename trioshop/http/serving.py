@@ -40,12 +40,8 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class LifespanFailed(Exception):
-    """The app's lifespan *phase* (``startup``) failed; str() says why. A failed shutdown is
-    logged instead (see :func:`app_lifespan`)."""
-
-    def __init__(self, phase: str, message: str) -> None:
-        super().__init__(message)
-        self.phase = phase
+    """The app's lifespan startup failed; str() says why. A failed shutdown is logged
+    instead (see :func:`app_lifespan`)."""
 
 
 def bind_sockets(config: Config) -> list[socket.socket]:
@@ -230,7 +226,7 @@ async def app_lifespan(
         with trio.move_on_after(timeout):
             problem = await phase("startup")
         if problem is not None:
-            raise LifespanFailed("startup", problem)
+            raise LifespanFailed(problem)
         try:
             yield
         finally:

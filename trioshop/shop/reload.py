@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import attrs
 
+from trioshop.config import Settings
 from trioshop.registry import Registry
 
 
@@ -30,8 +31,10 @@ class ReloadReport:
     restart_required: list[str]
 
 
-def plan_reload(old: Registry, new: Registry) -> ReloadPlan:
-    """The plan for switching from *old* to *new* (both runnable)."""
+def plan_reload(old: Registry, new: Registry, settings: Settings) -> ReloadPlan:
+    """The plan for switching from *old* to *new* (both runnable) on a node run with
+    *settings*: a service those settings leave off (``enabled_by``) is in neither, so editing
+    its entry restarts nothing and is not reported as a restart."""
     restart_required = [
         f"{what} changed: restart the server to apply it"
         for what, before, after in [
@@ -41,8 +44,8 @@ def plan_reload(old: Registry, new: Registry) -> ReloadPlan:
         ]
         if before != after
     ]
-    before = {s.name: s for s in old.services}
-    after = {s.name: s for s in new.services}
+    before = {s.name: s for s in old.services if s.enabled(settings)}
+    after = {s.name: s for s in new.services if s.enabled(settings)}
     return ReloadPlan(
         restart=sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
         start=sorted(after.keys() - before.keys()),

@@ -112,7 +112,7 @@ class Shop:
 
     async def _switch(self, registry: Registry) -> ReloadReport:
         async with self._reload_lock:
-            plan = plan_reload(self.registry, registry)
+            plan = plan_reload(self.registry, registry, self._settings)
             await self._store.add_stock(registry.initial_stock)
             definition = cart_definition(registry, self._settings, self._fixed_cart_factory)
             self.registry, self.catalog = registry, Catalog.from_registry(registry)

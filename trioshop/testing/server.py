@@ -21,8 +21,9 @@ from trioshop.cluster.config import free_ports
 from trioshop.logs import event_pattern
 
 LISTENING = event_pattern(events.LISTENING, r" urls=(http://\S+)")
-# A service handled an order (logged after its ack): the service's name and the order's id.
-ORDER_HANDLED = event_pattern(events.ORDER_HANDLED, r" service=(\w+) order_id=(\w+)")
+# A service handled an order (logged after its ack): the service's name (registry names may
+# hold dots and hyphens) and the order's id.
+ORDER_HANDLED = event_pattern(events.ORDER_HANDLED, r" service=([\w.-]+) order_id=(\w+)")
 STARTUP_TIMEOUT = 30.0
 
 
