@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.helpers import run_trioshop
 from trioshop.telemetry_sdk import OTLP_EXPORT_TIMEOUT
-from trioshop.testing.server import running_server
+from trioshop.testing.server import ORDER_HANDLED, running_server, wait_for_count
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
@@ -71,6 +71,35 @@ def test_otlp_file_holds_the_request_span(tmp_path: Path) -> None:
     assert actor["parentSpanId"] == span["spanId"]
     batches = [item for _, item in in_trace if item["name"] == "store.batch"]
     assert batches and all(item["parentSpanId"] == actor["spanId"] for item in batches)
+
+
+def test_services_link_to_the_checkout_through_sqlite(tmp_path: Path) -> None:
+    """A traced checkout on the SQLite store: each service's span, in a trace of its own,
+    links to the checkout's span through the traceparent stored with the order."""
+    path = tmp_path / "traces.jsonl"
+    with running_server(
+        "--data-dir", str(tmp_path / "data"), "--otel-exporter", f"otlp-file:{path}"
+    ) as server:
+        added = httpx.post(
+            f"{server.base_url}/api/cart/alice/items", json={"sku": "MOUSE-003"}, timeout=10
+        )
+        assert added.status_code == 200
+        placed = httpx.post(
+            f"{server.base_url}/api/cart/alice/checkout", timeout=10,
+            headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"},
+        )
+        assert placed.status_code == 200
+        wait_for_count([server], ORDER_HANDLED, 2)
+        assert server.stop() == 0
+    spans = [span for _, span in spans_in(path)]
+    [actor] = [span for span in spans
+               if span["name"] == "actor cart" and span["traceId"] == TRACE_ID]
+    for service in ("delivery", "notifier"):
+        [handled] = [span for span in spans if span["name"] == f"service {service}"]
+        assert handled["traceId"] != TRACE_ID and "parentSpanId" not in handled
+        assert [(link["traceId"], link["spanId"]) for link in handled["links"]] == [
+            (TRACE_ID, actor["spanId"])
+        ]
 
 
 def test_sample_ratio_reaches_the_server(tmp_path: Path) -> None:
