@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,15 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers import run_trioshop
+from tests.postgres import fresh_schema
 from trioshop.telemetry_sdk import OTLP_EXPORT_TIMEOUT
-from trioshop.testing.server import ORDER_HANDLED, running_server, wait_for_count
+from trioshop.testing.server import (
+    ORDER_HANDLED,
+    ServerProcess,
+    running,
+    running_server,
+    wait_for_count,
+)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
@@ -97,6 +104,38 @@ def test_services_link_to_the_checkout_through_sqlite(tmp_path: Path) -> None:
     for service in ("delivery", "notifier"):
         [handled] = [span for span in spans if span["name"] == f"service {service}"]
         assert handled["traceId"] != TRACE_ID and "parentSpanId" not in handled
+        assert [(link["traceId"], link["spanId"]) for link in handled["links"]] == [
+            (TRACE_ID, actor["spanId"])
+        ]
+
+
+def test_a_checkout_on_one_node_is_linked_from_the_other(tmp_path: Path) -> None:
+    """Two nodes on one PostgreSQL schema, tracing to one file: a checkout on n1 is linked
+    from each service's span, on whichever node handled the order (the traceparent travels
+    in the orders row)."""
+    path = tmp_path / "traces.jsonl"
+    with fresh_schema() as database, ExitStack() as stack:
+        servers = [
+            stack.enter_context(running(ServerProcess(
+                "--database", database, "--node-id", name, "--otel-exporter", f"otlp-file:{path}",
+            )))
+            for name in ("n1", "n2")
+        ]
+        with httpx.Client(base_url=servers[0].base_url, timeout=10) as n1:
+            assert n1.post("/api/cart/alice/items", json={"sku": "MOUSE-003"}).status_code == 200
+            placed = n1.post(
+                "/api/cart/alice/checkout",
+                headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"},
+            )
+            assert placed.status_code == 200
+        wait_for_count(servers, ORDER_HANDLED, 2)
+        assert [server.stop() for server in servers] == [0, 0]
+    found = spans_in(path)
+    [(node, actor)] = [(resource["service.instance.id"], span) for resource, span in found
+                       if span["name"] == "actor cart" and span["traceId"] == TRACE_ID]
+    assert node == "n1"
+    for service in ("delivery", "notifier"):
+        [handled] = [span for _, span in found if span["name"] == f"service {service}"]
         assert [(link["traceId"], link["spanId"]) for link in handled["links"]] == [
             (TRACE_ID, actor["spanId"])
         ]
