@@ -25,7 +25,6 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 # Between tries while Redis does not answer: doubling from the first to the cap.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
-# Logged once per outage, when it starts and when it ends.
 # The status the outbox records for an order Redis acknowledged.
 PUBLISHED = "published"
 

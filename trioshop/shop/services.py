@@ -51,9 +51,10 @@ class ServiceContext:
 async def _wait_for_news(ctx: ServiceContext) -> None:
     """Until new orders may be waiting: a local checkout's event, another node's wake-up or
     the store's poll interval, whichever comes first. On an exclusive store the last two
-    never come (its poll is infinite), so only the event is waited for: no task started."""
+    never come (no other process writes its outbox: it never polls, see
+    ``Store.outbox_poll_seconds``), so only the event is waited for: no task started."""
     poll = ctx.store.outbox_poll_seconds
-    if math.isinf(poll) and type(ctx.store).wait_for_outbox is Store.wait_for_outbox:
+    if math.isinf(poll):
         await ctx.events.receive()
     else:
         with trio.move_on_after(poll):
