@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from trioshop.runtime.actor import Actor
 
@@ -43,7 +43,7 @@ def start_handling(
     are set only on a span that records.
     """
     span = tracer.start_span(actor.kind.span_name, context=parent)
-    if not span.get_span_context().is_valid:
+    if span is INVALID_SPAN or not span.get_span_context().is_valid:  # the first: no SDK, fast
         return span, None
     if span.is_recording():
         span.set_attributes({
