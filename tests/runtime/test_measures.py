@@ -42,6 +42,15 @@ def test_quantile_past_the_last_bound_is_that_bound_and_none_when_empty() -> Non
     assert histogram.snapshot().quantile(0.99) == 2.0
 
 
+@pytest.mark.parametrize("q", [0.0, 1.0, -0.5, 2.0])
+def test_quantile_outside_zero_one_is_refused(q: float) -> None:
+    """Only 0 < q < 1 is taken (q = 0 divided by an empty bucket): a clear ValueError otherwise."""
+    histogram = Histogram((1.0, 2.0))
+    histogram.observe(1.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        histogram.snapshot().quantile(q)
+
+
 def test_kind_is_the_name_before_the_first_colon() -> None:
     """``cart:alice`` is a cart, ``cart:a:b`` too, an unnamed actor is ``actor``."""
     assert kind_of("cart:alice") == "cart"

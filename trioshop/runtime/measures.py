@@ -42,7 +42,9 @@ class HistogramSnapshot:
     def quantile(self, q: float) -> float | None:
         """The *q* quantile (0 < q < 1) estimated as Prometheus does: linear within its
         bucket; the largest finite bound if it falls past it; ``None`` when nothing was
-        observed."""
+        observed. Raises :class:`ValueError` for a *q* outside (0, 1)."""
+        if not 0 < q < 1:
+            raise ValueError(f"a quantile is between 0 and 1 exclusive, got {q!r}")
         if self.count == 0:
             return None
         rank = q * self.count
