@@ -206,6 +206,9 @@ class Store(abc.ABC):
     # How often a service with no news looks at the outbox anyway: never on an exclusive
     # store, where only this process's checkouts (which ring the bus) queue orders.
     outbox_poll_seconds: ClassVar[float] = math.inf
+    # How long entries handed out by :meth:`pending` stay this process's: for ever on an
+    # exclusive store; on a shared one, a service must acknowledge them well within it.
+    outbox_claim_seconds: float = math.inf
 
     # -- carts ----------------------------------------------------------------------------
 

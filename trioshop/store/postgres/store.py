@@ -97,6 +97,10 @@ class PostgresStore(Store):
         return OutboxListener(self.url)
 
     @property
+    def outbox_claim_seconds(self) -> float:  # type: ignore[override]
+        return self.claim_seconds
+
+    @property
     def writers(self) -> trio.CapacityLimiter:
         """A token per connection a write may hold (the pool's, but the reads' reserve)."""
         return self._db.gates.writers
