@@ -22,6 +22,7 @@ from trioshop.http.auth import UserAuth
 from trioshop.http.serving import quiet_startup_traceback, serve
 from trioshop.logs import log_event
 from trioshop.registry import Registry, RegistryError
+from trioshop.telemetry_sdk import OTLP_EXPORT_TIMEOUT
 
 logger = logging.getLogger("trioshop.server")
 
@@ -37,13 +38,25 @@ def hypercorn_config(settings: Settings, bind: str) -> HypercornConfig:
     config.accesslog = None  # trioshop writes its own access log line per request
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_timeout
-    # The app's shutdown waits up to shutdown_timeout for the shop to stop, and as long for
-    # its background tasks (BACKGROUND_TASK_SHUTDOWN_TIMEOUT): past both it is given up on.
-    config.shutdown_timeout = 2 * settings.shutdown_timeout
+    config.shutdown_timeout = app_shutdown_seconds(settings)
     # No read deadline of hypercorn's: it would also run while a request is handled.
     # trioshop.http.serving closes connections idle between requests instead.
     config.read_timeout = None
     return config
+
+
+def app_shutdown_seconds(settings: Settings) -> float:
+    """How long the app's lifespan shutdown may take before it is given up on: it waits up to
+    ``shutdown_timeout`` for the shop to stop, and as long for its background tasks
+    (BACKGROUND_TASK_SHUTDOWN_TIMEOUT)."""
+    return 2 * settings.shutdown_timeout
+
+
+def stop_bound(settings: Settings) -> float:
+    """The longest a node run with *settings* takes from SIGTERM to its exit: hypercorn's
+    graceful close of connections, the app's shutdown, then the traces' last export (a
+    supervisor that kills it sooner cuts the shop's stop short)."""
+    return settings.shutdown_timeout + app_shutdown_seconds(settings) + OTLP_EXPORT_TIMEOUT
 
 
 def bound_address(bind: str, sockets: Sequence[socket.socket]) -> str:

@@ -37,7 +37,8 @@ SERVICE_NAME = "trioshop"
 # Where an OTLP/HTTP collector takes traces, under the base URL given to --otel-exporter.
 OTLP_TRACES_PATH = "/v1/traces"
 # How long one export to an OTLP collector may take, retries included: a collector that is
-# down delays a node's exit by at most this (the cluster kills a node 10 s after SIGTERM).
+# down delays a node's exit by at most this (counted in trioshop.node.stop_bound, which the
+# cluster waits for before it kills a node).
 OTLP_EXPORT_TIMEOUT = 3.0
 # The ids OTLP's JSON encoding writes in hex, where protobuf's JSON mapping writes base64.
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")

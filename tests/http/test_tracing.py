@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -63,6 +64,24 @@ async def test_request_without_traceparent_starts_a_trace(
     assert all(span.parent is None for span in roots)
     assert roots[0].context is not None and roots[1].context is not None
     assert roots[0].context.trace_id != roots[1].context.trace_id
+
+
+async def test_hostile_trace_headers_start_a_trace_and_log_nothing(
+    traced_client: ShopClient, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An oversized or malformed traceparent/tracestate is a new trace, and no warning a
+    request: a client cannot fill the log."""
+    hostile = [
+        {"traceparent": "00-" + "a" * 600},
+        {"traceparent": TRACEPARENT, "tracestate": "x" * 600},
+        {"traceparent": TRACEPARENT, "tracestate": "Bad Member,,=="},
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for headers in hostile:
+            status, _, _ = await traced_client.request("GET", "/api/products", headers=headers)
+            assert status == 200
+    assert len(named(spans, "GET /api/products")) == 3
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
 
 
 async def test_unmatched_path_is_named_by_method_only(

@@ -9,14 +9,17 @@ import attrs
 import trio
 
 from trioshop.cluster.children import ChildProcess
+from trioshop.config import Settings
 from trioshop.logs import log_event
+from trioshop.node import stop_bound
 from trioshop.runtime.restart import RestartBackoff
 
 logger = logging.getLogger("trioshop.cluster")
 
-# How long a stopping node or proxy may take after SIGTERM before it is killed: a node's own
-# graceful shutdown takes up to 5 s.
-STOP_TIMEOUT = 10.0
+# How long a stopping node or proxy may take after SIGTERM before it is killed: the longest a
+# node's own stop may take (node.stop_bound: 18 s with the defaults; it usually takes about 1 s),
+# and a margin for the process to exit.
+STOP_TIMEOUT = stop_bound(Settings()) + 2.0
 # Stopping the cluster, the proxy stops accepting first (HAProxy's soft stop, SIGUSR1) and has
 # this long to finish the requests it holds (a checkout answers within 5 s) before SIGTERM
 # closes what is left, such as live views.

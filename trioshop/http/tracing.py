@@ -7,6 +7,7 @@ Installed only when tracing is on (``trace_requests``): off, no request does any
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
@@ -30,6 +31,10 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 )
 _TRACE_HEADERS = frozenset({TRACEPARENT.encode(), TRACESTATE.encode()})
+# OpenTelemetry's loggers that warn about every malformed or oversized trace header a client
+# sends: quieted to errors while requests are traced, so a client cannot fill the log (such
+# a header just starts a new trace).
+CLIENT_HEADER_LOGGERS = ("opentelemetry.trace.propagation.tracecontext", "opentelemetry.trace.span")
 
 
 class RequestTracing:
@@ -93,5 +98,7 @@ def span_method(method: str) -> str:
 def trace_requests(app: QuartTrio) -> None:
     """Run each of *app*'s HTTP requests in a server span (:class:`RequestTracing`), named by
     its route; call once, before serving. The spans go to the process's tracer provider."""
+    for name in CLIENT_HEADER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     app.before_request(_name_by_route)
     app.asgi_app = RequestTracing(app.asgi_app)  # type: ignore[method-assign]
