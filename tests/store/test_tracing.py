@@ -90,6 +90,30 @@ async def test_a_batch_that_fails_whole_is_an_error_span() -> None:
     assert [event.name for event in span.events] == ["exception"]
 
 
+async def test_a_cancelled_batch_span_says_cancelled_and_the_cancellation_goes_on() -> None:
+    """A batch cancelled inside apply ends its span as cancelled (no error, nothing refused)."""
+    tracer, exporter = recording()
+    entered = trio.Event()
+
+    async def apply(requests: list[int]) -> list[Outcome]:
+        entered.set()
+        await trio.sleep_forever()
+        raise AssertionError("not reached")
+
+    batcher = Batcher(apply, inline=True, kind="test", tracer=tracer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.submit, 1)
+        await entered.wait()
+        nursery.cancel_scope.cancel()
+    assert nursery.cancel_scope.cancelled_caught  # the Cancelled reached the nursery
+    [span] = [s for s in exporter.get_finished_spans() if s.name == SPAN_NAME]
+    assert span.attributes is not None
+    assert span.attributes["store.batch.result"] == "cancelled"
+    assert "store.batch.refused" not in span.attributes
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.events == ()
+
+
 async def test_a_batch_without_a_tracing_sdk_records_nothing() -> None:
     """With the API's no-op tracer, a batch works and its span records nothing."""
     batches: list[list[int]] = []

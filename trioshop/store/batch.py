@@ -138,16 +138,20 @@ class Batcher(Generic[R]):
         span = start_batch(self.tracer, self.kind, self.operation, contexts)
         failure: Exception | None = None
         outcomes: list[Outcome] = []
+        cancelled = False
         try:
             outcomes = await self.apply(requests)
             if len(outcomes) != len(requests):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(requests)} requests")
+        except trio.Cancelled:  # the span says so; the cancellation goes on
+            cancelled = True
+            raise
         except StoreError as exc:
             failure = exc
         except Exception as exc:  # a bug in apply: its callers hear of it, the batcher goes on
             failure = unexpected(exc)
         finally:  # cancelled too, the span ends
-            end_batch(span, outcomes, failure=failure)
+            end_batch(span, outcomes, failure=failure, cancelled=cancelled)
         if failure is not None:
             outcomes = [outcome.Error(failure) for _ in requests]
         self._batches += 1

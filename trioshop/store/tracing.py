@@ -51,12 +51,19 @@ def start_batch(
 
 
 def end_batch(
-    span: Span, outcomes: Sequence[outcome.Outcome[Any]], *, failure: BaseException | None = None
+    span: Span,
+    outcomes: Sequence[outcome.Outcome[Any]],
+    *,
+    failure: BaseException | None = None,
+    cancelled: bool = False,
 ) -> None:
     """End a batch's *span*: how many of its *outcomes* are refusals (an error answered to
     one request), or the *failure* that failed the whole batch (recorded, with an error
-    status)."""
-    if span.is_recording():
+    status), or that it was *cancelled* (result ``cancelled``, no refusal count, no error:
+    a cancellation is the caller's choice, not the store's fault)."""
+    if span.is_recording() and cancelled:
+        span.set_attribute("store.batch.result", "cancelled")
+    elif span.is_recording():
         refused = 0 if failure else sum(isinstance(o, outcome.Error) for o in outcomes)
         span.set_attribute("store.batch.refused", refused)
         span.set_attribute("store.batch.result", "ok" if failure is None else "failed")
