@@ -8,10 +8,22 @@ send a request on a persistent connection and read a Content-Length framed answe
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+
+
+async def timed_workers(worker: Callable[[int], Awaitable[None]], connections: int) -> float:
+    """Run *connections* copies of *worker* (each given its number) together; the seconds
+    they took, wall clock."""
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for n in range(connections):
+            nursery.start_soon(worker, n)
+    return time.perf_counter() - started
 
 
 class HttpError(Exception):

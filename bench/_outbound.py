@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from bench._http import Connection, HttpError
+from bench._http import Connection, HttpError, timed_workers
 from bench.load import percentile
 
 RELAY_TARGET = 0.9  # checkouts/s with the relay on over off
@@ -44,7 +44,7 @@ async def _checkout_load(base_url: str, seconds: float, connections: int) -> Res
     statuses: Counter[int] = Counter()
     deadline = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(_: int) -> None:
         connection = Connection(base_url)
         try:
             while time.perf_counter() < deadline:
@@ -66,11 +66,7 @@ async def _checkout_load(base_url: str, seconds: float, connections: int) -> Res
         finally:
             await connection.aclose()
 
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(worker)
-    wall = time.perf_counter() - started
+    wall = await timed_workers(worker, connections)
     placed = sum(count for status, count in statuses.items() if 200 <= status < 300)
     return {
         "rps": placed / wall,

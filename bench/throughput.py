@@ -67,7 +67,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _outbound
-from bench._http import Connection, HttpError
+from bench._http import Connection, HttpError, timed_workers
 from bench.load import ample_stock_registry, percentile
 from trioshop.testing.postgres import DEFAULT_URL, scratch_schema, with_schema
 from trioshop.testing.server import ServerProcess, running_server
@@ -197,11 +197,7 @@ async def _python_load(base_url: str, endpoint: str, seconds: float, connections
         finally:
             await connection.aclose()
 
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for n in range(connections):
-            nursery.start_soon(worker, n)
-    wall = time.perf_counter() - started
+    wall = await timed_workers(worker, connections)
     return _tally(statuses, 0, {
         "rps": len(latencies) / wall,
         "p99_ms": percentile(latencies, 99) * 1000,
