@@ -18,7 +18,7 @@ from trioshop.logs import log_event
 from trioshop.registry import ServiceDefinition, resolve_callable
 from trioshop.runtime import EventBus, ServiceState, Subscription, Supervisor
 from trioshop.shop.cart_actor import ORDER_KIND, ORDER_SYSTEM
-from trioshop.store import Store, StoreError
+from trioshop.store import OutboxEntry, Store, StoreError
 from trioshop.telemetry import links_to
 
 logger = logging.getLogger("trioshop.services")
@@ -29,6 +29,21 @@ OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
 # A service whose store does not answer (a database restart) waits this long, then looks
 # again: an outage is not the service's crash, and must not use up its restarts.
 STORE_RETRY_SECONDS = 1.0
+# What a claimed batch keeps free for the last acknowledgement before its claim runs out: a
+# quarter of the claim, at least 2 s, but never more than half the claim.
+CLAIM_MARGIN_SHARE = 0.25
+CLAIM_MARGIN_MIN_SECONDS = 2.0
+# Logged (WARNING) when a service leaves the rest of its batch: its claim is about to run out.
+CLAIM_RUNNING_OUT = "service claim running out"
+
+
+def safe_until(claimed_at: float, claim: float) -> float:
+    """The Trio time until which entries claimed at *claimed_at* for *claim* seconds may be
+    handled, leaving the margin for the acknowledgement; ``inf`` for a claim without end."""
+    if math.isinf(claim):
+        return math.inf
+    margin = max(claim * CLAIM_MARGIN_SHARE, min(CLAIM_MARGIN_MIN_SECONDS, claim / 2))
+    return claimed_at + claim - margin
 
 
 @attrs.define
@@ -91,13 +106,20 @@ async def consume_orders(
     A crash in *handle* propagates for the supervisor to restart the service; a store that
     does not answer is waited for (every ``STORE_RETRY_SECONDS``), not a crash.
 
+    On a shared store each batch is this node's only for ``store.outbox_claim_seconds``:
+    *handle* is cancelled once the claim nears its end (:func:`safe_until`), that order is
+    not acknowledged and the rest of the batch is not started (logged once,
+    ``CLAIM_RUNNING_OUT``); they are looked for again, and once the claim has run out they
+    go, oldest first, to whichever node claims them. So no node finishes an order another
+    may have taken over. On an exclusive store the claim never ends.
+
     Each order is handled in a span ``service <name>`` of a trace of its own, linked to the
     checkout that placed it (the outbox entry's ``trace_parent``): a link, not a parent, as the
     handling may come long after that request ended, or on another node.
     """
-    tracer = trace.get_tracer(__name__)
     task_status.started()
     while True:
+        claimed_at = trio.current_time()  # before the claim: its end is no earlier than ours
         try:
             entries = await ctx.store.pending(ctx.name, ctx.store.outbox_batch)
         except StoreError as exc:
@@ -106,8 +128,21 @@ async def consume_orders(
         if not entries:
             await _wait_for_news(ctx)
             continue
-        for entry in entries:
-            with tracer.start_as_current_span(
+        await _handle_batch(
+            ctx, handle, entries, safe_until(claimed_at, ctx.store.outbox_claim_seconds)
+        )
+
+
+async def _handle_batch(
+    ctx: ServiceContext, handle: OrderHandler, entries: Sequence[OutboxEntry], deadline: float
+) -> None:
+    """Handle and acknowledge *entries* in order, each one started and handled before
+    *deadline*; returns at the first that is not (logged) or whose ack the store refused."""
+    tracer = trace.get_tracer(__name__)
+    for index, entry in enumerate(entries):
+        status: str | None = None
+        if trio.current_time() < deadline:  # else not started: it could not be acked in time
+            with trio.move_on_at(deadline), tracer.start_as_current_span(
                 f"service {ctx.name}", links=links_to(entry.trace_parent),
                 attributes={
                     "trioshop.service": ctx.name, "trioshop.order.id": entry.order.order_id,
@@ -115,16 +150,24 @@ async def consume_orders(
             ) as span:
                 status = await handle(ctx, entry.order)
                 span.set_attribute("trioshop.order.status", status)
-            try:
-                await ctx.store.ack(ctx.name, entry, status)
-            except StoreError as exc:  # handled, not recorded: it comes again (at least once)
-                await _store_trouble(ctx, exc)
-                break
-            ctx.processed += 1
+        if status is None:
             log_event(
-                logger, events.ORDER_HANDLED, service=ctx.name, order_id=entry.order.order_id,
-                status=status, seq=entry.seq,
+                logger, CLAIM_RUNNING_OUT, logging.WARNING, service=ctx.name,
+                order_id=entry.order.order_id, seq=entry.seq, left=len(entries) - index,
+                claim=ctx.store.outbox_claim_seconds,
+                action="not acknowledged: taken again, in order, once its claim ran out",
             )
+            return
+        try:
+            await ctx.store.ack(ctx.name, entry, status)
+        except StoreError as exc:  # handled, not recorded: it comes again (at least once)
+            await _store_trouble(ctx, exc)
+            return
+        ctx.processed += 1
+        log_event(
+            logger, events.ORDER_HANDLED, service=ctx.name, order_id=entry.order.order_id,
+            status=status, seq=entry.seq,
+        )
 
 
 @attrs.frozen
