@@ -62,14 +62,35 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE orders ADD COLUMN trace_parent text;
     """,
-    # 3: the outbox knows each row's user, so a claim can keep a user's orders in order
+    # 3: the outbox knows each row's user, so a claim can keep a user's orders in order.
+    # Safe in a rolling restart: nodes still on the previous version insert rows without
+    # user_id, so the column stays nullable and a trigger fills it from the order; only the
+    # unacknowledged rows (the ones a claim reads) are backfilled, the acknowledged ones (never
+    # deleted, however many) keep NULL. The exclusive lock lasts as long as that backfill.
     """
     ALTER TABLE outbox ADD COLUMN user_id text;
-    UPDATE outbox b SET user_id = o.user_id FROM orders o WHERE o.order_id = b.order_id;
-    ALTER TABLE outbox ALTER COLUMN user_id SET NOT NULL;
+    CREATE FUNCTION outbox_user_id() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    BEGIN
+        IF NEW.user_id IS NULL THEN
+            NEW.user_id := (SELECT o.user_id FROM orders o WHERE o.order_id = NEW.order_id);
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER outbox_user_id BEFORE INSERT ON outbox
+    FOR EACH ROW EXECUTE FUNCTION outbox_user_id();
+    UPDATE outbox b SET user_id = o.user_id FROM orders o
+    WHERE o.order_id = b.order_id AND b.status IS NULL;
     CREATE INDEX outbox_unacked_by_user ON outbox (service, user_id, seq) WHERE status IS NULL;
     """,
 ]
+
+# How long a migration waits for a table's lock (the advisory lock has no bound): while an
+# ALTER TABLE waits, every statement on that table queues behind it, so a migration that
+# cannot have the lock at once fails the node's start (retried) rather than stall checkouts
+# past their own lock timeout (pool.LOCK_TIMEOUT, 1 s).
+MIGRATION_LOCK_TIMEOUT = "500ms"
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
@@ -86,8 +107,10 @@ def migrate(conn: psycopg.Connection[Any], migrations: list[str] = MIGRATIONS) -
 
     *conn* must be in autocommit mode. Each transaction first takes the migration advisory
     lock, then reads the version, so nodes starting together apply each migration once: the
-    others wait, then find it recorded. Raises :class:`RuntimeError` for a schema newer than
-    this code, and psycopg's errors as they come (the caller turns them into its own).
+    others wait, then find it recorded. A migration waits at most
+    :data:`MIGRATION_LOCK_TIMEOUT` for a table's lock (psycopg's ``LockNotAvailable``: start
+    again once the table's long transaction ended). Raises :class:`RuntimeError` for a schema
+    newer than this code, and psycopg's errors as they come (the caller turns them into its own).
     """
     while True:
         with conn.transaction():
@@ -111,5 +134,6 @@ def migrate(conn: psycopg.Connection[Any], migrations: list[str] = MIGRATIONS) -
                 )
             if version == len(migrations):
                 return version
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (MIGRATION_LOCK_TIMEOUT,))
             conn.execute(migrations[version])
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version + 1,))
