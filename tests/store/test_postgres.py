@@ -24,6 +24,7 @@ from trioshop.store.postgres import (
     pool,
 )
 from trioshop.store.postgres.schema import MIGRATIONS
+from trioshop.store.postgres.sql import CLAIM_OUTBOX
 from trioshop.store.postgres.writes import CART_LOCK
 
 Nodes = tuple[PostgresStore, PostgresStore]
@@ -770,6 +771,29 @@ async def test_a_claim_under_way_elsewhere_holds_back_that_users_later_orders(
         assert [e.order.order_id for e in await b.pending("delivery")] == ["o1", "o3"]
         other.execute("ROLLBACK")
     assert [e.order.order_id for e in await a.pending("delivery")] == ["o0", "o2"]
+
+
+async def test_a_concurrent_claim_holding_some_users_leaves_the_others_to_the_next_claim(
+    nodes: Nodes, url: str
+) -> None:
+    """While another node's claim of alice's and bob's oldest rows is under way (its
+    transaction open), a claim of the same size hands out carol's rows after theirs, not
+    nothing (their later rows, waiting for those claimed, must not fill its limit)."""
+    a, b = nodes
+    await a.register_service("delivery")
+    for n in range(5):  # more than a claim of two looks at: a0 b0 a1 b1 ... a4 b4, c0 c1
+        for user in ("alice", "bob"):
+            await check_out(a, f"{user[0]}{n}", user)
+    for n in range(2):
+        await check_out(a, f"c{n}", "carol")
+    with psycopg.connect(url) as other:  # a claim of two, not yet committed
+        claimed = other.execute(
+            CLAIM_OUTBOX, {"seconds": 60, "service": "delivery", "limit": 2}
+        ).fetchall()
+        assert [row[2] for row in claimed] == ["a0", "b0"]
+        assert [e.order.order_id for e in await b.pending("delivery", limit=2)] == ["c0", "c1"]
+        other.rollback()
+    assert [e.order.order_id for e in await a.pending("delivery", limit=2)] == ["a0", "b0"]
 
 
 async def test_ack_records_the_first_status_only(nodes: Nodes, url: str) -> None:

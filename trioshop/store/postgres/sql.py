@@ -36,22 +36,33 @@ WITH_OUTCOMES = (
 # Claim a service's next outbox rows for a while, oldest first, keeping each user's orders in
 # order: a row goes only with every older unacknowledged row of its user (same service) in
 # the same claim, so no node is handed a user's later order while an earlier one is claimed
-# elsewhere (until that claim runs out) or was skipped here (locked by a claim under way).
-# `chosen` is the rule: it drops a row whose older row is not among the candidates. Claims
-# take a user's oldest rows together, so `candidates` need only look at a user's oldest
-# unacknowledged row (one probe of outbox_unacked_by_user) to leave out the users busy
-# elsewhere: their backlog never fills the LIMIT. Measured with EXPLAIN ANALYZE on 10,000
-# unacknowledged rows of 2,000 users, limit 10 (median of 20): 0.31 ms (the claim without
-# the per-user rule: 0.25 ms); with the oldest 1,000 rows claimed by another node, 0.61 ms
-# (0.54 ms).
+# elsewhere (until that claim runs out) or is being claimed elsewhere right now.
+# `candidates` takes a row only if its user's oldest unacknowledged row (the head: one probe
+# of outbox_unacked_by_user) is neither claimed (committed) nor locked by a claim under way:
+# the head is locked here with SKIP LOCKED, so of two claims at once the first to reach a
+# user's head has that user, and the other passes over all of the user's rows. (Checking
+# only the committed claim let two nodes woken by the same notification race: the second
+# skipped the first's locked rows, took those users' later rows up to its LIMIT, dropped
+# them all in `chosen`, and claimed nothing while other users' orders waited for the next
+# poll.) The head is older than the row, so unless it is claimed or locked elsewhere it is
+# a candidate itself, already locked here. `chosen` keeps the rule whatever else holds a
+# row: it drops a row whose older row is not among the candidates. A row without a user
+# (acknowledged before migration 3, never a candidate) matches no other row: its own user.
+# Measured with EXPLAIN ANALYZE on 10,000 unacknowledged rows of 2,000 users, limit 10
+# (median of 20, two runs): 0.34 ms (the claim checking only committed claims: 0.32-0.34 ms;
+# without the per-user rule: 0.25-0.26 ms); with the oldest 1,000 rows claimed by another
+# node, 0.55-0.57 ms (0.53-0.54 ms; 0.47-0.49 ms); while another node's claim of 10 is under
+# way, 0.47-0.50 ms (0.41-0.48 ms). With a backlog led by 5 users of 20 orders each and a
+# claim of 10 under way, a second claim of 10 gets 10 other users' orders (it got none).
 CLAIM_OUTBOX = (
     "WITH candidates AS MATERIALIZED ("
     " SELECT b.order_id, b.user_id, b.seq FROM outbox b"
     " WHERE b.service = %(service)s AND b.status IS NULL"
     " AND (b.claimed_until IS NULL OR b.claimed_until < now())"
-    " AND coalesce((SELECT h.claimed_until FROM outbox h WHERE h.service = b.service"
-    "  AND h.user_id = b.user_id AND h.status IS NULL ORDER BY h.seq LIMIT 1),"
-    "  '-infinity') < now()"
+    " AND EXISTS (SELECT 1 FROM (SELECT h.seq, h.claimed_until FROM outbox h"
+    "  WHERE h.service = b.service AND h.user_id = b.user_id AND h.status IS NULL"
+    "  ORDER BY h.seq LIMIT 1) head WHERE coalesce(head.claimed_until, '-infinity') < now()"
+    "  AND EXISTS (SELECT 1 FROM outbox l WHERE l.seq = head.seq FOR UPDATE SKIP LOCKED))"
     " ORDER BY b.seq LIMIT %(limit)s FOR UPDATE OF b SKIP LOCKED), "
     "chosen AS ("
     " SELECT c.order_id FROM candidates c"
