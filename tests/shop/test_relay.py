@@ -192,3 +192,48 @@ async def test_the_stream_is_trimmed_to_about_maxlen(registry_copy: Path) -> Non
         kept = [e["order_id"] for e in await stream_entries(redis.url, "orders")]
     assert 2 <= len(kept) < 6
     assert kept == orders[-len(kept):]
+
+
+@pytest.mark.parametrize(
+    ("reply", "outage"),
+    [
+        ("LOADING Redis is loading the dataset in memory", True),
+        ("BUSY Redis is busy running a script", True),
+        ("READONLY You can't write against a read only replica.", True),
+        ("OOM command not allowed when used memory > 'maxmemory'.", True),
+        ("TRYAGAIN Multiple keys request during rehashing of slot", True),
+        ("MASTERDOWN Link with MASTER is down", True),
+        ("CLUSTERDOWN The cluster is down", True),
+        ("ERR max number of clients reached", True),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
+        ("ERR syntax error", False),
+        ("NOAUTH Authentication required.", False),
+    ],
+)
+def test_transient_replies_are_an_outage_and_others_are_not(reply: str, outage: bool) -> None:
+    """The error replies as the client parses them: the transient ones wait, the rest crash."""
+    from coredis.parser import Parser
+
+    assert relay.is_outage(Parser().parse_error(reply)) is outage
+
+
+async def test_a_stream_name_holding_another_type_crashes_the_relay(
+    registry_copy: Path, shared_stream: tuple[str, str]
+) -> None:
+    """The stream's name is a string key: XADD answers WRONGTYPE, the relay crashes (the
+    supervisor logs it and restarts it), no outage is logged and the order is not acked."""
+    import coredis
+
+    url, stream = shared_stream
+    async with coredis.Redis.from_url(url, decode_responses=True) as redis:
+        await redis.set(stream, "not a stream")
+    with watching(events.SERVICE_CRASHED, RELAY) as crashed, \
+            watching(events.RELAY_WAITING) as down:
+        async with shop_with_relay(registry_copy, url, stream) as client:
+            order_id = await checkout(client, "frank")
+            with trio.fail_after(10):  # retried as an outage, it would never crash
+                await crashed.wait_for(1)
+            assert "WrongTypeError" in str(service(client.shop, RELAY).state.last_error)
+            assert await relay_status(client, order_id) == PENDING
+            assert service(client.shop, RELAY).processed == 0
+    assert down.count == 0

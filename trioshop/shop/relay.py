@@ -27,6 +27,33 @@ RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
 # The status the outbox records for an order Redis acknowledged.
 PUBLISHED = "published"
+# The error replies that mean "not now" (loading its data, busy with a script, a replica,
+# out of memory, a cluster moving slots or without its primary): waited out like an outage.
+# Any other reply (WRONGTYPE: the stream's name holds another type; ERR ...) is an error
+# that retrying cannot mend.
+TRANSIENT_REPLIES = frozenset(
+    {"LOADING", "BUSY", "READONLY", "OOM", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"}
+)
+
+
+def is_outage(error: Exception) -> bool:
+    """Whether *error*, raised by an XADD, means Redis cannot take it now: no answer
+    (``OSError``, ``trio.TooSlowError``), a lost connection, or a reply of
+    :data:`TRANSIENT_REPLIES`. False for every other error reply: the relay crashes on it."""
+    from coredis.exceptions import (
+        ClusterDownError,
+        ConnectionError,
+        ReadOnlyError,
+        RedisError,
+        TryAgainError,
+    )
+
+    if not isinstance(error, RedisError):
+        return True
+    # coredis drops the code of the replies it has a class for, and keeps the others'.
+    return isinstance(
+        error, (ConnectionError, ReadOnlyError, TryAgainError, ClusterDownError)
+    ) or str(error).split(" ", 1)[0] in TRANSIENT_REPLIES
 
 
 def stream_entry(order: Order) -> dict[str, str]:
@@ -62,7 +89,8 @@ class _Relay:
     """Publishes orders with *xadd*; remembers whether Redis is down, to log an outage once.
 
     *failures* are the exceptions that mean "Redis did not take it": the client's errors,
-    ``OSError`` and ``trio.TooSlowError`` (no answer within ``PUBLISH_TIMEOUT_SECONDS``).
+    ``OSError`` and ``trio.TooSlowError`` (no answer within ``PUBLISH_TIMEOUT_SECONDS``);
+    :func:`is_outage` tells which of them are retried.
     """
 
     _xadd: Callable[[dict[str, str]], Awaitable[object]]
@@ -73,10 +101,13 @@ class _Relay:
     async def publish(self, ctx: ServiceContext, order: Order) -> str:
         """XADD *order*'s entry and return once Redis acknowledged it (``published``).
 
-        While Redis does not answer (refused, timed out, an error reply) it tries again with
-        a capped backoff, however long that takes: the order waits in the outbox, this
-        service does not crash (an outage must not use up its restarts), and the orders
-        after it wait behind it, so one user's orders are published in order.
+        While Redis cannot take it (refused, timed out, a transient reply: :func:`is_outage`)
+        it tries again with a capped backoff: the order waits in the outbox, this service
+        does not crash (an outage must not use up its restarts), and the orders after it
+        wait behind it, so one user's orders are published in order. The outbox loop cancels
+        the tries when the order's claim nears its end (a shared store), and takes it again.
+        Any other error reply is raised: the service crashes, and the supervisor restarts it
+        with backoff, then marks it failed (``/healthz``) if the error stays.
         """
         delay = RETRY_FIRST_SECONDS
         while True:
@@ -84,6 +115,8 @@ class _Relay:
                 with trio.fail_after(PUBLISH_TIMEOUT_SECONDS):
                     await self._xadd(stream_entry(order))
             except self._failures as exc:
+                if not is_outage(exc):
+                    raise
                 self._down(exc, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
