@@ -796,6 +796,19 @@ async def test_a_concurrent_claim_holding_some_users_leaves_the_others_to_the_ne
     assert [e.order.order_id for e in await a.pending("delivery", limit=2)] == ["a0", "b0"]
 
 
+async def test_an_unacknowledged_row_without_a_user_is_still_claimed(
+    nodes: Nodes, url: str
+) -> None:
+    """A waiting row with no user_id (none should remain after migration 3) is claimed as
+    its own user, never left waiting for good."""
+    a, b = nodes
+    await a.register_service("delivery")
+    for n, user in enumerate(("alice", "alice")):
+        await check_out(a, f"o{n}", user)
+    sql(url, "UPDATE outbox SET user_id = NULL WHERE order_id = 'o1'")
+    assert [e.order.order_id for e in await b.pending("delivery")] == ["o0", "o1"]
+
+
 async def test_ack_records_the_first_status_only(nodes: Nodes, url: str) -> None:
     """An ack records status and time once; a repeat changes nothing; acked entries leave."""
     a, b = nodes
