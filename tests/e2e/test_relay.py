@@ -16,6 +16,7 @@ from tests.postgres import fresh_schema
 from tests.redis import fresh_stream, private_redis
 from trioshop import events
 from trioshop.logs import event_pattern
+from trioshop.shop.services import CLAIM_RUNNING_OUT
 from trioshop.testing.redis import read_stream
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ServerProcess, running, wait_for_count
@@ -23,6 +24,7 @@ from trioshop.testing.server import ServerProcess, running, wait_for_count
 PUBLISHED = event_pattern(events.ORDER_HANDLED, r" service=relay order_id=(\w+)")
 REDIS_DOWN = event_pattern(events.RELAY_WAITING)
 REDIS_BACK = event_pattern(events.RELAY_PUBLISHING_AGAIN)
+CLAIM_OUT = event_pattern(CLAIM_RUNNING_OUT, r" service=relay order_id=(\w+)")
 # A checkout's own deadline (--checkout-timeout's default) and a margin for the HTTP stack.
 CHECKOUT_TIMEOUT = 5.0 + 1.0
 
@@ -118,7 +120,8 @@ def test_a_node_killed_mid_publish_leaves_the_order_to_another_node(
 ) -> None:
     """Redis hangs (SIGSTOP) under an XADD, the node is SIGKILLed: after the claim timeout a
     second node publishes the order."""
-    args = ("--database", database, "--outbox-claim-timeout", "3")
+    # 5 s: the XADD times out (2 s, logged) before the claim nears its end (3 s).
+    args = ("--database", database, "--outbox-claim-timeout", "5")
     with private_redis() as redis:
         with running(relay_node(registry, redis.url, "orders", *args)) as first, \
                 httpx.Client(base_url=first.base_url) as client:
@@ -130,3 +133,53 @@ def test_a_node_killed_mid_publish_leaves_the_order_to_another_node(
         with running(relay_node(registry, redis.url, "orders", *args)) as second:
             wait_published([second], [order])
         assert order in {e["order_id"] for e in read_stream(redis.url, "orders")}
+
+
+def wait_for_a_second_claim(servers: list[ServerProcess]) -> None:
+    """Until the *servers* together logged one order's claim running out twice: its first
+    claim ended unacknowledged and it was claimed again."""
+    count = 2
+    while True:
+        ran_out = [m.group(1) for m in wait_for_count(servers, CLAIM_OUT, count)]
+        if len(ran_out) > len(set(ran_out)):
+            return
+        count = len(ran_out) + 1
+
+
+def until_each_node_published_again(servers: list[ServerProcess], user: str) -> None:
+    """Orders of *user*, one at a time on each server in turn, until every server whose relay
+    logged the outage logged publishing again: none has an XADD of the outage in a retry."""
+    for n in range(40):
+        if not any(REDIS_DOWN.search(s.output()) and not REDIS_BACK.search(s.output())
+                   for s in servers):
+            return
+        with httpx.Client(base_url=servers[n % len(servers)].base_url) as client:
+            wait_published(servers, [buy(client, user)])
+    raise AssertionError("a node's relay never published again after the outage")
+
+
+def test_redis_paused_past_the_claim_keeps_a_users_orders_in_order(
+    registry: Path, database: str
+) -> None:
+    """A 5 s claim; Redis paused; a user's four orders placed on a first node, whose relay
+    claims the first; a second node started; Redis resumed only once an order was claimed
+    again after its claim ran out, then until each relay published again: every order is in
+    the stream, and no entry (a repeat or not) comes after an entry of a later order of that
+    user. (Before the fix the first node, still retrying its expired claim, published the
+    first order again after the second node had published all four.)"""
+    args = ("--database", database, "--outbox-claim-timeout", "5")
+    with private_redis() as redis, ExitStack() as stack:
+        first = stack.enter_context(running(relay_node(registry, redis.url, "orders", *args)))
+        redis.pause()
+        with httpx.Client(base_url=first.base_url) as client:
+            orders = [buy(client, "patient") for _ in range(4)]
+        first.wait_for_line(REDIS_DOWN)
+        second = stack.enter_context(running(relay_node(registry, redis.url, "orders", *args)))
+        wait_for_a_second_claim([first, second])
+        redis.resume()
+        wait_published([first, second], orders)
+        until_each_node_published_again([first, second], "other")
+        entries = read_stream(redis.url, "orders")
+    assert {e["order_id"] for e in entries if e["user_id"] == "patient"} == set(orders)
+    turns = [orders.index(e["order_id"]) for e in entries if e["user_id"] == "patient"]
+    assert turns == sorted(turns), turns
