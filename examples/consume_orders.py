@@ -13,6 +13,16 @@ with XAUTOCLAIM once idle for ``--claim-idle-ms``, and orders already handled ar
 their ``order_id``. The seen set lives in memory here; a real consumer keeps it where its
 effect goes, in the same transaction (a unique key on ``order_id`` in the warehouse's
 database), so that a crash between the effect and the XACK cannot do the effect twice.
+
+Order: the relay adds one user's orders in the order they were placed (``user_id`` is the
+ordering key), but that order holds per read of the stream, not per group: a group spreads
+its entries over its consumers, and XAUTOCLAIM hands a dead consumer's entries to another
+after the ones read since, so with several consumers two orders of one user can be handled
+out of order or at once. A consumer that needs per-user order partitions by ``user_id``:
+N consumers, each reading the whole stream in order (its own group, with this one consumer)
+and handling only the users that hash to it; within one such read an order that comes after
+a later order of its user is a repeat, which the ``order_id`` de-duplication skips. The seen
+set then goes in each partition's database (or one shared table), written with the effect.
 """
 
 from __future__ import annotations
