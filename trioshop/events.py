@@ -27,6 +27,8 @@ ITEM_ADDED = "item added"
 ACTOR_CRASHED = "actor crashed"
 SERVICE_CRASHED = "service crashed"
 ORDER_HANDLED = "order handled"
+# A service leaves the rest of its claimed batch (WARNING): the claim is about to run out.
+CLAIM_RUNNING_OUT = "service claim running out"
 CHECKOUT_COMPLETED = "checkout completed"
 # The orders relay to Redis Streams (logger trioshop.relay): an outage begins, and ends.
 RELAY_WAITING = "relay waiting for redis"

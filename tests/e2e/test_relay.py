@@ -16,7 +16,6 @@ from tests.postgres import fresh_schema
 from tests.redis import fresh_stream, private_redis
 from trioshop import events
 from trioshop.logs import event_pattern
-from trioshop.shop.services import CLAIM_RUNNING_OUT
 from trioshop.testing.redis import read_stream
 from trioshop.testing.registry import registry_with_stock
 from trioshop.testing.server import ServerProcess, running, wait_for_count
@@ -24,7 +23,7 @@ from trioshop.testing.server import ServerProcess, running, wait_for_count
 PUBLISHED = event_pattern(events.ORDER_HANDLED, r" service=relay order_id=(\w+)")
 REDIS_DOWN = event_pattern(events.RELAY_WAITING)
 REDIS_BACK = event_pattern(events.RELAY_PUBLISHING_AGAIN)
-CLAIM_OUT = event_pattern(CLAIM_RUNNING_OUT, r" service=relay order_id=(\w+)")
+CLAIM_OUT = event_pattern(events.CLAIM_RUNNING_OUT, r" service=relay order_id=(\w+)")
 # A checkout's own deadline (--checkout-timeout's default) and a margin for the HTTP stack.
 CHECKOUT_TIMEOUT = 5.0 + 1.0
 

@@ -15,9 +15,10 @@ from tests.fakes import services as fake_services
 from tests.helpers import ShopClient, open_shop_client, service
 from trioshop.config import Settings
 from trioshop.domain import Order
+from trioshop.events import CLAIM_RUNNING_OUT
 from trioshop.registry import load_registry
 from trioshop.runtime import EventBus, ServiceStatus
-from trioshop.shop.services import CLAIM_RUNNING_OUT, ServiceContext, consume_orders
+from trioshop.shop.services import ServiceContext, consume_orders
 from trioshop.store import OutboxEntry
 from trioshop.store.memory import MemoryStore
 

@@ -33,8 +33,6 @@ STORE_RETRY_SECONDS = 1.0
 # quarter of the claim, at least 2 s, but never more than half the claim.
 CLAIM_MARGIN_SHARE = 0.25
 CLAIM_MARGIN_MIN_SECONDS = 2.0
-# Logged (WARNING) when a service leaves the rest of its batch: its claim is about to run out.
-CLAIM_RUNNING_OUT = "service claim running out"
 
 
 def safe_until(claimed_at: float, claim: float) -> float:
@@ -109,7 +107,7 @@ async def consume_orders(
     On a shared store each batch is this node's only for ``store.outbox_claim_seconds``:
     *handle* is cancelled once the claim nears its end (:func:`safe_until`), that order is
     not acknowledged and the rest of the batch is not started (logged once,
-    ``CLAIM_RUNNING_OUT``); they are looked for again, and once the claim has run out they
+    ``events.CLAIM_RUNNING_OUT``); they are looked for again, and once the claim has run out they
     go, oldest first, to whichever node claims them. So no node finishes an order another
     may have taken over. On an exclusive store the claim never ends.
 
@@ -152,7 +150,7 @@ async def _handle_batch(
                 span.set_attribute("trioshop.order.status", status)
         if status is None:
             log_event(
-                logger, CLAIM_RUNNING_OUT, logging.WARNING, service=ctx.name,
+                logger, events.CLAIM_RUNNING_OUT, logging.WARNING, service=ctx.name,
                 order_id=entry.order.order_id, seq=entry.seq, left=len(entries) - index,
                 claim=ctx.store.outbox_claim_seconds,
                 action="not acknowledged: taken again, in order, once its claim ran out",
