@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -34,6 +35,21 @@ async def test_slow_subscriber_does_not_block_publisher() -> None:
         assert slow.delivered == 1
         assert fast.backlog == 3
         assert bus.overflowed == 2
+
+
+async def test_a_doorbell_holds_one_event_and_never_overflows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A doorbell subscription keeps one event however many are published, counts no
+    overflow and logs nothing: one waiting event already says "look again"."""
+    with open_event_bus() as bus:
+        bell = bus.subscribe("shop", "order.checkout", name="delivery", doorbell=True)
+        for n in range(5000):
+            bus.publish("shop", "order.checkout", "/p", n)
+        assert bell.backlog == 1
+        assert (await bell.receive()).data == 0
+        assert bell.overflowed == 0 and bus.overflowed == 0
+        assert [r for r in caplog.records if r.name == "trioshop.bus"] == []
 
 
 async def test_closed_subscription_ends_iteration_and_stops_delivery() -> None:

@@ -53,10 +53,15 @@ class Subscription:
 
     Close it (or leave its ``with`` block) to unsubscribe: the bus stops delivering to it at
     once and iteration ends after the events already buffered.
+
+    A ``doorbell`` subscription holds at most one event: its subscriber reads the truth
+    elsewhere (the outbox) and an event only says "look again", so one waiting already says
+    it all, and a publish that finds it waiting drops the new event silently (not an overflow).
     """
 
     name: str
     topic: tuple[str, str]
+    doorbell: bool = False
     _send: trio.MemorySendChannel[Event] = attrs.field(repr=False)
     _receive: trio.MemoryReceiveChannel[Event] = attrs.field(repr=False)
     _bus: EventBus = attrs.field(repr=False)
@@ -103,12 +108,16 @@ class EventBus:
     _ids: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
 
     def subscribe(
-        self, system: str, kind: str, *, name: str, capacity: int | None = None
+        self, system: str, kind: str, *, name: str, capacity: int | None = None,
+        doorbell: bool = False,
     ) -> Subscription:
-        """A new subscription to ``(system, kind)`` with its own channel of *capacity* events."""
-        send, receive = trio.open_memory_channel[Event](capacity or self.capacity)
+        """A new subscription to ``(system, kind)`` with its own channel of *capacity* events
+        (one, for a *doorbell*: see :class:`Subscription`)."""
+        size = 1 if doorbell else capacity or self.capacity
+        send, receive = trio.open_memory_channel[Event](size)
         subscription = Subscription(
-            name=name, topic=(system, kind), send=send, receive=receive, bus=self
+            name=name, topic=(system, kind), doorbell=doorbell, send=send, receive=receive,
+            bus=self,
         )
         self._topics.setdefault((system, kind), []).append(subscription)
         return subscription
@@ -140,6 +149,8 @@ class EventBus:
             try:
                 subscription._send.send_nowait(event)
             except trio.WouldBlock:
+                if subscription.doorbell:  # already rung: the subscriber will look anyway
+                    continue
                 subscription.overflowed += 1
                 log_event(
                     logger,

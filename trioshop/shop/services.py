@@ -200,7 +200,7 @@ class Services:
         target = resolve_callable(entry.process)
         system, kind = entry.subscribe or (ORDER_SYSTEM, ORDER_KIND)
         await self._store.register_service(entry.name)
-        events = self._bus.subscribe(system, kind, name=entry.name)
+        events = self._bus.subscribe(system, kind, name=entry.name, doorbell=True)
         ctx = ServiceContext(entry.name, self._store, events, self._settings)
         self._running[entry.name] = ctx
         await self._supervisor.start(entry.name, target, entry.restart, ctx)
