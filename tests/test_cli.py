@@ -98,6 +98,13 @@ def test_run_with_an_invalid_registry_exits_1(registry_copy: Path) -> None:
         ("--connection-idle", "0"),
         ("--bind", "127.0.0.1:99999"),
         ("--bind", "nohost"),
+        ("--events-stream", ""),
+        ("--events-redis", "http://localhost:6379"),
+        ("--events-maxlen", "0"),
+        ("--otel-exporter", "jaeger"),
+        ("--otel-exporter", "otlp:localhost:4318"),
+        ("--otel-sample-ratio", "1.5"),
+        ("--otel-sample-ratio", "nan"),
     ],
 )
 def test_run_refuses_bad_option_values(option: str, value: str) -> None:

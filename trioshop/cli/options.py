@@ -138,6 +138,13 @@ def redis_url(text: str) -> str:
     return text
 
 
+def stream_name(text: str) -> str:
+    """A Redis stream's name: any non-empty text."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a stream name such as trioshop.orders")
+    return text
+
+
 def otel_exporter(text: str) -> str:
     """``console``, ``otlp-file:PATH`` or ``otlp:URL`` (an OTLP/HTTP collector)."""
     kind, sep, where = text.partition(":")

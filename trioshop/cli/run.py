@@ -29,6 +29,7 @@ from trioshop.cli.options import (
     ratio,
     redis_url,
     seconds,
+    stream_name,
 )
 from trioshop.cli.options import otel_exporter as otel_exporter_option
 from trioshop.config import DEFAULT_DATA_DIR, EVENTS_REDIS_ENV, OTEL_EXPORTER_ENV, Settings
@@ -130,7 +131,8 @@ def add_run_command(commands: Any) -> None:
         f"${EVENTS_REDIS_ENV}; none: orders stay inside the shop)",
     )
     run.add_argument(
-        "--events-stream", default=default_of("events_stream"), metavar="NAME",
+        "--events-stream", type=stream_name, default=default_of("events_stream"),
+        metavar="NAME",
         help="the Redis stream orders are published to (default: %(default)s)",
     )
     run.add_argument(
