@@ -84,6 +84,16 @@ async def test_hostile_trace_headers_start_a_trace_and_log_nothing(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
 
 
+async def test_probes_are_not_traced(
+    traced_client: ShopClient, spans: InMemorySpanExporter
+) -> None:
+    """/healthz and /readyz (polled by the load balancer) make no span; the API still does."""
+    for path in ("/healthz", "/readyz", "/api/products"):
+        status, _, _ = await traced_client.request("GET", path)
+        assert status == 200
+    assert [span.name for span in spans.get_finished_spans()] == ["GET /api/products"]
+
+
 async def test_unmatched_path_is_named_by_method_only(
     traced_client: ShopClient, spans: InMemorySpanExporter
 ) -> None:

@@ -81,8 +81,6 @@ def create_app(
     # Werkzeug would answer '/api//products' with an HTML 308 redirect that no error handler
     # can reshape; without merging, such a path is a JSON 404 like any unknown route.
     app.url_map.merge_slashes = False
-    if settings.otel_exporter is not None:  # off: no request does any tracing work
-        trace_requests(app)
     lifetime = ShopLifetime()
     metrics = Metrics.create(lambda: lifetime.shop)
     app.extensions["trioshop"] = lifetime
@@ -165,4 +163,6 @@ def create_app(
         registry.router.prefix, settings.admin_token, live, user_auth=auth is not None
     ))
     app.register_blueprint(live_routes(live, settings.admin_token))
+    if settings.otel_exporter is not None:  # off: no request does any tracing work
+        trace_requests(app)
     return app

@@ -120,12 +120,16 @@ def api_routes(
     return api
 
 
+# The probes' blueprint: its routes are polled by load balancers and monitors.
+HEALTH_BLUEPRINT = "health"
+
+
 def health_routes(get_shop: Callable[[], Shop], readiness_timeout: float) -> Blueprint:
     """``GET /healthz`` (alerting): 200 while every supervised service is up or recovering,
     else 503. ``GET /readyz`` (load balancers): 200 while this node can serve carts (running,
     its store answering within *readiness_timeout*), else 503: a failure every node shares,
     such as a broken notifier, must not make a proxy eject every node."""
-    health = Blueprint("health", __name__)
+    health = Blueprint(HEALTH_BLUEPRINT, __name__)
 
     @health.get("/readyz")
     async def readyz() -> Response | dict[str, Any]:

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from quart import request
 from quart_trio import QuartTrio
 
+from trioshop.http.routes import HEALTH_BLUEPRINT
 from trioshop.telemetry import TRACEPARENT, TRACESTATE, remote_context
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
@@ -47,14 +48,18 @@ class RequestTracing:
     Sampling is the provider's (parent-based: a caller's sampled flag is followed).
     """
 
-    def __init__(self, app: ASGIApp, tracer: trace.Tracer | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, tracer: trace.Tracer | None = None,
+        untraced: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.tracer = tracer or trace.get_tracer(__name__)
+        self.untraced = untraced
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.untraced:
             await self.app(scope, receive, send)
             return
         carrier = {
@@ -97,8 +102,15 @@ def span_method(method: str) -> str:
 
 def trace_requests(app: QuartTrio) -> None:
     """Run each of *app*'s HTTP requests in a server span (:class:`RequestTracing`), named by
-    its route; call once, before serving. The spans go to the process's tracer provider."""
+    its route; call once, its routes registered, before serving. The spans go to the
+    process's tracer provider. The probes (``/healthz``, ``/readyz``) are not traced: a
+    load balancer polls them every half second on every node, which would bury the traces
+    that matter."""
+    probes = frozenset(
+        rule.rule for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith(f"{HEALTH_BLUEPRINT}.")
+    )
     for name in CLIENT_HEADER_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     app.before_request(_name_by_route)
-    app.asgi_app = RequestTracing(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = RequestTracing(app.asgi_app, untraced=probes)  # type: ignore[method-assign]
