@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from bisect import bisect_left
 
 import attrs
 
@@ -68,7 +69,7 @@ class Histogram:
         self._sum = 0.0
 
     def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._counts[bisect_left(self._bounds, value)] += 1
         self._sum += value
 
     def snapshot(self) -> HistogramSnapshot:

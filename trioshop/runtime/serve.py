@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import outcome
 import trio
 from opentelemetry import trace
@@ -31,6 +29,7 @@ async def serve(
     and propagates, as does cancellation.
     """
     actor, inbox, kind = ctx.actor, ctx.actor.inbox, ctx.actor.kind
+    now = trio.lowlevel.current_clock().current_time  # trio.current_time() minus two calls
     activated = False
     while not actor.stopping:
         actor.busy = False
@@ -38,7 +37,7 @@ async def serve(
         actor.busy = True
         if message is PASSIVATE:
             return "idle"
-        start = actor.last_message_at = trio.current_time()
+        start = actor.last_message_at = now()
         kind.mailbox_wait.observe(start - enqueued_at)
         span, token = start_handling(tracer, actor, message, parent)
         refusal: Exception | None = None
@@ -58,7 +57,7 @@ async def serve(
                 raise
             refusal, result = error, outcome.Error(error)
         finally:
-            done = trio.current_time()
+            done = now()
             kind.handling.observe(done - start)
             if token is not None:
                 end_handling(span, token, refusal=refusal, crash=crash)
@@ -66,9 +65,11 @@ async def serve(
             activated = True
             kind.activation.observe(done - actor.started_at)
         if reply is not None:
-            # A caller that gave up waiting has closed its end: the late reply is dropped.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            # One reply per channel, so a delivered one needs no close; a caller that gave up
+            # waiting has closed its end: the late reply is dropped.
+            try:
                 reply.send_nowait(result)
-            reply.close()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                reply.close()
         actor.last_message_at = done  # idle time counts from the answer
     return "stopped"
