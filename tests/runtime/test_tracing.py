@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -17,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from trioshop.runtime import ActorContext, ActorHost, Refusal, open_actor_host
-from trioshop.runtime.tracing import TRACER_NAME
+from trioshop.runtime.tracing import TRACER_NAME, HandlingTracer
 
 
 @attrs.define
@@ -135,3 +137,48 @@ async def test_a_no_op_tracer_makes_no_span_current_in_the_actor() -> None:
     message outside any span."""
     async with open_actor_host(tracer=trace.NoOpTracer()) as host:
         assert await host.request(host.spawn(SpanSeer()), "hi", timeout=5) == 0
+
+
+def test_the_handling_tracer_is_none_only_while_spans_would_be_no_ops(
+    provider: TracerProvider,
+) -> None:
+    """The API's no-op tracer starts no span at all; an SDK provider's tracer is kept."""
+    assert HandlingTracer(trace.NoOpTracer()).tracer is None
+    real = provider.get_tracer(TRACER_NAME)
+    assert HandlingTracer(real).tracer is real
+
+
+def test_a_host_opened_before_the_sdk_follows_it_from_the_next_spawn() -> None:
+    """With no SDK at open the actors start no span; once one is installed, the next spawn
+    turns tracing on for every actor (checked in a fresh interpreter: the global provider is
+    set once per process)."""
+    code = (
+        "import trio\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import"
+        " InMemorySpanExporter\n"
+        "from trioshop.runtime import open_actor_host\n"
+        "class Seer:\n"
+        "    async def handle(self, ctx, message):\n"
+        "        return trace.get_current_span().get_span_context().is_valid\n"
+        "async def main():\n"
+        "    async with open_actor_host() as host:\n"
+        "        before = host.spawn(Seer())\n"
+        "        print(await host.request(before, 1, timeout=5))\n"
+        "        exporter = InMemorySpanExporter()\n"
+        "        provider = TracerProvider()\n"
+        "        provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "        trace.set_tracer_provider(provider)\n"
+        "        print(await host.request(before, 1, timeout=5))\n"
+        "        after = host.spawn(Seer())\n"
+        "        print(await host.request(before, 1, timeout=5))\n"
+        "        print(await host.request(after, 1, timeout=5))\n"
+        "        print(len(exporter.get_finished_spans()))\n"
+        "trio.run(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["False", "False", "True", "True", "2"]

@@ -43,7 +43,7 @@ from trioshop.runtime.measures import KindTable
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.serve import PASSIVATE, serve
 from trioshop.runtime.ticket import Ticket
-from trioshop.runtime.tracing import capture, default_tracer
+from trioshop.runtime.tracing import HandlingTracer, capture, default_tracer
 
 logger = logging.getLogger("trioshop.runtime")
 
@@ -73,6 +73,11 @@ class ActorHost:
     _context: contextvars.Context = attrs.field(factory=contextvars.copy_context)
     # The run's clock, read directly: what trio.current_time() reads, minus two calls.
     _clock: trio.abc.Clock = attrs.field(factory=trio.lowlevel.current_clock)
+    _tracing: HandlingTracer = attrs.field(init=False)
+
+    @_tracing.default
+    def _tracing_of_tracer(self) -> HandlingTracer:
+        return HandlingTracer(self.tracer)
 
     # -- spawning and lookup ------------------------------------------------------------
 
@@ -113,6 +118,7 @@ class ActorHost:
         if name is not None:
             self._names[name] = actor
         self._counters.spawned += 1
+        self._tracing.refresh()  # an SDK installed since the host opened is followed
         self._context.run(self._nursery.start_soon, self._run_actor, actor, behaviour)
         return actor
 
@@ -280,7 +286,7 @@ class ActorHost:
                     except refusals as error:
                         refused = error
                 if refused is None:
-                    reason = await serve(ctx, behaviour, refusals, self.tracer)
+                    reason = await serve(ctx, behaviour, refusals, self._tracing)
                 else:
                     # A declared refusal (e.g. the store is down): an answer, not a bug, so
                     # one line without a traceback; every request queued for it gets it.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import outcome
 import trio
-from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from trioshop.runtime.actor import ActorContext, Behaviour, Reply
-from trioshop.runtime.tracing import end_handling, start_handling
+from trioshop.runtime.tracing import HandlingTracer, end_handling, start_handling
 
 # Put in an idle actor's mailbox by the host to make it end; never seen by behaviours.
 PASSIVATE = object()
@@ -17,16 +17,16 @@ async def serve(
     ctx: ActorContext,
     behaviour: Behaviour,
     refusals: tuple[type[Exception], ...],
-    tracer: trace.Tracer,
+    tracing: HandlingTracer,
 ) -> str:
     """Hand *behaviour* the actor's messages one at a time until it stops (``stopped``) or the
     host passivates it (``idle``); returns that reason.
 
-    Each message is handled in a span continuing the trace its sender was in (see
-    :mod:`.tracing`) and measured into the actor's kind: its mailbox wait, its handling time,
-    and for the first one the actor's activation latency. A request gets the behaviour's
-    value, or its refusal; a crash (any other exception) closes the caller's reply channel
-    and propagates, as does cancellation.
+    Each message is handled in a span continuing the trace its sender was in, unless
+    *tracing* is off (see :mod:`.tracing`), and measured into the actor's kind: its mailbox
+    wait, its handling time, and for the first one the actor's activation latency. A request
+    gets the behaviour's value, or its refusal; a crash (any other exception) closes the
+    caller's reply channel and propagates, as does cancellation.
     """
     actor, inbox, kind = ctx.actor, ctx.actor.inbox, ctx.actor.kind
     now = trio.lowlevel.current_clock().current_time  # trio.current_time() minus two calls
@@ -39,7 +39,12 @@ async def serve(
             return "idle"
         start = actor.last_message_at = now()
         kind.mailbox_wait.observe(start - enqueued_at)
-        span, token = start_handling(tracer, actor, message, parent)
+        tracer = tracing.tracer
+        span: Span
+        if tracer is None:  # tracing off: no span at all
+            span, token = INVALID_SPAN, None
+        else:
+            span, token = start_handling(tracer, actor, message, parent)
         refusal: Exception | None = None
         crash: Exception | None = None
         try:

@@ -2,8 +2,8 @@
 
 Actors run in the host's context, never the sender's, so a request's OpenTelemetry context
 cannot reach them on its own: the envelope carries it. Only the OpenTelemetry API is used;
-with no SDK configured the tracer is a no-op, and a message pays for one context lookup when
-sent and one no-op span (nothing made current) when handled.
+with no SDK configured no span is started at all, and a message pays for one context lookup
+when sent.
 """
 
 from __future__ import annotations
@@ -26,6 +26,39 @@ capture = otel_context.get_current
 def default_tracer() -> trace.Tracer:
     """The runtime's tracer from the global provider (a proxy until an SDK is configured)."""
     return trace.get_tracer(TRACER_NAME)
+
+
+def _makes_only_no_op_spans(tracer: trace.Tracer) -> bool:
+    """Whether *tracer* can make nothing but no-op spans: the API's no-op tracer, or the global
+    provider's proxy tracer while no SDK provider is installed."""
+    if isinstance(tracer, trace.NoOpTracer):
+        return True
+    return isinstance(tracer, trace.ProxyTracer) and isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
+class HandlingTracer:
+    """The tracer a host's actors handle messages in: ``tracer``, or ``None`` while the
+    configured one could only make no-op spans, so that a message then starts no span at all
+    (a no-op ``start_span`` through the proxy is most of what tracing cost per message).
+
+    The global provider can be installed once, after the host opened (the tests' session
+    provider is): :meth:`refresh` looks again (0.75 µs while off; the host calls it when it
+    opens and at each spawn), and from then on the configured tracer is used for good.
+    """
+
+    __slots__ = ("_configured", "tracer")
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._configured = tracer
+        self.tracer: trace.Tracer | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Use the configured tracer from now on if it can make real spans."""
+        if self.tracer is None and not _makes_only_no_op_spans(self._configured):
+            self.tracer = self._configured
 
 
 def start_handling(
