@@ -43,7 +43,7 @@ from trioshop.runtime.measures import KindTable
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.serve import PASSIVATE, serve
 from trioshop.runtime.ticket import Ticket
-from trioshop.runtime.tracing import HandlingTracer, capture, default_tracer
+from trioshop.runtime.tracing import NO_CONTEXT, HandlingTracer, capture, default_tracer
 
 logger = logging.getLogger("trioshop.runtime")
 
@@ -190,12 +190,17 @@ class ActorHost:
         reply_send: trio.MemorySendChannel[Reply]
         reply_receive: trio.MemoryReceiveChannel[Reply]
         reply_send, reply_receive = trio.open_memory_channel(1)
-        with reply_receive:
-            try:
-                self._deliver(actor, (message, reply_send, capture(), self._clock.current_time()))
-            except BaseException:
-                reply_send.close()
-                raise
+        # Tracing off, the actor starts no span, so the sender's context is not looked up.
+        parent = NO_CONTEXT if self._tracing.tracer is None else capture()
+        try:
+            self._deliver(actor, (message, reply_send, parent, self._clock.current_time()))
+        except BaseException:
+            reply_send.close()
+            reply_receive.close()
+            raise
+        # The reply channel is closed on every way out but a reply (there is nothing left to
+        # close then): a late reply is dropped.
+        try:
             with trio.move_on_after(timeout):
                 try:
                     return (await reply_receive.receive()).unwrap()
@@ -212,6 +217,9 @@ class ActorHost:
                 f"actor {actor.name or actor.pid} did not reply within {timeout:g} s",
                 maybe_applied=None if ticket is None else ticket.claimed,
             )
+        except BaseException:
+            reply_receive.close()
+            raise
 
     @staticmethod
     def _ended_before_replying(actor: Actor) -> ActorEnded:

@@ -21,6 +21,8 @@ TRACER_NAME = "trioshop.runtime"
 
 # The sender's current context (a contextvar lookup), carried in the envelope.
 capture = otel_context.get_current
+# What an envelope carries instead while the actors start no span (see HandlingTracer).
+NO_CONTEXT = otel_context.Context()
 
 
 def default_tracer() -> trace.Tracer:
