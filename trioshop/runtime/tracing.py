@@ -47,7 +47,8 @@ class HandlingTracer:
 
     The global provider can be installed once, after the host opened (the tests' session
     provider is): :meth:`refresh` looks again (0.75 µs while off; the host calls it when it
-    opens and at each spawn), and from then on the configured tracer is used for good.
+    opens and at each spawn), and from then on the configured tracer is used for good (a
+    message sent before that look carries no context, so its span starts a trace).
     """
 
     __slots__ = ("_configured", "tracer")
