@@ -78,6 +78,6 @@ async def serve(
                 reply.close()
         actor.last_message_at = done  # idle time counts from the answer
         # Hold nothing of this message while waiting for the next: an idle actor would keep
-        # its reply channel (and the reply) alive, 300 bytes an actor.
+        # its reply channel, the reply and the context alive (1 450 bytes of an idle cart).
         del message, reply, parent, result, span
     return "stopped"
