@@ -46,6 +46,15 @@ def run_trioshop(
     )
 
 
+def printed_by_fresh_python(code: str) -> list[str]:
+    """What *code* prints, split on whitespace, run in a fresh interpreter (for what is set
+    once per process, such as OpenTelemetry's global tracer provider); fails if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout.split()
+
+
 def registry_with(parent: Path, replacements: Mapping[str, str]) -> Path:
     """A copy of the shipped registry in *parent*/registry, each key of *replacements*
     replaced by its value in processes.yaml; returns the copy's folder."""

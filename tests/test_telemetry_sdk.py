@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, StatusCode
 
+from tests.helpers import printed_by_fresh_python
 from trioshop.config import Settings
 from trioshop.http.tracing import RequestTracing
 from trioshop.telemetry_sdk import (
@@ -185,7 +184,4 @@ def test_off_installs_nothing() -> None:
         "with process_tracing(Settings()) as provider:\n"
         "    print(provider, type(trace.get_tracer_provider()).__name__)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert result.stdout.split() == ["None", "ProxyTracerProvider"]
+    assert printed_by_fresh_python(code) == ["None", "ProxyTracerProvider"]

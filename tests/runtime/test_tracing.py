@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -18,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from tests.helpers import printed_by_fresh_python
 from trioshop.runtime import ActorContext, ActorHost, Refusal, open_actor_host
 from trioshop.runtime.tracing import TRACER_NAME, HandlingTracer
 
@@ -178,7 +177,4 @@ def test_a_host_opened_before_the_sdk_follows_it_from_the_next_spawn() -> None:
         "        print(len(exporter.get_finished_spans()))\n"
         "trio.run(main)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert result.stdout.split() == ["False", "False", "True", "True", "2"]
+    assert printed_by_fresh_python(code) == ["False", "False", "True", "True", "2"]
