@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
@@ -60,9 +60,6 @@ class GatedProcessor(SimpleSpanProcessor):
     def __init__(self, exporter: InMemorySpanExporter, switch: Switch) -> None:
         super().__init__(exporter)
         self._switch = switch
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._switch.on:

@@ -17,7 +17,7 @@ import trio
 from tests.postgres import fresh_schema
 from trioshop import events
 from trioshop.cluster.proxy_admin import ProxyAdmin
-from trioshop.cluster.runner import PROXY_POLL
+from trioshop.cluster.runner import PROXY_STATE_POLL
 from trioshop.logs import event_pattern
 from trioshop.testing.server import (
     ClusterProcess,
@@ -126,7 +126,7 @@ def test_a_stop_during_startup_exits_cleanly(registry: Path) -> None:
 
 
 def wait_in_flight(admin_socket: Path, server: str) -> None:
-    """Until the proxy counts a request in flight on *server* (asked every PROXY_POLL s: it
+    """Until the proxy counts a request in flight on *server* (asked every PROXY_STATE_POLL s: it
     pushes no notice), for up to 30 s."""
 
     async def poll() -> None:
@@ -135,7 +135,7 @@ def wait_in_flight(admin_socket: Path, server: str) -> None:
             while True:
                 if int((await admin.server(server)).get("scur") or 0):
                     return
-                await trio.sleep(PROXY_POLL)
+                await trio.sleep(PROXY_STATE_POLL)
 
     trio.run(poll)
 

@@ -48,7 +48,7 @@ def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
         for each in sockets:
-            each.bind(("127.0.0.1", 0))
+            each.bind((NODE_HOST, 0))
         return [each.getsockname()[1] for each in sockets]
     finally:
         for each in sockets:

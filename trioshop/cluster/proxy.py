@@ -80,13 +80,19 @@ async def _listening(process: ChildProcess, bind: str) -> bool:
     """Whether *process* itself listens on *bind* within :data:`PROXY_START_TIMEOUT` (False
     once it exited). Polls: HAProxy says nothing when it listens. Another program holding
     the port does not count (HAProxy then exits: it cannot bind)."""
-    host, _, port = bind.rpartition(":")
+    host, port = _connectable(bind)
     with trio.move_on_after(PROXY_START_TIMEOUT):
         while process.returncode is None:
-            if await _listens(process, host or "127.0.0.1", int(port)):
+            if await _listens(process, host, port):
                 return True
             await trio.sleep(PROXY_POLL)
     return False
+
+
+def _connectable(bind: str) -> tuple[str, int]:
+    """The host and port to connect to for *bind* (``HOST:PORT``; no host: this machine)."""
+    host, _, port = bind.rpartition(":")
+    return host or "127.0.0.1", int(port)
 
 
 async def _listens(process: ChildProcess, host: str, port: int) -> bool:
@@ -151,9 +157,9 @@ async def _start_failure(process: ChildProcess, config: ClusterConfig) -> str:
     """Why HAProxy did not start (it has exited, or did not listen in time), in one line
     saying what to do."""
     bind = config.bind
-    host, _, port = bind.rpartition(":")
+    host, port = _connectable(bind)
     await stop(process, "proxy")
-    if await _accepts(host or "127.0.0.1", int(port)):
+    if await _accepts(host, port):
         return (
             f"port {port} ({bind}) is in use by another program: stop it, or give the "
             "cluster another --bind"

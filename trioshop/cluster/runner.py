@@ -21,10 +21,10 @@ logger = logging.getLogger("trioshop.cluster")
 
 # A rolling restart waits up to DRAIN_TIMEOUT for a drained node's requests in flight to
 # finish, up to READY_TIMEOUT for the restarted node to be up at the proxy (its checks need
-# two passes), and asks the proxy every PROXY_POLL seconds meanwhile.
+# two passes), and asks the proxy every PROXY_STATE_POLL seconds meanwhile.
 DRAIN_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
-PROXY_POLL = 0.1
+PROXY_STATE_POLL = 0.1
 
 
 @attrs.define(eq=False)
@@ -129,5 +129,5 @@ async def _poll_proxy(
         while True:
             if await condition():
                 return
-            await trio.sleep(PROXY_POLL)
+            await trio.sleep(PROXY_STATE_POLL)
     raise ClusterError(f"{failure} after {timeout:g} s")

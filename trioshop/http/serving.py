@@ -34,7 +34,6 @@ from trioshop.logs import log_event
 
 logger = logging.getLogger("trioshop.server")
 
-# Logged when the app's lifespan shutdown failed or was given up on (the node still ends).
 # SO_LINGER on, zero seconds: closing resets the connection and drops what the client never read.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
