@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 # The W3C Trace Context header (https://www.w3.org/TR/trace-context/) and its companion.
@@ -19,6 +21,16 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+# The current context (a contextvar lookup): what a sender captures to carry across a task hop
+# (an actor's mailbox, a store's batch queue), where its trace is continued.
+capture = otel_context.get_current
+
+
+def record_failure(span: Span, failure: BaseException) -> None:
+    """Record *failure* on *span* as an exception event with an error status naming it."""
+    span.record_exception(failure)
+    span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}: {failure}"))
 
 
 def remote_context(carrier: Mapping[str, str]) -> Context:

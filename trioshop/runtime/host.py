@@ -43,7 +43,8 @@ from trioshop.runtime.measures import KindTable
 from trioshop.runtime.nursery import open_service_nursery
 from trioshop.runtime.serve import PASSIVATE, serve
 from trioshop.runtime.ticket import Ticket
-from trioshop.runtime.tracing import NO_CONTEXT, HandlingTracer, capture, default_tracer
+from trioshop.runtime.tracing import NO_CONTEXT, HandlingTracer, default_tracer
+from trioshop.telemetry import capture
 
 logger = logging.getLogger("trioshop.runtime")
 

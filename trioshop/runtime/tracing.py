@@ -13,14 +13,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from trioshop.runtime.actor import Actor
+from trioshop.telemetry import record_failure
 
 TRACER_NAME = "trioshop.runtime"
 
-# The sender's current context (a contextvar lookup), carried in the envelope.
-capture = otel_context.get_current
 # What an envelope carries instead while the actors start no span (see HandlingTracer).
 NO_CONTEXT = otel_context.Context()
 
@@ -104,6 +103,5 @@ def end_handling(
         if refusal is not None:
             span.set_attribute("actor.refusal", type(refusal).__name__)
         if crash is not None:
-            span.record_exception(crash)
-            span.set_status(Status(StatusCode.ERROR, f"{type(crash).__name__}: {crash}"))
+            record_failure(span, crash)
     span.end()

@@ -14,13 +14,13 @@ from typing import Any
 import outcome
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span
+
+from trioshop.telemetry import capture as capture  # what a request queues: its caller's context
+from trioshop.telemetry import record_failure
 
 TRACER_NAME = "trioshop.store"
 SPAN_NAME = "store.batch"
-
-# The caller's current context (a contextvar lookup), queued with its request.
-capture = otel_context.get_current
 
 
 def default_tracer() -> trace.Tracer:
@@ -68,6 +68,5 @@ def end_batch(
         span.set_attribute("store.batch.refused", refused)
         span.set_attribute("store.batch.result", "ok" if failure is None else "failed")
         if failure is not None:
-            span.record_exception(failure)
-            span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}: {failure}"))
+            record_failure(span, failure)
     span.end()
