@@ -320,7 +320,6 @@ class ActorHost:
         finally:
             self._release(actor, refused)
             if reason == "idle":
-                self._counters.passivated += 1
                 actor.kind.passivated += 1
             on_stop = getattr(behaviour, "on_stop", None)
             if on_stop is not None and ctx is not None:

@@ -31,7 +31,6 @@ class HostCounters:
     ended: int = 0
     crashed: int = 0
     timeouts: int = 0
-    passivated: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -44,7 +43,7 @@ class HostStatistics:
     spawned: int
     ended: int
     crashed: int
-    passivated: int
+    passivated: int  # ended after their idle timeout, every kind's summed
     timeouts: int  # request/reply deadlines missed
     kinds: tuple[KindStatistics, ...]  # by kind name
 
@@ -65,11 +64,12 @@ def host_statistics(
     actors: Iterable[Actor], counters: HostCounters, kinds: tuple[KindStatistics, ...]
 ) -> HostStatistics:
     """The live *actors*' count and deepest mailbox (0 when none waits), with *counters* and
-    the *kinds*' statistics."""
+    the *kinds*' statistics (every actor has a kind, so their passivations sum to the host's)."""
     live = list(actors)
     c = counters
     return HostStatistics(
         live=len(live), max_mailbox_depth=max((a.mailbox_depth for a in live), default=0),
-        spawned=c.spawned, ended=c.ended, crashed=c.crashed, passivated=c.passivated,
+        spawned=c.spawned, ended=c.ended, crashed=c.crashed,
+        passivated=sum(k.passivated for k in kinds),
         timeouts=c.timeouts, kinds=kinds,
     )
