@@ -174,6 +174,16 @@ def test_exporter_specs() -> None:
         span_exporter("zipkin:http://h")
 
 
+@pytest.mark.parametrize("spec", ["otlp:localhost:4318", "otlp:", "otlp-file:", "jaeger"])
+def test_one_rule_for_every_reader(spec: str) -> None:
+    """A spec the command line refuses is refused the same way by Settings and span_exporter."""
+    message = "expected console, otlp-file:PATH or otlp:http://HOST:4318"
+    with pytest.raises(ValueError, match=message):
+        Settings(otel_exporter=spec)
+    with pytest.raises(ValueError, match=message):
+        span_exporter(spec)
+
+
 def test_off_installs_nothing() -> None:
     """Without an exporter, process_tracing makes no provider and leaves the API's no-op in
     place (checked in a fresh interpreter: the global provider is set once per process)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
@@ -61,6 +61,34 @@ def _ip_set(values: object) -> frozenset[IPAddress]:
     if not isinstance(values, Iterable):
         raise TypeError(f"expected IP addresses such as ['127.0.0.1'], got {values!r}")
     return frozenset(parse_ip(value) for value in values)
+
+
+ExporterKind = Literal["console", "otlp-file", "otlp"]
+
+
+def parse_exporter(spec: str) -> tuple[ExporterKind, str]:
+    """Where *spec* (``--otel-exporter``'s value) sends traces, as ``(kind, where)``:
+    ``("console", "")``, ``("otlp-file", PATH)`` or ``("otlp", URL)`` (an OTLP/HTTP
+    collector's http:// or https:// URL).
+
+    Raises :class:`ValueError` naming the three accepted forms for any other text.
+    """
+    kind, sep, where = spec.partition(":")
+    if spec == "console":
+        return "console", ""
+    if sep and kind == "otlp-file" and where:
+        return "otlp-file", where
+    if sep and kind == "otlp" and where.startswith(("http://", "https://")):
+        return "otlp", where
+    raise ValueError(f"expected console, otlp-file:PATH or otlp:http://HOST:4318, got {spec!r}")
+
+
+def _exporter_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string or None, got {value!r}")
+    parse_exporter(value)
 
 
 @attrs.frozen
@@ -123,9 +151,7 @@ class Settings:
     # The stream keeps about this many entries (XADD MAXLEN ~): older ones are trimmed.
     events_maxlen: int = attrs.field(default=100_000, validator=[v.instance_of(int), v.gt(0)])
     # Where traces go: "console", "otlp-file:PATH" or "otlp:URL"; None: tracing is off.
-    otel_exporter: str | None = attrs.field(
-        default=None, validator=v.optional(v.instance_of(str))
-    )
+    otel_exporter: str | None = attrs.field(default=None, validator=_exporter_or_none)
     # The share of new traces sampled (a request with a traceparent follows its parent).
     otel_sample_ratio: float = attrs.field(
         default=1.0, converter=float, validator=[v.ge(0.0), v.le(1.0)]

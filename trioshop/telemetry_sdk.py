@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from trioshop.config import Settings
+from trioshop.config import Settings, parse_exporter
 
 SERVICE_NAME = "trioshop"
 # Where an OTLP/HTTP collector takes traces, under the base URL given to --otel-exporter.
@@ -101,27 +101,23 @@ class OtlpFileExporter(SpanExporter):
 
 
 def span_exporter(spec: str) -> SpanExporter:
-    """The exporter *spec* names (``--otel-exporter``'s value, validated by the CLI):
-    ``console`` (one JSON span a line on stdout), ``otlp-file:PATH`` or ``otlp:URL`` (an
-    OTLP/HTTP collector; ``/v1/traces`` is appended unless the URL ends with it; an export
-    gives up after ``OTLP_EXPORT_TIMEOUT``). Raises ``OSError`` when the file cannot be
-    opened, ``ValueError`` for another spec."""
-    kind, _, where = spec.partition(":")
-    if spec == "console":
+    """The exporter *spec* names (``--otel-exporter``'s value, read by
+    :func:`~trioshop.config.parse_exporter`): ``console`` (one JSON span a line on stdout),
+    ``otlp-file:PATH`` or ``otlp:URL`` (an OTLP/HTTP collector; ``/v1/traces`` is appended
+    unless the URL ends with it; an export gives up after ``OTLP_EXPORT_TIMEOUT``). Raises
+    ``OSError`` when the file cannot be opened, ``ValueError`` for another spec."""
+    kind, where = parse_exporter(spec)
+    if kind == "console":
         return ConsoleSpanExporter(
             service_name=SERVICE_NAME, out=sys.stdout,
             formatter=lambda span: span.to_json(indent=None) + "\n",
         )
-    if kind == "otlp-file" and where:
+    if kind == "otlp-file":
         return OtlpFileExporter(Path(where))
-    if kind == "otlp" and where:
-        # Imported only when asked for: it brings the requests library along.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    # Imported only when asked for: it brings the requests library along.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(
-            endpoint=otlp_traces_endpoint(where), timeout=OTLP_EXPORT_TIMEOUT
-        )
-    raise ValueError(f"expected console, otlp-file:PATH or otlp:URL, got {spec!r}")
+    return OTLPSpanExporter(endpoint=otlp_traces_endpoint(where), timeout=OTLP_EXPORT_TIMEOUT)
 
 
 def tracer_provider(settings: Settings, exporter: SpanExporter) -> TracerProvider:

@@ -11,7 +11,14 @@ from typing import Any, NoReturn
 
 import attrs
 
-from trioshop.config import ADMIN_TOKEN_ENV, DEFAULT_REGISTRY, IPAddress, Settings, parse_ip
+from trioshop.config import (
+    ADMIN_TOKEN_ENV,
+    DEFAULT_REGISTRY,
+    IPAddress,
+    Settings,
+    parse_exporter,
+    parse_ip,
+)
 from trioshop.registry import Registry, RegistryError
 from trioshop.registry.entries import listen_address
 from trioshop.shop import load_runnable_registry
@@ -146,15 +153,13 @@ def stream_name(text: str) -> str:
 
 
 def otel_exporter(text: str) -> str:
-    """``console``, ``otlp-file:PATH`` or ``otlp:URL`` (an OTLP/HTTP collector)."""
-    kind, sep, where = text.partition(":")
-    if text == "console" or (sep and kind == "otlp-file" and where) or (
-        sep and kind == "otlp" and where.startswith(("http://", "https://"))
-    ):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"expected console, otlp-file:PATH or otlp:http://HOST:4318, got {text!r}"
-    )
+    """``console``, ``otlp-file:PATH`` or ``otlp:URL`` (as :func:`~trioshop.config.parse_exporter`
+    reads it)."""
+    try:
+        parse_exporter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def ratio(text: str) -> float:
