@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+
+
+def tally(statuses: Counter[int], socket_errors: int, result: dict[str, Any]) -> dict[str, Any]:
+    """Add the answers' status counts (0: no answer) to a load run's *result*: ``statuses``,
+    ``non_2xx`` (answers) and ``no_answer``."""
+    result["statuses"] = {str(k): v for k, v in sorted(statuses.items()) if k}
+    result["non_2xx"] = sum(v for k, v in statuses.items() if k and not 200 <= k < 300)
+    result["no_answer"] = statuses.get(0, 0) + socket_errors
+    return result
 
 
 async def timed_workers(worker: Callable[[int], Awaitable[None]], connections: int) -> float:

@@ -26,11 +26,11 @@ from typing import Any
 
 import trio
 
-from bench._http import Connection, HttpError, timed_workers
+from bench._http import Connection, HttpError, tally, timed_workers
 from bench.load import percentile
+from trioshop.testing.redis import delete_stream, stream_length
 
 RELAY_TARGET = 0.9  # checkouts/s with the relay on over off
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 # How long the relay server may take, after the last round, to publish its backlog.
 DRAIN_SECONDS = 60.0
 
@@ -68,17 +68,14 @@ async def _checkout_load(base_url: str, seconds: float, connections: int) -> Res
 
     wall = await timed_workers(worker, connections)
     placed = sum(count for status, count in statuses.items() if 200 <= status < 300)
-    return {
+    return tally(statuses, 0, {
         "rps": placed / wall,
         "p99_ms": percentile(latencies, 99) * 1000 if latencies else 0.0,
         "requests": max(1, placed),
         "wall": wall,
         "socket_errors": "",
-        "statuses": {str(k): v for k, v in sorted(statuses.items()) if k},
-        "non_2xx": sum(v for k, v in statuses.items() if k and not 200 <= k < 300),
-        "no_answer": statuses.get(0, 0),
         "placed": placed,
-    }
+    })
 
 
 def run_checkouts(base_url: str, endpoint: str, seconds: float, connections: int) -> Result:
@@ -87,28 +84,12 @@ def run_checkouts(base_url: str, endpoint: str, seconds: float, connections: int
     return trio.run(_checkout_load, base_url, seconds, connections)
 
 
-async def _stream_length(url: str, stream: str) -> int:
-    import coredis
-
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with client:
-        return int(await client.xlen(stream))
-
-
-async def _delete_stream(url: str, stream: str) -> None:
-    import coredis
-
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with client:
-        await client.delete([stream])
-
-
 def wait_published(url: str, stream: str, placed: int) -> tuple[int, float]:
     """Poll the stream's length until it holds *placed* entries or DRAIN_SECONDS pass;
     (entries, seconds waited)."""
     started = time.perf_counter()
     while True:
-        length = trio.run(_stream_length, url, stream)
+        length = trio.run(stream_length, url, stream)
         waited = time.perf_counter() - started
         if length >= placed or waited > DRAIN_SECONDS:
             return length, waited
@@ -124,7 +105,7 @@ def measure_relay(
 
     stream = f"bench.orders.{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
-        stack.callback(lambda: trio.run(_delete_stream, args.redis, stream))
+        stack.callback(lambda: trio.run(delete_stream, args.redis, stream))
         off = stack.enter_context(
             running_server(*server_args, "--data-dir", str(scratch / "relay-off"))
         )

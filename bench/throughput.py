@@ -67,9 +67,10 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _outbound
-from bench._http import Connection, HttpError, timed_workers
+from bench._http import Connection, HttpError, tally, timed_workers
 from bench.load import ample_stock_registry, percentile
 from trioshop.testing.postgres import DEFAULT_URL, scratch_schema, with_schema
+from trioshop.testing.redis import DEFAULT_URL as DEFAULT_REDIS
 from trioshop.testing.server import ServerProcess, running_server
 
 USERS = 100
@@ -126,14 +127,6 @@ def _seconds(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _tally(statuses: Counter[int], socket_errors: int, result: Result) -> Result:
-    """Add the status counts to *result*: ``non_2xx`` (answers) and ``no_answer``."""
-    result["statuses"] = {str(k): v for k, v in sorted(statuses.items()) if k}
-    result["non_2xx"] = sum(v for k, v in statuses.items() if k and not 200 <= k < 300)
-    result["no_answer"] = statuses.get(0, 0) + socket_errors
-    return result
-
-
 def run_wrk(base_url: str, endpoint: str, seconds: float, connections: int) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA[endpoint] + "\n" + LUA_STATUSES)
@@ -158,7 +151,7 @@ def run_wrk(base_url: str, endpoint: str, seconds: float, connections: int) -> R
     errors = sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1))) if socket_errors else 0
     # wrk's own count (status > 399) can only be lower than ours (anything but 2xx).
     wrk_errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result = _tally(statuses, errors, {
+    result = tally(statuses, errors, {
         "rps": rps,
         "p99_ms": p99 * 1000,
         "requests": int(counted.group(1)),
@@ -198,7 +191,7 @@ async def _python_load(base_url: str, endpoint: str, seconds: float, connections
             await connection.aclose()
 
     wall = await timed_workers(worker, connections)
-    return _tally(statuses, 0, {
+    return tally(statuses, 0, {
         "rps": len(latencies) / wall,
         "p99_ms": percentile(latencies, 99) * 1000,
         "requests": len(latencies),
@@ -589,7 +582,7 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[], choices=PARTS,
                         help="run only this part (repeatable): memory (1 and 2), postgres (3), "
                         "relay (4), tracing (5)")
-    parser.add_argument("--redis", default=_outbound.DEFAULT_REDIS, metavar="URL",
+    parser.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL",
                         help="Redis for the relay's part; the bench adds a stream and deletes "
                         "it (default: %(default)s)")
     parser.add_argument("--json", action="store_true")

@@ -15,9 +15,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from tests.helpers import required
-from trioshop.testing.redis import RedisServer
-
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+from trioshop.testing.redis import DEFAULT_URL, RedisServer
 
 
 def server_url() -> str:

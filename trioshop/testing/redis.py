@@ -13,6 +13,8 @@ import trio
 from trioshop.cluster.config import free_ports
 
 # The line redis-server prints once it accepts connections.
+# The local server tests and benches use unless told otherwise.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
 READY_LINE = "Ready to accept connections"
 STARTUP_TIMEOUT = 10.0
 
@@ -86,6 +88,20 @@ async def stream_entries(url: str, stream: str) -> list[dict[str, str]]:
     return [
         {str(key): str(value) for key, value in entry.field_values.items()} for entry in entries
     ]
+
+
+async def stream_length(url: str, stream: str) -> int:
+    """How many entries *stream* at *url* holds."""
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client:
+        return int(await client.xlen(stream))
+
+
+async def delete_stream(url: str, stream: str) -> None:
+    """Delete *stream* at *url* (nothing if it does not exist)."""
+    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with client:
+        await client.delete([stream])
 
 
 def read_stream(url: str, stream: str) -> list[dict[str, str]]:
