@@ -22,6 +22,8 @@ from trioshop.store import OutboxEntry, Store, StoreError
 from trioshop.telemetry import links_to
 
 logger = logging.getLogger("trioshop.services")
+# The global provider's proxy: it follows an SDK installed later.
+_TRACER = trace.get_tracer(__name__)
 
 # Handles one order and returns the status to record, e.g. "dispatched".
 OrderHandler = Callable[["ServiceContext", Order], Awaitable[str]]
@@ -136,11 +138,10 @@ async def _handle_batch(
 ) -> None:
     """Handle and acknowledge *entries* in order, each one started and handled before
     *deadline*; returns at the first that is not (logged) or whose ack the store refused."""
-    tracer = trace.get_tracer(__name__)
     for index, entry in enumerate(entries):
         status: str | None = None
         if trio.current_time() < deadline:  # else not started: it could not be acked in time
-            with trio.move_on_at(deadline), tracer.start_as_current_span(
+            with trio.move_on_at(deadline), _TRACER.start_as_current_span(
                 f"service {ctx.name}", links=links_to(entry.trace_parent),
                 attributes={
                     "trioshop.service": ctx.name, "trioshop.order.id": entry.order.order_id,
