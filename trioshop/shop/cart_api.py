@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +40,12 @@ from trioshop.store import Store, StoredOrder
 
 # Builds the behaviour of one user's cart (the registry's ``process.actor`` handler).
 CartFactory = Callable[[str, CartDeps], Behaviour]
+
+
+def _ticket(timeout: float) -> Ticket:
+    """A write's ticket, its deadline *timeout* from now: one budget for every try of it
+    (the store bounds its lock waits by it)."""
+    return Ticket(deadline=trio.current_time() + timeout)
 
 
 @attrs.frozen
@@ -96,8 +101,7 @@ class Carts:
         cart would hold more than the stock, and ``ActorTimeout`` whose ``maybe_applied``
         says whether the add can still have happened.
         """
-        # One deadline, and so one retry budget, for every try.
-        ticket = Ticket(deadline=trio.current_time() + self._settings.read_timeout)
+        ticket = _ticket(self._settings.read_timeout)
         message = AddItem(line, idempotency_key, ticket)
         for _ in ticket.attempts(ACTOR_ENDED_ATTEMPTS):
             cart = self._spawn(user_id)
@@ -110,34 +114,30 @@ class Carts:
             return added
         raise ActorEnded(f"the cart of {user_id!r} kept ending; retry")
 
-    async def _write(
-        self, cart: Actor, message: object, ticket: Ticket, timeout: float | None = None
-    ) -> Any:
-        """A request whose change happens only if the cart starts it before the deadline.
+    async def _write(self, cart: Actor, message: object, ticket: Ticket) -> Any:
+        """A request whose change happens only if the cart starts it before the *ticket*'s
+        deadline (a retry gets what is left of it).
 
-        The deadline is the *ticket*'s if it has one (a retry gets what is left of it), else
-        *timeout* from now. At the deadline an unstarted change is abandoned (never applied);
-        a started one is waited for up to ``settle_timeout`` more, so a timeout tells the truth.
+        At the deadline an unstarted change is abandoned (never applied); a started one is
+        waited for up to ``settle_timeout`` more, so a timeout tells the truth.
         """
-        now = trio.current_time()
-        if ticket.deadline == math.inf:  # the store bounds its lock waits by it
-            ticket.deadline = now + (timeout or self._settings.read_timeout)
         return await self._host.request(
-            cart, message, timeout=ticket.deadline - now, ticket=ticket,
+            cart, message, timeout=ticket.deadline - trio.current_time(), ticket=ticket,
             settle_timeout=self._settings.settle_timeout,
         )
 
-    async def _ask(
-        self, user_id: str, message: object, timeout: float, ticket: Ticket | None = None
-    ) -> Any:
-        """Request/reply with the user's cart; :class:`NoActiveCart` if it has none."""
+    async def _ask(self, user_id: str, message: object, within: float | Ticket) -> Any:
+        """Request/reply with the user's cart; :class:`NoActiveCart` if it has none.
+
+        *within* is a read's timeout in seconds, or a write's :class:`Ticket` (see
+        :meth:`_write`)."""
         cart = await self._existing(user_id)
         if cart is None:
             raise NoActiveCart(user_id)
         try:
-            if ticket is not None:
-                return await self._write(cart, message, ticket, timeout)
-            return await self._host.request(cart, message, timeout=timeout)
+            if isinstance(within, Ticket):
+                return await self._write(cart, message, within)
+            return await self._host.request(cart, message, timeout=within)
         except ActorCrashed:
             raise
         except ActorEnded:
@@ -160,12 +160,9 @@ class Carts:
         ``IdempotencyKeyReused``. Raises :class:`NoActiveCart`, ``CartEmpty`` and
         ``InsufficientStock`` (the cart stays as it was).
         """
-        ticket = Ticket()
+        ticket = _ticket(self._settings.checkout_timeout)
         try:
-            placement = await self._ask(
-                user_id, Checkout(idempotency_key, ticket), self._settings.checkout_timeout,
-                ticket,
-            )
+            placement = await self._ask(user_id, Checkout(idempotency_key, ticket), ticket)
         except (NoActiveCart, CartEmpty):
             if idempotency_key is None:
                 raise
@@ -179,18 +176,16 @@ class Carts:
 
     async def remove_item(self, user_id: str, sku: str) -> CartView:
         """Remove *sku*; raises ``ItemNotInCart`` (or :class:`NoActiveCart`) if it is not there."""
-        ticket = Ticket()
-        view: CartView = await self._ask(
-            user_id, RemoveItem(sku, ticket), self._settings.read_timeout, ticket
-        )
+        ticket = _ticket(self._settings.read_timeout)
+        view: CartView = await self._ask(user_id, RemoveItem(sku, ticket), ticket)
         return view
 
     async def clear(self, user_id: str) -> None:
         """Delete the user's cart, if any: once this returns the store no longer has it and the
         cart's name is free (its task may still be finishing)."""
-        ticket = Ticket()
+        ticket = _ticket(self._settings.read_timeout)
         with contextlib.suppress(NoActiveCart):
-            await self._ask(user_id, ClearCart(ticket), self._settings.read_timeout, ticket)
+            await self._ask(user_id, ClearCart(ticket), ticket)
 
     async def order(self, order_id: str) -> StoredOrder | None:
         """The stored order *order_id* with its services' outcomes, or ``None``."""
