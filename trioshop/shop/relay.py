@@ -13,6 +13,7 @@ from trioshop import events
 from trioshop.domain import Order
 from trioshop.domain.money import to_json_number
 from trioshop.logs import log_event
+from trioshop.runtime.restart import RestartBackoff
 from trioshop.shop.services import ServiceContext, consume_orders
 
 logger = logging.getLogger("trioshop.relay")
@@ -22,9 +23,9 @@ SCHEMA_VERSION = "1"
 # One XADD (connecting included) that has not answered within this is given up and retried:
 # a Redis that hangs (stopped, swapping) holds the relay, never a checkout.
 PUBLISH_TIMEOUT_SECONDS = 2.0
-# Between tries while Redis does not answer: doubling from the first to the cap.
-RETRY_FIRST_SECONDS = 0.2
-RETRY_MAX_SECONDS = 5.0
+# Between tries while Redis does not answer: doubling from 0.2 s to a 5 s cap (the
+# runtime's one backoff rule, without jitter: one relay per node).
+RETRY = RestartBackoff(initial_delay=0.2, max_delay=5.0, jitter=0.0)
 # The status the outbox records for an order Redis acknowledged.
 PUBLISHED = "published"
 # The error replies that mean "not now" (loading its data, busy with a script, a replica,
@@ -109,7 +110,7 @@ class _Relay:
         Any other error reply is raised: the service crashes, and the supervisor restarts it
         with backoff, then marks it failed (``/healthz``) if the error stays.
         """
-        delay = RETRY_FIRST_SECONDS
+        attempt = 1
         while True:
             try:
                 with trio.fail_after(PUBLISH_TIMEOUT_SECONDS):
@@ -117,9 +118,10 @@ class _Relay:
             except self._failures as exc:
                 if not is_outage(exc):
                     raise
+                delay = RETRY.delay(attempt)
                 self._down(exc, delay)
                 await trio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                attempt += 1
                 continue
             if self._outage is not None:
                 log_event(logger, events.RELAY_PUBLISHING_AGAIN, service=ctx.name,
@@ -137,7 +139,7 @@ class _Relay:
         )
         self._outage = reason
         log_event(logger, events.RELAY_WAITING, logging.WARNING, stream=self._stream, error=reason,
-                  retry_in=delay, retry_max=RETRY_MAX_SECONDS)
+                  retry_in=delay, retry_max=RETRY.max_delay)
 
 
 async def run(ctx: ServiceContext, *, task_status: trio.TaskStatus[None]) -> None:
