@@ -147,6 +147,19 @@ def test_the_handling_tracer_is_none_only_while_spans_would_be_no_ops(
     assert HandlingTracer(real).tracer is real
 
 
+def test_a_global_no_op_provider_leaves_the_handling_tracer_off() -> None:
+    """A proxy tracer taken before the global provider was set to the API's no-op provider
+    can only make no-op spans, so no span is started (a fresh interpreter: set once)."""
+    code = (
+        "from opentelemetry import trace\n"
+        "from trioshop.runtime.tracing import HandlingTracer, default_tracer\n"
+        "proxy = default_tracer()\n"
+        "trace.set_tracer_provider(trace.NoOpTracerProvider())\n"
+        "print(type(proxy).__name__, HandlingTracer(proxy).tracer)\n"
+    )
+    assert printed_by_fresh_python(code) == ["ProxyTracer", "None"]
+
+
 def test_a_host_opened_before_the_sdk_follows_it_from_the_next_spawn() -> None:
     """With no SDK at open the actors start no span; once one is installed, the next spawn
     turns tracing on for every actor (checked in a fresh interpreter: the global provider is

@@ -269,7 +269,7 @@ class ActorHost:
         ]
         for actor in idle:
             self._mark_stopping(actor)
-            actor.mailbox.send_nowait((PASSIVATE, None, capture(), now))
+            actor.mailbox.send_nowait((PASSIVATE, None, NO_CONTEXT, now))
         return len(idle)
 
     async def _check_idle(

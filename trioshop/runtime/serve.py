@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import outcome
 import trio
-from opentelemetry.trace import INVALID_SPAN, Span
 
 from trioshop.runtime.actor import ActorContext, Behaviour, Reply
 from trioshop.runtime.tracing import HandlingTracer, end_handling, start_handling
@@ -39,12 +38,8 @@ async def serve(
             return "idle"
         start = actor.last_message_at = now()
         kind.mailbox_wait.observe(start - enqueued_at)
-        tracer = tracing.tracer
-        span: Span
-        if tracer is None:  # tracing off: no span at all
-            span, token = INVALID_SPAN, None
-        else:
-            span, token = start_handling(tracer, actor, message, parent)
+        tracer = tracing.tracer  # None: tracing off, no span at all
+        handling = None if tracer is None else start_handling(tracer, actor, message, parent)
         refusal: Exception | None = None
         crash: Exception | None = None
         try:
@@ -64,8 +59,8 @@ async def serve(
         finally:
             done = now()
             kind.handling.observe(done - start)
-            if token is not None:
-                end_handling(span, token, refusal=refusal, crash=crash)
+            if handling is not None:
+                end_handling(*handling, refusal=refusal, crash=crash)
         if not activated:
             activated = True
             kind.activation.observe(done - actor.started_at)
@@ -79,5 +74,5 @@ async def serve(
         actor.last_message_at = done  # idle time counts from the answer
         # Hold nothing of this message while waiting for the next: an idle actor would keep
         # its reply channel, the reply and the context alive (1 450 bytes of an idle cart).
-        del message, reply, parent, result, span
+        del message, reply, parent, result, handling
     return "stopped"

@@ -2,8 +2,8 @@
 
 Actors run in the host's context, never the sender's, so a request's OpenTelemetry context
 cannot reach them on its own: the envelope carries it. Only the OpenTelemetry API is used;
-with no SDK configured no span is started at all, and a message pays for one context lookup
-when sent.
+with no SDK configured no span is started and no context looked up: the envelope carries
+an empty one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span
+from opentelemetry.trace import Span
 
 from trioshop.runtime.actor import Actor
 from trioshop.telemetry import record_failure
@@ -31,11 +31,11 @@ def default_tracer() -> trace.Tracer:
 
 def _makes_only_no_op_spans(tracer: trace.Tracer) -> bool:
     """Whether *tracer* can make nothing but no-op spans: the API's no-op tracer, or the global
-    provider's proxy tracer while no SDK provider is installed."""
+    provider's proxy tracer while no SDK provider is installed (or a no-op one is)."""
     if isinstance(tracer, trace.NoOpTracer):
         return True
     return isinstance(tracer, trace.ProxyTracer) and isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider
+        trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     )
 
 
@@ -68,18 +68,16 @@ def start_handling(
     actor: Actor,
     message: Any,
     parent: otel_context.Context,
-) -> tuple[Span, Token[otel_context.Context] | None]:
+) -> tuple[Span, Token[otel_context.Context]]:
     """Start the span (``actor <kind>``) *actor* handles *message* in, a child of the
-    sender's *parent* context.
+    sender's *parent* context, with a *tracer* that makes real spans (see
+    :class:`HandlingTracer`).
 
-    A real span (sampled or not) is made current, on top of *parent* (so its baggage comes
-    along), and the token to undo that is returned; with no SDK the token is ``None`` and
-    there is nothing to end. Attributes (kind, pid, the message's type: all low-cardinality)
-    are set only on a span that records.
+    The span (sampled or not) is made current, on top of *parent* (so its baggage comes
+    along), and the token to undo that is returned. Attributes (kind, pid, the message's
+    type: all low-cardinality) are set only on a span that records.
     """
     span = tracer.start_span(actor.kind.span_name, context=parent)
-    if span is INVALID_SPAN or not span.get_span_context().is_valid:  # the first: no SDK, fast
-        return span, None
     if span.is_recording():
         span.set_attributes({
             "actor.kind": actor.kind.kind, "actor.pid": actor.pid,
