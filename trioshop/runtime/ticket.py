@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from trioshop.runtime.retry import attempts, thread_deadline
+from trioshop.runtime.retry import attempts
 
 
 class _State(enum.Enum):
@@ -51,10 +51,6 @@ class Ticket:
         """The request's tries of one thing: at most *cap*, none after the first past its
         deadline (see :func:`~trioshop.runtime.retry.attempts`)."""
         return attempts(cap, self.deadline)
-
-    def thread_deadline(self) -> float:
-        """The deadline on ``time.monotonic``'s clock, for retries in a worker thread."""
-        return thread_deadline(self.deadline)
 
     @property
     def claimed(self) -> bool:

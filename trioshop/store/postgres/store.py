@@ -15,7 +15,7 @@ import trio
 
 from trioshop.domain import CartLine, Order, Placement, quantities, replay
 from trioshop.logs import log_event
-from trioshop.runtime import Ticket, open_service_nursery
+from trioshop.runtime import Ticket, open_service_nursery, thread_deadline
 from trioshop.store.base import (
     ADD_KEY_RETENTION_SECONDS,
     CartConflict,
@@ -194,7 +194,7 @@ class PostgresStore(Store):
     ) -> Placement:
         key = order.idempotency_key
         services = sorted(self._services)  # as registered when the checkout starts
-        until = math.inf if ticket is None else ticket.thread_deadline()
+        until = thread_deadline(math.inf if ticket is None else ticket.deadline)
 
         def replayed(conn: Connection) -> Placement | None:
             earlier = None if key is None else replay(order_by_key(conn, key), order.user_id)
