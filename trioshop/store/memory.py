@@ -8,7 +8,7 @@ checkpoint, which makes each one atomic under Trio. Cart writes go behind the st
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import attrs
 import outcome
@@ -76,15 +76,25 @@ class MemoryStore(Store):
     def _apply(self, write: CartWrite) -> int:
         """Apply one write to the dictionaries, whole or not at all (no checkpoint)."""
         check_write_stock(write, self._stock)
-        user_id, current = write.user_id, self._carts.get(write.user_id, NO_CART)
+        user_id = write.user_id
         key = None if write.add_key is None else write.add_key[0]
         key_used = key is not None and self._key_answer(user_id, key) is not None
-        version = settle_write(write, current, key_used=key_used)
-        if version != write.version:  # an emptied cart keeps its row
-            self._carts[user_id] = StoredCart(write.lines, version)
+        version = self._put(write, key_used=key_used)
         if write.add_key is not None:
             self._prune(ADD_KEY_RETENTION_SECONDS)
             self._add_keys[user_id, write.add_key[0]] = (write.add_key[1], time.time())
+        return version
+
+    def _put(
+        self, write: CartWrite, *, key_used: bool = False, check: Callable[[], None] | None = None
+    ) -> int:
+        """Settle *write* over the stored cart (:class:`CartConflict` if stale), run *check*
+        (its refusal changes nothing), then store the cart if its version moved; the version."""
+        version = settle_write(write, self._carts.get(write.user_id, NO_CART), key_used=key_used)
+        if check is not None:
+            check()
+        if version != write.version:  # an emptied cart keeps its row
+            self._carts[write.user_id] = StoredCart(write.lines, version)
         return version
 
     async def _apply_all(self, writes: list[CartWrite]) -> list[Outcome]:
@@ -151,10 +161,8 @@ class MemoryStore(Store):
             if earlier is not None:
                 return Placement(earlier, replayed=True)
         emptied = CartWrite(user_id=order.user_id, lines=(), version=version)
-        stored = settle_write(emptied, self._carts.get(order.user_id, NO_CART))
-        levels = reserve_stock(order.lines, self._stock)
-        if stored != version:
-            self._carts[order.user_id] = StoredCart((), stored)
+        levels: dict[str, int] = {}
+        self._put(emptied, check=lambda: levels.update(reserve_stock(order.lines, self._stock)))
         self._stock.update(levels)
         self._orders[order.order_id] = order
         if key is not None:
