@@ -8,7 +8,7 @@ checkpoint, which makes each one atomic under Trio. Cart writes go behind the st
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 
 import attrs
 import outcome
@@ -79,23 +79,21 @@ class MemoryStore(Store):
         user_id = write.user_id
         key = None if write.add_key is None else write.add_key[0]
         key_used = key is not None and self._key_answer(user_id, key) is not None
-        version = self._put(write, key_used=key_used)
+        version = settle_write(write, self._stored_cart(user_id), key_used=key_used)
+        self._put(write, version)
         if write.add_key is not None:
             self._prune(ADD_KEY_RETENTION_SECONDS)
             self._add_keys[user_id, write.add_key[0]] = (write.add_key[1], time.time())
         return version
 
-    def _put(
-        self, write: CartWrite, *, key_used: bool = False, check: Callable[[], None] | None = None
-    ) -> int:
-        """Settle *write* over the stored cart (:class:`CartConflict` if stale), run *check*
-        (its refusal changes nothing), then store the cart if its version moved; the version."""
-        version = settle_write(write, self._carts.get(write.user_id, NO_CART), key_used=key_used)
-        if check is not None:
-            check()
+    def _stored_cart(self, user_id: str) -> StoredCart:
+        return self._carts.get(user_id, NO_CART)
+
+    def _put(self, write: CartWrite, version: int) -> None:
+        """Store *write*'s lines at *version* (what :func:`settle_write` answered), if the
+        version moved: a write that changed nothing stores nothing."""
         if version != write.version:  # an emptied cart keeps its row
             self._carts[write.user_id] = StoredCart(write.lines, version)
-        return version
 
     async def _apply_all(self, writes: list[CartWrite]) -> list[Outcome]:
         """Each of *writes* in turn, a refusal its own outcome (no checkpoint: atomic)."""
@@ -161,9 +159,9 @@ class MemoryStore(Store):
             if earlier is not None:
                 return Placement(earlier, replayed=True)
         emptied = CartWrite(user_id=order.user_id, lines=(), version=version)
-        levels: dict[str, int] = {}
-        self._put(emptied, check=lambda: levels.update(reserve_stock(order.lines, self._stock)))
-        self._stock.update(levels)
+        settled = settle_write(emptied, self._stored_cart(order.user_id))
+        self._stock.update(reserve_stock(order.lines, self._stock))  # refused: nothing changed
+        self._put(emptied, settled)
         self._orders[order.order_id] = order
         if key is not None:
             self._by_key[key] = order
